@@ -1,0 +1,139 @@
+//! Commands: everything the engine asks the outside world to do or record.
+
+use crate::cost::InstanceLifetime;
+use crate::event::LaunchFailure;
+use crate::ids::{InstanceId, JobId, PoolId, TenantId, WorkerId};
+use crate::job::JobOutcome;
+use crate::money::Micros;
+use crate::reason::ScaleDecision;
+use crate::worker::{DrainReason, Market};
+
+/// One instruction or record for the adapters, in the order they must be
+/// carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send this job to this worker.
+    Assign {
+        /// The job.
+        job: JobId,
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// Launch one instance per worker id in `pool` on `market`.
+    Launch {
+        /// The pool (its provider and shape).
+        pool: PoolId,
+        /// Spot or on-demand.
+        market: Market,
+        /// Ids the engine gave the new workers; outcomes refer to them.
+        workers: Vec<WorkerId>,
+    },
+    /// Tell a worker to take no new job and acknowledge.
+    Drain {
+        /// The worker.
+        worker: WorkerId,
+        /// Why.
+        reason: DrainReason,
+    },
+    /// Ask the provider to terminate an instance (idempotent).
+    Terminate {
+        /// The pool (its provider).
+        pool: PoolId,
+        /// The worker.
+        worker: WorkerId,
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// Tell a worker to stop a job (cancelled, or cannot finish before the
+    /// worker is reclaimed).
+    StopJob {
+        /// The job.
+        job: JobId,
+        /// The worker running it.
+        worker: WorkerId,
+    },
+    /// Record: the job is back in the queue.
+    Requeued {
+        /// The job.
+        job: JobId,
+        /// Attempts made so far.
+        attempts: u32,
+    },
+    /// Record: the submission was refused.
+    Rejected {
+        /// The job.
+        job: JobId,
+        /// Why, precise enough to show the tenant.
+        reason: Rejection,
+    },
+    /// Record: the job is finished for good.
+    Completed {
+        /// The job.
+        job: JobId,
+        /// Its tenant.
+        tenant: TenantId,
+        /// The final outcome (`Lost` when attempts ran out).
+        outcome: JobOutcome,
+        /// Cost attributed to the job over all its attempts.
+        cost: Micros,
+    },
+    /// Record: a desired-capacity change and its reason.
+    Scale(ScaleDecision),
+    /// Record: a launch failed (for metrics; the plan already adapted).
+    LaunchFailed {
+        /// The pool.
+        pool: PoolId,
+        /// The market tried.
+        market: Market,
+        /// Why.
+        reason: LaunchFailure,
+        /// How many instances were affected.
+        count: u32,
+    },
+    /// Record: an instance's whole life and what it cost.
+    InstanceCost(InstanceLifetime),
+}
+
+/// Why a submission was refused at the door.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The tenant id is not configured.
+    #[error("unknown tenant {0}")]
+    UnknownTenant(TenantId),
+    /// The class rank is not configured.
+    #[error("unknown priority class {0}")]
+    UnknownClass(u8),
+    /// A job with this id is already live.
+    #[error("job id already in use")]
+    DuplicateJob,
+    /// `max_attempts` was 0.
+    #[error("max_attempts must be at least 1")]
+    NoAttempts,
+    /// No configured pool can ever run this job.
+    #[error("no pool offers labels {labels:?} with {cpu_millis}m cpu and {memory_mib} MiB memory")]
+    NoPoolCanServe {
+        /// The requested labels.
+        labels: Vec<String>,
+        /// Requested CPU.
+        cpu_millis: u32,
+        /// Requested memory.
+        memory_mib: u32,
+    },
+    /// The job alone is larger than the tenant's concurrency quota allows.
+    #[error("job needs more than the tenant's whole concurrency quota")]
+    LargerThanQuota,
+    /// The tenant already has `max_queued_jobs` waiting.
+    #[error("tenant has {queued} jobs queued, the limit is {limit}")]
+    QueueFull {
+        /// Jobs waiting now.
+        queued: u32,
+        /// The configured limit.
+        limit: u32,
+    },
+    /// The tenant reached today's spend limit.
+    #[error("tenant reached its daily spend limit of {limit}")]
+    DailySpendReached {
+        /// The configured limit.
+        limit: Micros,
+    },
+}

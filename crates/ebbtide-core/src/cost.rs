@@ -1,0 +1,97 @@
+//! The cost model: prices, accrual and attribution.
+//!
+//! Each worker accrues `rate × elapsed` at every event that changes what it
+//! is doing. The accrued amount is split exactly between the jobs holding
+//! its slots (and so their tenants) and the pool's idle waste, so tenants'
+//! costs plus idle cost always equal the fleet's cost to the unit.
+
+use crate::ids::{InstanceId, PoolId, WorkerId};
+use crate::money::{CostAccum, Micros, PricePerHour};
+use crate::requirements::DetHashMap;
+use crate::time::Timestamp;
+use crate::worker::Market;
+
+/// Known prices by shape × market × zone.
+#[derive(Debug, Clone, Default)]
+pub struct PriceTable {
+    prices: DetHashMap<(String, Market, Option<String>), PricePerHour>,
+}
+
+impl PriceTable {
+    /// Records a price; `zone: None` is the price for zones without one.
+    pub fn set(&mut self, shape: &str, market: Market, zone: Option<&str>, price: PricePerHour) {
+        self.prices
+            .insert((shape.to_string(), market, zone.map(str::to_string)), price);
+    }
+
+    /// The price for an instance: its zone's, else the shape's zone-less
+    /// price, else `fallback` (the configured on-demand list price, which
+    /// over- rather than under-states an unknown spot price).
+    pub fn lookup(
+        &self,
+        shape: &str,
+        market: Market,
+        zone: Option<&str>,
+        fallback: PricePerHour,
+    ) -> PricePerHour {
+        let exact = zone.and_then(|z| {
+            self.prices
+                .get(&(shape.to_string(), market, Some(z.to_string())))
+        });
+        exact
+            .or_else(|| self.prices.get(&(shape.to_string(), market, None)))
+            .copied()
+            .unwrap_or(fallback)
+    }
+}
+
+/// One instance from launch request to termination, and what it cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceLifetime {
+    /// The engine's worker.
+    pub worker: WorkerId,
+    /// The provider's instance, if it was ever created.
+    pub instance: Option<InstanceId>,
+    /// The pool.
+    pub pool: PoolId,
+    /// Market it ran on.
+    pub market: Market,
+    /// Zone, where known.
+    pub zone: Option<String>,
+    /// When the provider created it.
+    pub launched_at: Option<Timestamp>,
+    /// When it was confirmed gone.
+    pub ended_at: Timestamp,
+    /// What it cost.
+    pub cost: Micros,
+    /// What it would have cost on-demand.
+    pub on_demand_cost: Micros,
+    /// The part of `cost` spent with free slots (waste).
+    pub idle_cost: Micros,
+    /// Jobs it ran.
+    pub jobs_served: u32,
+}
+
+/// Running totals for reports and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CostTotals {
+    /// Everything spent.
+    pub fleet: CostAccum,
+    /// What the same instance-time would have cost on-demand.
+    pub on_demand_equivalent: CostAccum,
+    /// Spent on free slots.
+    pub idle: CostAccum,
+    /// Attributed to each tenant, by tenant index.
+    pub by_tenant: Vec<CostAccum>,
+    /// Spent per pool, by pool index.
+    pub by_pool: Vec<CostAccum>,
+}
+
+impl CostTotals {
+    /// Savings versus running the same instance-time all on-demand.
+    pub fn savings(&self) -> Micros {
+        let od = self.on_demand_equivalent.to_micros();
+        let fleet = self.fleet.to_micros();
+        Micros(od.0 - fleet.0)
+    }
+}

@@ -1,0 +1,300 @@
+//! Job events: admission, cancellation, start, finish, requeue.
+
+use super::{Engine, EngineError};
+use crate::command::{Command, Rejection};
+use crate::ids::{JobId, WorkerId};
+use crate::job::{Job, JobOutcome, JobSpec, JobState};
+use crate::money::CostAccum;
+use crate::queue::QueuedRef;
+use crate::requirements::SignatureId;
+use crate::tenant::Allowance;
+use crate::time::Timestamp;
+use crate::worker::{WorkerState, WorkerTransition};
+
+impl Engine {
+    pub(super) fn on_submit(
+        &mut self,
+        spec: JobSpec,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let sig = match self.admit(&spec, now) {
+            Ok(sig) => sig,
+            Err(reason) => {
+                self.stats.rejected += 1;
+                out.push(Command::Rejected {
+                    job: spec.id,
+                    reason,
+                });
+                return Ok(());
+            }
+        };
+        self.stats.submitted += 1;
+        let weight = self.tenants[spec.tenant.0 as usize].config.weight;
+        let tag = self.queue.next_tag(spec.class, spec.tenant, weight);
+        let seq = self.alloc_seq();
+        let req = &self.sigs.get(sig).requirements;
+        let job = Job {
+            id: spec.id,
+            tenant: spec.tenant,
+            class: spec.class,
+            sig,
+            cpu_millis: req.cpu_millis,
+            memory_mib: req.memory_mib,
+            submitted_at: now,
+            seq,
+            tag,
+            attempts: 0,
+            max_attempts: spec.max_attempts,
+            expected_duration: spec.expected_duration,
+            state: JobState::Queued,
+            cancel_requested: false,
+            cost: CostAccum::ZERO,
+        };
+        if let Some(first) = self.sigs.get(sig).chain.first() {
+            self.pools[first.0 as usize].forecast.observe(now);
+        }
+        let (cpu, mem) = (job.cpu_millis, job.memory_mib);
+        self.jobs.insert(spec.id, job);
+        // Dispatch is maximal before this event, so no queued job can use a
+        // free slot this job fits: taking one directly respects the order.
+        let tenant = &mut self.tenants[spec.tenant.0 as usize];
+        tenant.advance(now);
+        let allowed = tenant.allowance(cpu, mem) != Allowance::Blocked;
+        if allowed && let Some(worker) = self.best_fit(sig, cpu, mem) {
+            return self.assign(spec.id, worker, now, out);
+        }
+        self.enqueue(spec.id);
+        Ok(())
+    }
+
+    /// Checks everything that can refuse a job at the door.
+    fn admit(&mut self, spec: &JobSpec, now: Timestamp) -> Result<SignatureId, Rejection> {
+        let tenant = self
+            .tenants
+            .get_mut(spec.tenant.0 as usize)
+            .ok_or(Rejection::UnknownTenant(spec.tenant))?;
+        if usize::from(spec.class.0) >= self.config.classes.len() {
+            return Err(Rejection::UnknownClass(spec.class.0));
+        }
+        if self.jobs.contains_key(&spec.id) {
+            return Err(Rejection::DuplicateJob);
+        }
+        if spec.max_attempts == 0 {
+            return Err(Rejection::NoAttempts);
+        }
+        let quota = tenant.config.quota;
+        if let Some(limit) = quota.max_queued_jobs
+            && tenant.queued >= limit
+        {
+            return Err(Rejection::QueueFull {
+                queued: tenant.queued,
+                limit,
+            });
+        }
+        if tenant.over_daily_spend(now) {
+            let limit = quota.max_daily_spend.unwrap_or_default();
+            return Err(Rejection::DailySpendReached { limit });
+        }
+        let req = spec.requirements.clone().normalized();
+        let pct = tenant.config.burst.map_or(100, |b| b.multiplier_percent);
+        let over = |need: u64, max: Option<u64>| {
+            max.is_some_and(|m| need > m.saturating_mul(u64::from(pct)) / 100)
+        };
+        if over(u64::from(req.cpu_millis), quota.max_cpu_millis)
+            || over(u64::from(req.memory_mib), quota.max_memory_mib)
+            || quota.max_running_jobs == Some(0)
+        {
+            return Err(Rejection::LargerThanQuota);
+        }
+        let sig = self.sigs.intern(&req, &self.config.pools);
+        if self.sigs.get(sig).chain.is_empty() {
+            return Err(Rejection::NoPoolCanServe {
+                labels: req.labels,
+                cpu_millis: req.cpu_millis,
+                memory_mib: req.memory_mib,
+            });
+        }
+        Ok(sig)
+    }
+
+    fn enqueue(&mut self, id: JobId) {
+        let Some(j) = self.jobs.get_mut(&id) else {
+            return;
+        };
+        j.state = JobState::Queued;
+        let r = QueuedRef {
+            submitted: j.submitted_at,
+            seq: j.seq,
+            tag: j.tag,
+            job: id,
+        };
+        self.queue.push(j.class, j.sig, j.tenant, r);
+        self.tenants[j.tenant.0 as usize].queued += 1;
+    }
+
+    pub(super) fn on_cancel(
+        &mut self,
+        id: JobId,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let job = self.jobs.get_mut(&id).ok_or(EngineError::UnknownJob(id))?;
+        match job.state {
+            JobState::Queued => {
+                let (c, s, t, at, seq) =
+                    (job.class, job.sig, job.tenant, job.submitted_at, job.seq);
+                self.queue.remove(c, s, t, at, seq);
+                self.tenants[t.0 as usize].queued -= 1;
+                self.complete(id, JobOutcome::Cancelled, out);
+            }
+            JobState::Assigned { worker, .. } | JobState::Running { worker, .. } => {
+                if !job.cancel_requested {
+                    job.cancel_requested = true;
+                    out.push(Command::StopJob { job: id, worker });
+                }
+            }
+        }
+        let _ = now;
+        Ok(())
+    }
+
+    pub(super) fn on_started(
+        &mut self,
+        id: JobId,
+        wid: WorkerId,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let job = self.jobs.get_mut(&id).ok_or(EngineError::UnknownJob(id))?;
+        match job.state {
+            JobState::Assigned { worker, .. } if worker == wid => {
+                job.state = JobState::Running { worker, since: now };
+                Ok(())
+            }
+            JobState::Running { worker, .. } if worker == wid => Ok(()),
+            JobState::Queued => Err(EngineError::WrongJobState {
+                job: id,
+                state: job.state,
+                action: "start",
+            }),
+            _ => Err(EngineError::NotOnWorker {
+                job: id,
+                worker: wid,
+            }),
+        }
+    }
+
+    pub(super) fn on_finished(
+        &mut self,
+        id: JobId,
+        wid: WorkerId,
+        outcome: JobOutcome,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let job = self.jobs.get(&id).ok_or(EngineError::UnknownJob(id))?;
+        if job.state.worker() != Some(wid) {
+            return Err(EngineError::NotOnWorker {
+                job: id,
+                worker: wid,
+            });
+        }
+        if let (JobState::Running { since, .. }, JobOutcome::Succeeded | JobOutcome::Failed) =
+            (job.state, outcome)
+        {
+            let pool = self.workers.get(&wid).map(|w| w.pool);
+            if let Some(p) = pool {
+                let p = &mut self.pools[p.0 as usize];
+                p.mean_job_duration =
+                    super::pools::PoolState::ewma(p.mean_job_duration, now.saturating_since(since));
+            }
+        }
+        let cancelled = job.cancel_requested;
+        self.detach(id, wid, now)?;
+        match outcome {
+            JobOutcome::Lost if !cancelled => self.requeue_or_abandon(id, out),
+            JobOutcome::Lost | JobOutcome::Cancelled => {
+                self.complete(id, JobOutcome::Cancelled, out)
+            }
+            other => self.complete(id, other, out),
+        }
+        self.after_slot_freed(wid, now, out)?;
+        self.dispatch_all(now, out)
+    }
+
+    /// Takes a job off its worker, releasing the slot and the tenant quota.
+    pub(super) fn detach(
+        &mut self,
+        id: JobId,
+        wid: WorkerId,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        self.accrue(wid, now);
+        let job = self.jobs.get(&id).ok_or(EngineError::UnknownJob(id))?;
+        let (tenant, cpu, mem) = (job.tenant, job.cpu_millis, job.memory_mib);
+        let w = self
+            .workers
+            .get_mut(&wid)
+            .ok_or(EngineError::UnknownWorker(wid))?;
+        w.jobs.retain(|j| *j != id);
+        w.used_cpu -= cpu;
+        w.used_mem -= mem;
+        let t = &mut self.tenants[tenant.0 as usize];
+        t.advance(now);
+        t.release(cpu, mem);
+        Ok(())
+    }
+
+    /// After a slot freed: a worker with no job left goes idle, or retires
+    /// if it was draining and has acknowledged.
+    pub(super) fn after_slot_freed(
+        &mut self,
+        wid: WorkerId,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let Some(w) = self.workers.get_mut(&wid) else {
+            return Ok(());
+        };
+        if w.jobs.is_empty() {
+            match w.state {
+                WorkerState::Busy => {
+                    w.idle_since = now;
+                    self.transition(wid, WorkerTransition::JobsDone)?;
+                }
+                WorkerState::Draining => self.terminate_if_drained(wid, out)?,
+                _ => {}
+            }
+        }
+        self.reindex(wid);
+        Ok(())
+    }
+
+    /// Puts a job whose attempt the infrastructure lost back in the queue,
+    /// at its original place, or gives up once attempts are exhausted.
+    pub(super) fn requeue_or_abandon(&mut self, id: JobId, out: &mut Vec<Command>) {
+        let Some(job) = self.jobs.get(&id) else {
+            return;
+        };
+        if job.attempts >= job.max_attempts {
+            self.complete(id, JobOutcome::Lost, out);
+            return;
+        }
+        let attempts = job.attempts;
+        self.enqueue(id);
+        self.stats.requeued += 1;
+        out.push(Command::Requeued { job: id, attempts });
+    }
+
+    fn complete(&mut self, id: JobId, outcome: JobOutcome, out: &mut Vec<Command>) {
+        if let Some(job) = self.jobs.remove(&id) {
+            self.stats.completed += 1;
+            out.push(Command::Completed {
+                job: id,
+                tenant: job.tenant,
+                outcome,
+                cost: job.cost.to_micros(),
+            });
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The engine: one deterministic state machine, events in, commands out.
+//!
+//! `Engine::handle(event, now)` validates the event against the current
+//! state, applies it, and returns the commands that follow, in order. After
+//! every event two invariants hold (and are checked by property tests via
+//! [`Engine::check_invariants`]): the queue/worker bookkeeping agrees with
+//! itself, and dispatch is *maximal* — no queued job that its tenant's quota
+//! allows could run on a free slot that fits it. Maximality is what lets a
+//! new submission be matched directly against free slots in microseconds.
+
+mod dispatch;
+mod jobs;
+mod pools;
+mod scaling;
+mod workers;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::command::Command;
+use crate::config::{ConfigError, EngineConfig};
+use crate::cost::{CostTotals, PriceTable};
+use crate::event::Event;
+use crate::ids::{ClassId, JobId, PoolId, TenantId, WorkerId};
+use crate::job::{Job, JobState};
+use crate::queue::JobQueue;
+use crate::requirements::{DetHashMap, SignatureTable};
+use crate::tenant::{TenantState, Usage};
+use crate::time::Timestamp;
+use crate::worker::{Worker, WorkerState};
+
+use pools::PoolState;
+pub use pools::PoolStatus;
+
+/// An event the engine could not apply. The state is unchanged: the caller
+/// logs it and carries on (stale messages are normal in a distributed
+/// system), but it is never silently dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The event names a job the engine does not hold.
+    #[error("unknown job {0}")]
+    UnknownJob(JobId),
+    /// The event names a worker the engine does not hold.
+    #[error("unknown worker {0}")]
+    UnknownWorker(WorkerId),
+    /// The job is not on that worker (e.g. a late report after a requeue).
+    #[error("{job} is not held by {worker}")]
+    NotOnWorker {
+        /// The job.
+        job: JobId,
+        /// The worker that reported it.
+        worker: WorkerId,
+    },
+    /// The event needs a job state the job is not in.
+    #[error("{job} is {state:?}, cannot {action}")]
+    WrongJobState {
+        /// The job.
+        job: JobId,
+        /// Its state.
+        state: JobState,
+        /// What the event wanted.
+        action: &'static str,
+    },
+    /// The worker's state machine refused the transition.
+    #[error("{worker}: {source}")]
+    IllegalTransition {
+        /// The worker.
+        worker: WorkerId,
+        /// The refused transition.
+        source: crate::worker::IllegalTransition,
+    },
+}
+
+/// The scaling engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: EngineConfig,
+    sigs: SignatureTable,
+    queue: JobQueue,
+    jobs: DetHashMap<JobId, Job>,
+    tenants: Vec<TenantState>,
+    pools: Vec<PoolState>,
+    /// Pools in fill order (static first, then preference, price, index);
+    /// every signature's chain is a subsequence of it.
+    pool_order: Vec<PoolId>,
+    workers: BTreeMap<WorkerId, Worker>,
+    prices: PriceTable,
+    costs: CostTotals,
+    next_worker: u64,
+    next_seq: u64,
+    stats: Stats,
+    /// Latest `now` seen; only for invariant checks, never for decisions.
+    clock: Timestamp,
+}
+
+/// Lifetime counters, for the simulator, metrics and invariant checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Jobs accepted.
+    pub submitted: u64,
+    /// Jobs refused at submission.
+    pub rejected: u64,
+    /// Assignments made (a requeued job is assigned again).
+    pub assignments: u64,
+    /// Jobs finished for good (any outcome).
+    pub completed: u64,
+    /// Times a job went back to the queue.
+    pub requeued: u64,
+    /// Instances asked for.
+    pub launched: u64,
+    /// Instances terminated.
+    pub terminated: u64,
+}
+
+impl Engine {
+    /// Builds an engine from a validated configuration.
+    pub fn new(config: EngineConfig, now: Timestamp) -> Result<Engine, Vec<ConfigError>> {
+        config.validate()?;
+        let tenants = config
+            .tenants
+            .iter()
+            .map(|t| TenantState::new(t.clone(), now))
+            .collect();
+        let pools: Vec<PoolState> = config
+            .pools
+            .iter()
+            .map(|p| PoolState::new(p.clone(), config.default_job_duration))
+            .collect();
+        let mut pool_order: Vec<PoolId> = (0..pools.len()).map(|i| PoolId(i as u32)).collect();
+        pool_order.sort_by_key(|p| pools::fill_order_key(&config.pools[p.0 as usize], p.0));
+        let costs = CostTotals {
+            by_tenant: vec![Default::default(); config.tenants.len()],
+            by_pool: vec![Default::default(); config.pools.len()],
+            ..Default::default()
+        };
+        Ok(Engine {
+            queue: JobQueue::new(config.classes.len()),
+            config,
+            sigs: SignatureTable::default(),
+            jobs: DetHashMap::default(),
+            tenants,
+            pools,
+            pool_order,
+            workers: BTreeMap::new(),
+            prices: PriceTable::default(),
+            costs,
+            next_worker: 1,
+            next_seq: 0,
+            stats: Stats::default(),
+            clock: now,
+        })
+    }
+
+    /// Applies one event at time `now` and returns what must happen next.
+    pub fn handle(&mut self, event: Event, now: Timestamp) -> Result<Vec<Command>, EngineError> {
+        let mut out = Vec::new();
+        self.clock = self.clock.max(now);
+        match event {
+            Event::JobSubmitted(spec) => self.on_submit(spec, now, &mut out)?,
+            Event::JobCancelled { job } => self.on_cancel(job, now, &mut out)?,
+            Event::JobStarted { job, worker } => self.on_started(job, worker, now)?,
+            Event::JobFinished {
+                job,
+                worker,
+                outcome,
+            } => self.on_finished(job, worker, outcome, now, &mut out)?,
+            Event::InstanceLaunched {
+                worker,
+                instance,
+                zone,
+            } => self.on_launched(worker, instance, zone, now)?,
+            Event::LaunchFailed { workers, reason } => {
+                self.on_launch_failed(&workers, reason, now, &mut out)?
+            }
+            Event::WorkerRegistered { worker } => self.on_registered(worker, now, &mut out)?,
+            Event::Heartbeat { worker } => self.on_heartbeat(worker, now)?,
+            Event::WorkerLost { worker } => self.on_lost(worker, now, &mut out)?,
+            Event::DrainAcknowledged { worker } => self.on_drain_ack(worker, now, &mut out)?,
+            Event::InstanceTerminated { worker } => self.on_terminated(worker, now, &mut out)?,
+            Event::ReclamationNotice { worker, deadline } => {
+                self.on_reclamation(worker, deadline, now, &mut out)?
+            }
+            Event::PriceUpdate {
+                shape,
+                market,
+                zone,
+                price,
+            } => self.on_price(&shape, market, zone, price, now),
+            Event::Tick => self.on_tick(now, &mut out)?,
+        }
+        Ok(out)
+    }
+
+    fn on_tick(&mut self, now: Timestamp, out: &mut Vec<Command>) -> Result<(), EngineError> {
+        for t in &mut self.tenants {
+            t.advance(now);
+        }
+        for p in &mut self.pools {
+            p.forecast.roll(now);
+        }
+        self.expire_workers(now, out)?;
+        self.dispatch_all(now, out)?;
+        self.plan_and_scale(now, out)
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Lifetime counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Jobs waiting.
+    pub fn queued_jobs(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Jobs the engine holds (queued, assigned or running).
+    pub fn live_jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Where a live job is; `None` once finished (or never seen).
+    pub fn job_state(&self, job: JobId) -> Option<JobState> {
+        self.jobs.get(&job).map(|j| j.state)
+    }
+
+    /// Current state of a worker; `None` once terminated and forgotten.
+    pub fn worker_state(&self, worker: WorkerId) -> Option<WorkerState> {
+        self.workers.get(&worker).map(|w| w.state)
+    }
+
+    /// Workers not yet terminated, in id order.
+    pub fn live_workers(&self) -> impl Iterator<Item = WorkerId> + '_ {
+        self.workers.keys().copied()
+    }
+
+    /// What a tenant is using now.
+    pub fn tenant_usage(&self, tenant: TenantId) -> Option<Usage> {
+        self.tenants.get(tenant.0 as usize).map(|t| t.usage)
+    }
+
+    /// Looks a tenant up by name.
+    pub fn tenant_id(&self, name: &str) -> Option<TenantId> {
+        self.config
+            .tenants
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| TenantId(i as u32))
+    }
+
+    /// Looks a class up by name.
+    pub fn class_id(&self, name: &str) -> Option<ClassId> {
+        self.config
+            .classes
+            .iter()
+            .position(|c| c.name == name)
+            .and_then(|i| u8::try_from(i).ok())
+            .map(ClassId)
+    }
+
+    /// Looks a pool up by name.
+    pub fn pool_id(&self, name: &str) -> Option<PoolId> {
+        self.config
+            .pools
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| PoolId(i as u32))
+    }
+
+    /// Cost totals so far (accrued up to the last event that touched each
+    /// worker).
+    pub fn costs(&self) -> &CostTotals {
+        &self.costs
+    }
+
+    /// Queue wait target of a class.
+    pub fn sla_target(&self, class: ClassId) -> Option<Duration> {
+        self.config
+            .classes
+            .get(usize::from(class.0))
+            .map(|c| c.sla_target)
+    }
+
+    fn class_target(&self, class: ClassId) -> Duration {
+        self.config.classes[usize::from(class.0)].sla_target
+    }
+
+    fn alloc_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// Verifies the engine's internal consistency; used after every step of
+    /// the property tests and by the simulator's paranoid mode.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        invariants::check(self)
+    }
+}
+
+mod invariants;

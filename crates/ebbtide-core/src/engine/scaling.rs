@@ -1,0 +1,475 @@
+//! The tick's scaling pass: route demand to pools, plan each pool, damp the
+//! plan, pick markets, launch and retire.
+
+use std::time::Duration;
+
+use super::pools::PoolStatus;
+use super::{Engine, EngineError};
+use crate::command::Command;
+use crate::config::{Billing, EngineConfig, PoolKind};
+use crate::ids::{PoolId, WorkerId};
+use crate::money::PricePerHour;
+use crate::planner::{CHECKPOINTS, Checkpoints, Demand, SlotPlan, Supply, plan_slots};
+use crate::reason::{ScaleDecision, ScaleReason};
+use crate::requirements::SignatureId;
+use crate::time::Timestamp;
+use crate::worker::{DrainReason, Market, Worker, WorkerState};
+
+/// Demand routed to one pool, per signature (so spill-over can follow each
+/// signature's own chain).
+type Routed = Vec<(SignatureId, Demand)>;
+
+/// What one pool looks like right now.
+struct Snapshot {
+    supply: Supply,
+    status: PoolStatus,
+    busy_instances: u32,
+    fully_idle: u32,
+}
+
+impl Engine {
+    /// Plans every pool and carries the plan out.
+    pub(super) fn plan_and_scale(
+        &mut self,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let cp = Checkpoints::new(now);
+        let mut routed = self.route_demand(&cp);
+        let mut fleet_rate = self.fleet_rate();
+        for pid in self.pool_order.clone() {
+            let demand = std::mem::take(&mut routed[pid.0 as usize]);
+            let unmet = self.scale_pool(pid, &cp, &demand, &mut fleet_rate, out)?;
+            if unmet > 0 {
+                self.spill(pid, demand, unmet, &mut routed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Demand of every queued job its tenant's quota would let run, routed
+    /// to the first pool of its chain. Classes are visited most urgent
+    /// first so a tenant's headroom goes to its most urgent jobs.
+    fn route_demand(&self, cp: &Checkpoints) -> Vec<Routed> {
+        let mut routed: Vec<Routed> = vec![Vec::new(); self.pools.len()];
+        let mut counted = vec![0u32; self.tenants.len()];
+        let mut cells: Vec<_> = self.queue.nonempty_cells().collect();
+        cells.sort_by_key(|c| (self.queue.cell(*c).class, *c));
+        for id in cells {
+            let cell = self.queue.cell(id);
+            let sig = self.sigs.get(cell.sig);
+            let Some(first) = sig.chain.first() else {
+                continue;
+            };
+            let t = cell.tenant.0 as usize;
+            let req = &sig.requirements;
+            let room = self.tenants[t]
+                .headroom_jobs(req.cpu_millis, req.memory_mib)
+                .saturating_sub(counted[t]);
+            let take = u32::try_from(cell.jobs.len()).unwrap_or(u32::MAX).min(room);
+            if take == 0 {
+                continue;
+            }
+            counted[t] += take;
+            let target = self.class_target(cell.class);
+            let mut d = Demand::default();
+            for (slot, at) in d.due.iter_mut().zip(cp.at).take(CHECKPOINTS - 1) {
+                *slot = u32::try_from(cell.due_by(at, target))
+                    .unwrap_or(u32::MAX)
+                    .min(take);
+            }
+            d.due[CHECKPOINTS - 1] = take;
+            add_routed(&mut routed[first.0 as usize], cell.sig, &d);
+        }
+        routed
+    }
+
+    /// Passes what a pool cannot serve to the next pool of each signature's
+    /// chain, latest deadlines first.
+    fn spill(&self, from: PoolId, demand: Routed, mut unmet: u32, routed: &mut [Routed]) {
+        for (sig, d) in demand.iter().rev() {
+            if unmet == 0 {
+                break;
+            }
+            let chain = &self.sigs.get(*sig).chain;
+            let Some(next) = chain.iter().skip_while(|p| **p != from).nth(1) else {
+                continue;
+            };
+            let take = unmet.min(d.total());
+            unmet -= take;
+            add_routed(&mut routed[next.0 as usize], *sig, &d.latest(take));
+        }
+    }
+
+    /// Plans one pool; returns the job slots it wanted but cannot provide.
+    fn scale_pool(
+        &mut self,
+        pid: PoolId,
+        cp: &Checkpoints,
+        demand: &Routed,
+        fleet_rate: &mut i64,
+        out: &mut Vec<Command>,
+    ) -> Result<u32, EngineError> {
+        let now = cp.now;
+        let mut total = Demand::default();
+        for (_, d) in demand {
+            total.add(d);
+        }
+        let snap = self.snapshot(pid, now);
+        let pool = &self.pools[pid.0 as usize];
+        let cfg = &pool.config;
+        let cap = pool.capacity();
+        let plan = plan_slots(cp, &total, &snap.supply, pool.boot_estimate);
+        let active =
+            snap.status.requested + snap.status.booting + snap.status.idle + snap.status.busy;
+        let (wanted, reason) = self.wanted_instances(pid, &plan, &snap, active, total.total(), now);
+        let mut desired = wanted.min(cfg.max);
+        let mut reason = if wanted > cfg.max {
+            ScaleReason::AtMax { wanted }
+        } else {
+            reason
+        };
+        let price = self.launch_price(pid);
+        if let (Some(budget), PoolKind::Dynamic { .. }) = (self.config.max_cost_per_hour, cfg.kind)
+            && desired > active
+            && price.0.0 > 0
+        {
+            let affordable = (budget.0.0 - *fleet_rate).max(0) / price.0.0;
+            let allowed = active + u32::try_from(affordable).unwrap_or(u32::MAX);
+            if desired > allowed {
+                reason = ScaleReason::Budget { wanted: desired };
+                desired = allowed.max(EngineConfig::pool_floor(cfg).min(desired));
+            }
+        }
+        let desired = self.stabilize(pid, desired, plan.at_risk, reason, active, now, out);
+        let pool = &self.pools[pid.0 as usize];
+        let blocked = now < pool.launch_blocked_until;
+        let room = pool.config.max.saturating_sub(snap.status.physical());
+        let launch = if blocked {
+            0
+        } else {
+            desired.saturating_sub(active).min(room)
+        };
+        if launch > 0 {
+            self.launch(pid, launch, plan.at_risk > 0, now, out);
+            *fleet_rate += i64::from(launch) * price.0.0;
+        }
+        if desired < active {
+            self.retire(pid, active - desired, now, out)?;
+        }
+        let granted = if matches!(
+            self.pools[pid.0 as usize].config.kind,
+            PoolKind::Static { .. }
+        ) {
+            0
+        } else {
+            launch
+        };
+        Ok(plan.short.saturating_sub(granted * cap))
+    }
+
+    /// Instances the pool should have, and the dominant reason.
+    fn wanted_instances(
+        &self,
+        pid: PoolId,
+        plan: &SlotPlan,
+        snap: &Snapshot,
+        active: u32,
+        waiting: u32,
+        now: Timestamp,
+    ) -> (u32, ScaleReason) {
+        let pool = &self.pools[pid.0 as usize];
+        let cap = pool.capacity();
+        match pool.config.kind {
+            PoolKind::Static { warm } => (warm, ScaleReason::WarmSize { warm }),
+            PoolKind::Dynamic { min, idle_count } => {
+                let new = plan.short.div_ceil(cap);
+                let removable = (plan.surplus_idle / cap).min(snap.fully_idle);
+                let for_demand = active + new - removable;
+                let floor = min.max(snap.busy_instances + idle_count);
+                let (prewarm, expected) = match pool.config.prewarm {
+                    Some(p) => {
+                        let expected = pool
+                            .forecast
+                            .expected_concurrent_milli(now, pool.mean_job_duration);
+                        let slots = (expected * u64::from(p.factor_percent) / 100).div_ceil(1000);
+                        let inst =
+                            u32::try_from(slots.div_ceil(u64::from(cap))).unwrap_or(u32::MAX);
+                        (inst.min(p.max_instances), expected)
+                    }
+                    None => (0, 0),
+                };
+                let wanted = for_demand.max(floor).max(prewarm);
+                let reason = if plan.at_risk > 0 && new > 0 {
+                    ScaleReason::SlaEmergency {
+                        at_risk: plan.at_risk,
+                    }
+                } else if wanted == for_demand && new > 0 {
+                    ScaleReason::QueueDemand {
+                        waiting,
+                        slots_short: plan.short,
+                        boot_estimate: pool.boot_estimate,
+                    }
+                } else if wanted == prewarm && prewarm > floor {
+                    ScaleReason::Prewarm {
+                        expected_concurrent_milli: expected,
+                    }
+                } else if wanted == floor && floor > for_demand {
+                    ScaleReason::Floor { floor }
+                } else {
+                    ScaleReason::DemandFell {
+                        surplus_slots: plan.surplus_idle,
+                    }
+                };
+                (wanted, reason)
+            }
+        }
+    }
+
+    /// Damps the plan: scale-ups respect a cooldown unless jobs are at risk,
+    /// scale-downs follow the highest recommendation of the stabilization
+    /// window and wait out the scale-down cooldown after any scale-up.
+    #[allow(clippy::too_many_arguments)]
+    fn stabilize(
+        &mut self,
+        pid: PoolId,
+        wanted: u32,
+        at_risk: u32,
+        reason: ScaleReason,
+        active: u32,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> u32 {
+        let pool = &mut self.pools[pid.0 as usize];
+        let policy = pool.config.scaling;
+        let s = &mut pool.scaler;
+        s.recent.push_back((now, wanted));
+        while s.recent.len() > 1
+            && s.recent
+                .front()
+                .is_some_and(|(t, _)| now.saturating_since(*t) > policy.down_stabilization)
+        {
+            s.recent.pop_front();
+        }
+        let since =
+            |t: Option<Timestamp>, d: Duration| t.is_none_or(|t| now.saturating_since(t) >= d);
+        let from = s.desired;
+        let (to, reason) = if !s.decided_once || wanted > from {
+            let cooled = !s.decided_once || since(s.last_up, policy.scale_up_cooldown);
+            if cooled {
+                (wanted, reason)
+            } else if at_risk > 0 {
+                (wanted, ScaleReason::SlaEmergency { at_risk })
+            } else {
+                (from, reason)
+            }
+        } else if wanted < from {
+            let stabilized = s.recent.iter().map(|(_, w)| *w).max().unwrap_or(wanted);
+            if stabilized < from && since(s.last_up, policy.scale_down_cooldown) {
+                (stabilized, reason)
+            } else {
+                (from, reason)
+            }
+        } else {
+            (from, reason)
+        };
+        s.decided_once = true;
+        if to != from {
+            if to > from {
+                s.last_up = Some(now);
+            }
+            s.desired = to;
+            out.push(Command::Scale(ScaleDecision {
+                pool: pid,
+                at: now,
+                from,
+                to,
+                active,
+                reason,
+            }));
+        }
+        to
+    }
+
+    /// Asks for `count` instances, choosing a market for each.
+    fn launch(
+        &mut self,
+        pid: PoolId,
+        count: u32,
+        urgent: bool,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) {
+        let pool = &self.pools[pid.0 as usize];
+        let policy = pool.config.market;
+        let (mut on_demand, mut spot) = (0u32, 0u32);
+        for w in pool
+            .workers
+            .iter()
+            .filter_map(|w| self.workers.get(w))
+            .filter(|w| w.state.is_active())
+        {
+            match w.market {
+                Market::OnDemand => on_demand += 1,
+                Market::Spot => spot += 1,
+            }
+        }
+        let spot_recently_failed = pool
+            .last_spot_failure
+            .is_some_and(|t| now.saturating_since(t) < pool.boot_estimate * 2);
+        let spot_usable = policy.spot_percent > 0
+            && now >= pool.spot_blocked_until
+            && !(urgent && spot_recently_failed);
+        let mut batches: [Vec<WorkerId>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..count {
+            let above_base = (on_demand + spot + 1).saturating_sub(policy.on_demand_base);
+            let want_spot = (above_base * u32::from(policy.spot_percent)).div_ceil(100);
+            let market = if spot_usable && on_demand >= policy.on_demand_base && spot < want_spot {
+                Market::Spot
+            } else {
+                Market::OnDemand
+            };
+            match market {
+                Market::Spot => spot += 1,
+                Market::OnDemand => on_demand += 1,
+            }
+            let id = WorkerId(self.next_worker);
+            self.next_worker += 1;
+            self.workers
+                .insert(id, Worker::requested(id, pid, market, now));
+            self.pools[pid.0 as usize].workers.insert(id);
+            batches[usize::from(market == Market::Spot)].push(id);
+            self.stats.launched += 1;
+        }
+        for (market, workers) in [
+            (Market::OnDemand, std::mem::take(&mut batches[0])),
+            (Market::Spot, std::mem::take(&mut batches[1])),
+        ] {
+            if !workers.is_empty() {
+                out.push(Command::Launch {
+                    pool: pid,
+                    market,
+                    workers,
+                });
+            }
+        }
+    }
+
+    /// Drains up to `count` idle workers, longest idle first, that have been
+    /// idle past the pool's idle timeout (and, where billing is by period,
+    /// are near the end of a paid period). Busy workers are never chosen.
+    fn retire(
+        &mut self,
+        pid: PoolId,
+        count: u32,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let pool = &self.pools[pid.0 as usize];
+        let cfg = &pool.config;
+        let mut candidates: Vec<(Timestamp, WorkerId)> = pool
+            .workers
+            .iter()
+            .filter_map(|w| self.workers.get(w))
+            .filter(|w| {
+                w.state == WorkerState::Idle
+                    && w.drain.is_none()
+                    && w.idle_for(now) >= cfg.idle_timeout
+            })
+            .filter(|w| match cfg.billing {
+                Billing::PerSecond => true,
+                Billing::Period {
+                    period,
+                    retire_within,
+                } => {
+                    let age = w
+                        .launched_at
+                        .map_or(Duration::ZERO, |t| now.saturating_since(t));
+                    let into = Duration::from_millis(
+                        crate::time::duration_millis(age)
+                            % crate::time::duration_millis(period).max(1),
+                    );
+                    period - into <= retire_within
+                }
+            })
+            .map(|w| (w.idle_since, w.id))
+            .collect();
+        candidates.sort();
+        for (_, wid) in candidates.into_iter().take(count as usize) {
+            self.start_drain(wid, DrainReason::ScaleIn, out)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, pid: PoolId, now: Timestamp) -> Snapshot {
+        let pool = &self.pools[pid.0 as usize];
+        let cap = pool.capacity();
+        let mut snap = Snapshot {
+            supply: Supply {
+                mean_job_duration: pool.mean_job_duration,
+                ..Default::default()
+            },
+            status: PoolStatus::default(),
+            busy_instances: 0,
+            fully_idle: 0,
+        };
+        for w in pool.workers.iter().filter_map(|w| self.workers.get(w)) {
+            snap.status.count(w.state);
+            let jobs = u32::try_from(w.jobs.len()).unwrap_or(u32::MAX);
+            match w.state {
+                WorkerState::Requested | WorkerState::Booting => {
+                    let ready = (w.requested_at + pool.boot_estimate).max(now);
+                    snap.supply.booting.push((ready, cap));
+                }
+                WorkerState::Idle | WorkerState::Busy => {
+                    snap.supply.idle_slots += cap.saturating_sub(jobs);
+                    snap.supply.busy_slots += jobs;
+                    if jobs > 0 {
+                        snap.busy_instances += 1;
+                    } else {
+                        snap.fully_idle += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        snap
+    }
+
+    /// Current spend rate of every instance that exists or was asked for.
+    fn fleet_rate(&self) -> i64 {
+        self.workers
+            .values()
+            .filter(|w| w.state.is_physical())
+            .map(|w| {
+                if w.launched_at.is_some() {
+                    w.rate.0.0
+                } else {
+                    self.pools[w.pool.0 as usize].config.on_demand_price.0.0
+                }
+            })
+            .sum()
+    }
+
+    fn launch_price(&self, pid: PoolId) -> PricePerHour {
+        self.pools[pid.0 as usize].config.on_demand_price
+    }
+
+    /// A pool's state for status pages and metrics.
+    pub fn pool_status(&self, pid: PoolId) -> Option<PoolStatus> {
+        let pool = self.pools.get(pid.0 as usize)?;
+        let mut s = self.snapshot(pid, Timestamp::EPOCH).status;
+        s.desired = pool.scaler.desired;
+        s.free_slots = pool.free_slots;
+        s.boot_estimate = pool.boot_estimate;
+        s.mean_job_duration = pool.mean_job_duration;
+        Some(s)
+    }
+}
+
+fn add_routed(routed: &mut Routed, sig: SignatureId, d: &Demand) {
+    match routed.iter_mut().find(|(s, _)| *s == sig) {
+        Some((_, acc)) => acc.add(d),
+        None => routed.push((sig, *d)),
+    }
+}

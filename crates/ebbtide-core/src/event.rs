@@ -1,0 +1,110 @@
+//! Events: everything the outside world tells the engine.
+
+use crate::ids::{InstanceId, JobId, WorkerId};
+use crate::job::{JobOutcome, JobSpec};
+use crate::money::PricePerHour;
+use crate::time::Timestamp;
+use crate::worker::Market;
+
+/// One thing that happened. Adapters translate API calls, gRPC messages,
+/// provider answers and timers into these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A tenant submitted a job (already durable in the store).
+    JobSubmitted(JobSpec),
+    /// A tenant cancelled a job.
+    JobCancelled {
+        /// The job.
+        job: JobId,
+    },
+    /// A worker confirmed it started an assigned job.
+    JobStarted {
+        /// The job.
+        job: JobId,
+        /// The worker that started it.
+        worker: WorkerId,
+    },
+    /// A job attempt ended on a worker.
+    JobFinished {
+        /// The job.
+        job: JobId,
+        /// The worker it ran on.
+        worker: WorkerId,
+        /// How it ended.
+        outcome: JobOutcome,
+    },
+    /// The provider created the instance for a requested worker.
+    InstanceLaunched {
+        /// The engine's worker.
+        worker: WorkerId,
+        /// The provider's instance id.
+        instance: InstanceId,
+        /// Availability zone, where the provider has them.
+        zone: Option<String>,
+    },
+    /// The provider could not create instances for these workers.
+    LaunchFailed {
+        /// The workers of the failed (part of the) launch.
+        workers: Vec<WorkerId>,
+        /// Why, as a kind the engine can act on.
+        reason: LaunchFailure,
+    },
+    /// A worker's agent registered with a valid bootstrap credential.
+    WorkerRegistered {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// A worker is alive.
+    Heartbeat {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// The transport lost a worker (stream closed for good, instance gone).
+    WorkerLost {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// A worker acknowledged a drain order.
+    DrainAcknowledged {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// The provider confirmed an instance is gone.
+    InstanceTerminated {
+        /// The worker whose instance it was.
+        worker: WorkerId,
+    },
+    /// The provider will reclaim this (spot) worker at `deadline`.
+    ReclamationNotice {
+        /// The worker.
+        worker: WorkerId,
+        /// When the instance will be taken away.
+        deadline: Timestamp,
+    },
+    /// A new price for a shape on a market (and zone).
+    PriceUpdate {
+        /// Instance shape name.
+        shape: String,
+        /// Market the price is for.
+        market: Market,
+        /// Zone, or `None` for "any zone".
+        zone: Option<String>,
+        /// Price per instance-hour.
+        price: PricePerHour,
+    },
+    /// Time passed: re-plan, expire timeouts, age the queue.
+    Tick,
+}
+
+/// Why a launch failed, in the terms that decide what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LaunchFailure {
+    /// No capacity for this shape/market/zone now: try another market.
+    Capacity,
+    /// API rate limit: retry later, same plan.
+    Throttled,
+    /// Account quota (vCPU limit, spot instance count): like capacity.
+    Quota,
+    /// Bad configuration or credentials: retrying will not help.
+    Permanent,
+}

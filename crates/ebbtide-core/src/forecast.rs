@@ -1,0 +1,108 @@
+//! Arrival-rate forecast by hour of the week, for predictive pre-warming.
+//!
+//! CI traffic follows office hours and weekly cycles. Rather than asking
+//! operators for cron-style schedules, each pool learns an exponentially
+//! weighted average of arrivals for each of the 168 hours of the week and
+//! pre-warms for the busier of this hour and the next.
+
+use std::time::Duration;
+
+use crate::time::Timestamp;
+
+const HOURS_PER_WEEK: usize = 168;
+/// Weight of the newest week, in quarters (EWMA with α = 1/4).
+const NEW_WEIGHT_QUARTERS: u64 = 1;
+
+/// Learned arrivals per hour of the week, in thousandths of a job.
+#[derive(Debug, Clone)]
+pub struct ArrivalForecast {
+    per_hour_milli: [u64; HOURS_PER_WEEK],
+    current_hour: u64,
+    current_count: u64,
+}
+
+impl Default for ArrivalForecast {
+    fn default() -> Self {
+        ArrivalForecast {
+            per_hour_milli: [0; HOURS_PER_WEEK],
+            current_hour: 0,
+            current_count: 0,
+        }
+    }
+}
+
+impl ArrivalForecast {
+    /// Counts one arrival at `now`.
+    pub fn observe(&mut self, now: Timestamp) {
+        self.roll(now);
+        self.current_count += 1;
+    }
+
+    /// Folds finished hours into the averages. Bounded: a gap longer than a
+    /// week folds at most one week of empty hours.
+    pub fn roll(&mut self, now: Timestamp) {
+        let hour = now.as_millis() / 3_600_000;
+        if self.current_hour == 0 {
+            self.current_hour = hour;
+        }
+        let mut steps = 0;
+        while self.current_hour < hour && steps < HOURS_PER_WEEK {
+            let slot =
+                &mut self.per_hour_milli[(self.current_hour % HOURS_PER_WEEK as u64) as usize];
+            *slot = (*slot * (4 - NEW_WEIGHT_QUARTERS)
+                + self.current_count * 1000 * NEW_WEIGHT_QUARTERS)
+                / 4;
+            self.current_count = 0;
+            self.current_hour += 1;
+            steps += 1;
+        }
+        self.current_hour = self.current_hour.max(hour);
+    }
+
+    /// Expected arrivals per hour around `now` (the busier of this hour and
+    /// the next, so warming leads the ramp), in thousandths.
+    pub fn rate_milli(&self, now: Timestamp) -> u64 {
+        let h = now.hour_of_week();
+        self.per_hour_milli[h].max(self.per_hour_milli[(h + 1) % HOURS_PER_WEEK])
+    }
+
+    /// Expected concurrent jobs by Little's law (rate × mean run time), in
+    /// thousandths.
+    pub fn expected_concurrent_milli(&self, now: Timestamp, mean_duration: Duration) -> u64 {
+        let secs = mean_duration.as_secs();
+        self.rate_milli(now).saturating_mul(secs) / 3600
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_hour_is_remembered_a_week_later() {
+        let mut f = ArrivalForecast::default();
+        let monday_9 = Timestamp::from_secs(4 * 86_400 + 9 * 3600);
+        for week in 0..8u64 {
+            let start = Timestamp::from_secs(monday_9.as_millis() / 1000 + week * 7 * 86_400);
+            for i in 0..120u64 {
+                f.observe(Timestamp::from_secs(start.as_millis() / 1000 + i * 30));
+            }
+        }
+        f.roll(Timestamp::from_secs(
+            monday_9.as_millis() / 1000 + 8 * 7 * 86_400 - 3600,
+        ));
+        let next_week = Timestamp::from_secs(monday_9.as_millis() / 1000 + 8 * 7 * 86_400 - 1800);
+        let rate = f.rate_milli(next_week);
+        assert!(rate > 100_000, "learned ~120/h, got {rate} milli");
+        let quiet = Timestamp::from_secs(next_week.as_millis() / 1000 + 6 * 3600);
+        assert_eq!(f.rate_milli(quiet), 0);
+    }
+
+    #[test]
+    fn littles_law_gives_concurrency() {
+        let mut f = ArrivalForecast::default();
+        f.per_hour_milli[0] = 60_000; // 60 jobs/h
+        let c = f.expected_concurrent_milli(Timestamp::EPOCH, Duration::from_secs(600));
+        assert_eq!(c, 10_000, "60/h × 10 min = 10 concurrent");
+    }
+}
