@@ -74,7 +74,6 @@ pub enum JobOutcome {
 /// store keeps history, the engine keeps only what decisions need.
 #[derive(Debug, Clone)]
 pub(crate) struct Job {
-    pub id: JobId,
     pub tenant: TenantId,
     pub class: ClassId,
     pub sig: SignatureId,

@@ -127,8 +127,8 @@ impl Supply {
 pub struct SlotPlan {
     /// Extra slots that must start booting now.
     pub short: u32,
-    /// Of those, jobs that breach unless capacity starts at once (due before
-    /// one boot time from now): an SLA emergency.
+    /// Of those, jobs that breach unless capacity starts at once (due within
+    /// about one boot time from now): an SLA emergency.
     pub at_risk: u32,
     /// Idle slots no checkpoint needs.
     pub surplus_idle: u32,
@@ -142,13 +142,21 @@ pub fn plan_slots(
     boot_estimate: Duration,
 ) -> SlotPlan {
     let ready_at = cp.now + boot_estimate;
+    // Jobs due up to the first checkpoint at or after one boot from now are
+    // at risk: the ladder is coarse, so round the horizon up, not down.
+    let horizon = cp
+        .at
+        .iter()
+        .copied()
+        .find(|c| *c >= ready_at)
+        .unwrap_or(ready_at);
     let mut short: i64 = 0;
     let mut at_risk: i64 = 0;
     let mut spare = i64::from(supply.idle_slots);
     for (c, d) in cp.at.iter().zip(demand.due) {
         let gap = i64::from(d) - i64::try_from(supply.at(cp.now, *c)).unwrap_or(i64::MAX);
         short = short.max(gap);
-        if *c < ready_at {
+        if *c <= horizon {
             at_risk = at_risk.max(gap);
         }
         spare = spare.min(-gap);

@@ -35,7 +35,6 @@ impl Engine {
         let seq = self.alloc_seq();
         let req = &self.sigs.get(sig).requirements;
         let job = Job {
-            id: spec.id,
             tenant: spec.tenant,
             class: spec.class,
             sig,

@@ -243,6 +243,13 @@ impl Engine {
         self.tenants.get(tenant.0 as usize).map(|t| t.usage)
     }
 
+    /// Burst time a tenant has left (`None` when it has no burst allowance).
+    pub fn tenant_burst_remaining(&self, tenant: TenantId) -> Option<Duration> {
+        self.tenants
+            .get(tenant.0 as usize)
+            .and_then(|t| t.burst_remaining())
+    }
+
     /// Looks a tenant up by name.
     pub fn tenant_id(&self, name: &str) -> Option<TenantId> {
         self.config

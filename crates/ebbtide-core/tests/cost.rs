@@ -1,0 +1,124 @@
+//! Cost accrual, attribution and savings.
+
+use std::time::Duration;
+
+use ebbtide_core::testkit::{self, Harness};
+use ebbtide_core::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+#[test]
+fn tenant_costs_plus_idle_cost_equal_the_fleet_cost_exactly() {
+    let mut cfg = testkit::config();
+    cfg.tenants.push(testkit::tenant("beta"));
+    cfg.pools[0].capacity_per_instance = 3;
+    cfg.pools[0].shape.cpu_millis = 6000;
+    let mut h = Harness::new(cfg);
+    for id in 1..=7 {
+        h.submit(testkit::job(id, (id % 2) as u32, 1));
+    }
+    h.run_for(31 * SEC, SEC);
+    h.run_for(77 * SEC, SEC);
+    for id in 1..=7 {
+        h.finish(JobId(id), JobOutcome::Succeeded);
+        h.run_for(13 * SEC, SEC);
+    }
+    h.run_for(120 * SEC, SEC);
+    let c = h.engine.costs();
+    let tenants = c.by_tenant.iter().fold(CostAccum::ZERO, |a, b| a + *b);
+    assert!(c.fleet > CostAccum::ZERO);
+    assert_eq!(tenants + c.idle, c.fleet, "attribution loses nothing");
+    let jobs: i64 = h
+        .logged(|c| {
+            if let Command::Completed { cost, .. } = c {
+                Some(cost.0)
+            } else {
+                None
+            }
+        })
+        .sum();
+    assert!(
+        jobs <= tenants.to_micros().0 && jobs + 7 >= tenants.to_micros().0,
+        "per-job costs round down by < 1 µ$ each"
+    );
+}
+
+#[test]
+fn an_instance_lifetime_reports_its_cost_at_its_price() {
+    let mut h = Harness::new(testkit::config());
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(SEC, SEC);
+    h.run_for(3600 * SEC, 60 * SEC); // booted, ran the job, stays while job runs
+    h.finish(JobId(1), JobOutcome::Succeeded);
+    h.run_for(120 * SEC, SEC);
+    let life: Vec<InstanceLifetime> = h
+        .logged(|c| {
+            if let Command::InstanceCost(l) = c {
+                Some(l.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(life.len(), 1);
+    let l = &life[0];
+    let secs = l
+        .ended_at
+        .saturating_since(l.launched_at.expect("launched"))
+        .as_millis() as i64;
+    assert_eq!(
+        l.cost.0,
+        96_000 * secs / 3_600_000,
+        "on-demand price × lifetime"
+    );
+    assert_eq!(l.on_demand_cost, l.cost);
+    assert_eq!(l.jobs_served, 1);
+}
+
+#[test]
+fn spot_savings_are_measured_against_on_demand() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].market = MarketPolicy {
+        on_demand_base: 0,
+        spot_percent: 100,
+        spot_fallback_for: Duration::from_secs(60),
+    };
+    let mut h = Harness::new(cfg);
+    h.send(Event::PriceUpdate {
+        shape: "m5.large".into(),
+        market: Market::Spot,
+        zone: None,
+        price: PricePerHour(Micros(30_000)),
+    });
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(3600 * SEC, 10 * SEC);
+    let c = h.engine.costs();
+    assert!(c.savings() > Micros::ZERO);
+    let ratio = c.fleet.0 * 1000 / c.on_demand_equivalent.0;
+    assert_eq!(ratio, 312, "0.030 / 0.096 of the on-demand cost");
+}
+
+#[test]
+fn a_tenant_past_its_daily_spend_is_refused_until_the_next_day() {
+    let mut cfg = testkit::config();
+    cfg.tenants[0].quota.max_daily_spend = Some(Micros(50_000));
+    let mut h = Harness::new(cfg);
+    h.now = Timestamp::from_secs(86_400 * 20);
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(3600 * SEC, 60 * SEC); // ~$0.095 on a $0.096/h worker
+    h.finish(JobId(1), JobOutcome::Succeeded);
+    let cmds = h.submit(testkit::job(2, 0, 1));
+    assert!(
+        matches!(
+            cmds[..],
+            [Command::Rejected {
+                reason: Rejection::DailySpendReached { .. },
+                ..
+            }]
+        ),
+        "{cmds:?}"
+    );
+    h.now = Timestamp::from_secs(86_400 * 21 + 1);
+    let cmds = h.submit(testkit::job(3, 0, 1));
+    assert!(!cmds.iter().any(|c| matches!(c, Command::Rejected { .. })));
+}

@@ -1,0 +1,249 @@
+//! Worker lifecycle: loss, timeouts, reclamation, and what each does to jobs.
+
+use std::time::Duration;
+
+use ebbtide_core::testkit::{self, Harness};
+use ebbtide_core::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn running_on(h: &Harness, job: u64) -> WorkerId {
+    h.engine
+        .job_state(JobId(job))
+        .and_then(|s| s.worker())
+        .expect("job on a worker")
+}
+
+#[test]
+fn a_lost_workers_job_is_requeued_and_finished_elsewhere() {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::static_pool("metal", 2)];
+    let mut h = Harness::new(cfg);
+    h.run_for(31 * SEC, SEC);
+    h.submit(testkit::job(1, 0, 1));
+    let w = running_on(&h, 1);
+    let cmds = h.send(Event::WorkerLost { worker: w });
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Requeued {
+            job: JobId(1),
+            attempts: 1
+        }
+    )));
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Terminate { worker, .. } if *worker == w)),
+        "the lost instance is terminated, not leaked"
+    );
+    let other = running_on(&h, 1);
+    assert_ne!(
+        other, w,
+        "requeued onto the other warm worker in the same event"
+    );
+}
+
+#[test]
+fn a_job_lost_more_than_max_attempts_is_given_up() {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::static_pool("metal", 1)];
+    let mut h = Harness::new(cfg);
+    h.run_for(31 * SEC, SEC);
+    let mut spec = testkit::job(1, 0, 1);
+    spec.max_attempts = 2;
+    h.submit(spec);
+    h.finish(JobId(1), JobOutcome::Lost);
+    let cmds = h.finish(JobId(1), JobOutcome::Lost);
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::Completed {
+                outcome: JobOutcome::Lost,
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    assert_eq!(h.engine.live_jobs(), 0);
+}
+
+#[test]
+fn a_failed_build_is_final_not_retried() {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::static_pool("metal", 1)];
+    let mut h = Harness::new(cfg);
+    h.run_for(31 * SEC, SEC);
+    h.submit(testkit::job(1, 0, 1));
+    let cmds = h.finish(JobId(1), JobOutcome::Failed);
+    assert!(
+        matches!(
+            cmds[..],
+            [Command::Completed {
+                outcome: JobOutcome::Failed,
+                ..
+            }]
+        ),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_silent_worker_is_lost_after_the_heartbeat_timeout() {
+    let mut h = Harness::new(testkit::config());
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 1));
+    h.send(Event::Tick);
+    let w = h.engine.live_workers().next().expect("requested");
+    h.send(Event::InstanceLaunched {
+        worker: w,
+        instance: InstanceId("i-1".into()),
+        zone: None,
+    });
+    h.send(Event::WorkerRegistered { worker: w });
+    h.now = h.now + Duration::from_secs(31);
+    let cmds = h.send(Event::Tick);
+    assert_eq!(h.engine.worker_state(w), Some(WorkerState::Lost));
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Requeued { job: JobId(1), .. }))
+    );
+}
+
+#[test]
+fn a_worker_that_never_registers_is_lost_after_the_boot_timeout() {
+    let mut h = Harness::new(testkit::config());
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 1));
+    h.send(Event::Tick);
+    let w = h.engine.live_workers().next().expect("requested");
+    h.send(Event::InstanceLaunched {
+        worker: w,
+        instance: InstanceId("i-1".into()),
+        zone: None,
+    });
+    h.now = h.now + Duration::from_secs(301);
+    let cmds = h.send(Event::Tick);
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Terminate { worker, .. } if *worker == w))
+    );
+    assert!(
+        cmds.iter().any(|c| matches!(c, Command::Launch { .. })),
+        "a replacement is launched for the waiting job"
+    );
+}
+
+#[test]
+fn a_reclaimed_workers_job_that_cannot_finish_is_requeued_and_replaced_ahead() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].market = MarketPolicy {
+        on_demand_base: 0,
+        spot_percent: 100,
+        spot_fallback_for: Duration::from_secs(60),
+    };
+    let mut h = Harness::new(cfg);
+    let mut spec = testkit::job(1, 0, 1);
+    spec.expected_duration = Some(Duration::from_secs(600));
+    h.submit(spec);
+    h.run_for(31 * SEC, SEC);
+    let w = running_on(&h, 1);
+    let before = h.engine.stats().launched;
+    let cmds = h.send(Event::ReclamationNotice {
+        worker: w,
+        deadline: h.now + Duration::from_secs(120),
+    });
+    assert!(cmds.contains(&Command::StopJob {
+        job: JobId(1),
+        worker: w
+    }));
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::Requeued {
+                job: JobId(1),
+                attempts: 0
+            }
+        )),
+        "the stopped attempt is not counted"
+    );
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::Drain {
+                reason: DrainReason::Reclamation,
+                ..
+            }
+        )) || h.engine.worker_state(w).is_none()
+    );
+    assert_eq!(
+        h.engine.stats().launched,
+        before + 1,
+        "replacement launched before the instance disappears"
+    );
+}
+
+#[test]
+fn a_reclaimed_workers_job_that_will_finish_in_time_keeps_running() {
+    let mut h = Harness::new(testkit::config());
+    let mut spec = testkit::job(1, 0, 1);
+    spec.expected_duration = Some(Duration::from_secs(30));
+    h.submit(spec);
+    h.run_for(31 * SEC, SEC);
+    let w = running_on(&h, 1);
+    let cmds = h.send(Event::ReclamationNotice {
+        worker: w,
+        deadline: h.now + Duration::from_secs(120),
+    });
+    assert!(!cmds.iter().any(|c| matches!(c, Command::StopJob { .. })));
+    assert_eq!(running_on(&h, 1), w);
+    assert_eq!(h.engine.worker_state(w), Some(WorkerState::Draining));
+    h.finish(JobId(1), JobOutcome::Succeeded);
+    assert_eq!(
+        h.engine.worker_state(w),
+        None,
+        "retired once its job finished"
+    );
+}
+
+#[test]
+fn stale_reports_are_errors_that_change_nothing() {
+    let mut h = Harness::new(testkit::config());
+    let err = h
+        .engine
+        .handle(
+            Event::JobStarted {
+                job: JobId(42),
+                worker: WorkerId(1),
+            },
+            h.now,
+        )
+        .expect_err("unknown job");
+    assert_eq!(err, EngineError::UnknownJob(JobId(42)));
+    let err = h
+        .engine
+        .handle(
+            Event::WorkerRegistered {
+                worker: WorkerId(9),
+            },
+            h.now,
+        )
+        .expect_err("unknown worker");
+    assert_eq!(err, EngineError::UnknownWorker(WorkerId(9)));
+    assert!(h.engine.check_invariants().is_ok());
+}
+
+#[test]
+fn registering_twice_is_an_illegal_transition() {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::static_pool("metal", 1)];
+    let mut h = Harness::new(cfg);
+    h.run_for(31 * SEC, SEC);
+    let w = h.engine.live_workers().next().expect("warm worker");
+    let err = h
+        .engine
+        .handle(Event::WorkerRegistered { worker: w }, h.now)
+        .expect_err("already registered");
+    assert!(
+        matches!(err, EngineError::IllegalTransition { .. }),
+        "{err}"
+    );
+}

@@ -1,0 +1,496 @@
+//! Scaling plans: growth for SLA demand, shrinking safely, warm pools,
+//! damping, spill-over, markets, multi-slot workers, pre-warming, budget.
+
+use std::time::Duration;
+
+use ebbtide_core::testkit::{self, Harness};
+use ebbtide_core::*;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn decisions(h: &Harness) -> Vec<ScaleDecision> {
+    h.logged(|c| {
+        if let Command::Scale(d) = c {
+            Some(d.clone())
+        } else {
+            None
+        }
+    })
+    .collect()
+}
+
+fn launches(h: &Harness) -> Vec<(Market, usize)> {
+    h.logged(|c| {
+        if let Command::Launch {
+            market, workers, ..
+        } = c
+        {
+            Some((*market, workers.len()))
+        } else {
+            None
+        }
+    })
+    .collect()
+}
+
+fn physical(h: &Harness, pool: u32) -> u32 {
+    h.engine.pool_status(PoolId(pool)).expect("pool").physical()
+}
+
+fn finish_all(h: &mut Harness, ids: impl IntoIterator<Item = u64>) {
+    for id in ids {
+        h.finish(JobId(id), JobOutcome::Succeeded);
+    }
+}
+
+#[test]
+fn a_burst_scales_up_for_its_sla_and_back_to_zero_after_the_idle_timeout() {
+    let mut h = Harness::new(testkit::config());
+    for id in 1..=5 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(SEC, SEC);
+    let up = decisions(&h);
+    assert_eq!(up.len(), 1);
+    assert_eq!((up[0].from, up[0].to), (0, 5));
+    assert!(
+        matches!(
+            up[0].reason,
+            ScaleReason::QueueDemand {
+                waiting: 5,
+                slots_short: 5,
+                ..
+            }
+        ),
+        "{:?}",
+        up[0].reason
+    );
+    h.run_for(30 * SEC, SEC);
+    assert_eq!(h.engine.queued_jobs(), 0, "all five run once booted");
+    finish_all(&mut h, 1..=5);
+    h.run_for(59 * SEC, SEC);
+    assert_eq!(
+        physical(&h, 0),
+        5,
+        "idle workers stay until the idle timeout"
+    );
+    h.run_for(2 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 0, "then the pool returns to zero");
+    let last = decisions(&h).pop().expect("a scale-down decision");
+    assert_eq!((last.to, last.reason.kind()), (0, "demand_fell"));
+}
+
+#[test]
+fn scale_in_never_terminates_a_busy_worker() {
+    let mut h = Harness::new(testkit::config());
+    for id in 1..=3 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(31 * SEC, SEC);
+    finish_all(&mut h, [1, 2]);
+    h.run_for(120 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 1, "the worker running job 3 survives");
+    assert!(matches!(
+        h.engine.job_state(JobId(3)),
+        Some(JobState::Assigned { .. })
+    ));
+    let drained: Vec<WorkerId> = h
+        .logged(|c| {
+            if let Command::Drain { worker, .. } = c {
+                Some(*worker)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let busy = h
+        .engine
+        .job_state(JobId(3))
+        .and_then(|s| s.worker())
+        .expect("on a worker");
+    assert!(!drained.contains(&busy));
+}
+
+#[test]
+fn terminate_is_sent_only_after_the_drain_is_acknowledged() {
+    let mut h = Harness::new(testkit::config());
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(SEC, SEC);
+    let w = h.engine.live_workers().next().expect("launched");
+    h.send(Event::InstanceLaunched {
+        worker: w,
+        instance: InstanceId("i-1".into()),
+        zone: None,
+    });
+    h.send(Event::WorkerRegistered { worker: w });
+    h.finish(JobId(1), JobOutcome::Succeeded);
+    for _ in 0..70 {
+        h.now = h.now + SEC;
+        h.send(Event::Heartbeat { worker: w });
+        h.send(Event::Tick);
+    }
+    assert!(h.log.iter().any(|c| matches!(c, Command::Drain { .. })));
+    assert!(
+        !h.log.iter().any(|c| matches!(c, Command::Terminate { .. })),
+        "no terminate before the ack"
+    );
+    let cmds = h.send(Event::DrainAcknowledged { worker: w });
+    assert!(matches!(cmds[..], [Command::Terminate { .. }]));
+}
+
+#[test]
+fn the_longest_idle_worker_is_retired_first() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].kind = PoolKind::Dynamic {
+        min: 1,
+        idle_count: 0,
+    };
+    let mut h = Harness::new(cfg);
+    h.submit(testkit::job(1, 0, 1));
+    h.submit(testkit::job(2, 0, 1));
+    h.run_for(31 * SEC, SEC);
+    let w1 = h
+        .engine
+        .job_state(JobId(1))
+        .and_then(|s| s.worker())
+        .expect("running");
+    let w2 = h
+        .engine
+        .job_state(JobId(2))
+        .and_then(|s| s.worker())
+        .expect("running");
+    h.finish(JobId(2), JobOutcome::Succeeded);
+    h.run_for(10 * SEC, SEC);
+    h.finish(JobId(1), JobOutcome::Succeeded);
+    h.run_for(120 * SEC, SEC);
+    assert_eq!(
+        h.engine.worker_state(w1),
+        Some(WorkerState::Idle),
+        "most recently idle stays (min 1)"
+    );
+    assert_eq!(h.engine.worker_state(w2), None, "longest idle went first");
+}
+
+#[test]
+fn a_static_pool_stays_at_its_warm_size_and_replaces_lost_workers() {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::static_pool("metal", 3)];
+    let mut h = Harness::new(cfg);
+    h.run_for(31 * SEC, SEC);
+    let status = h.engine.pool_status(PoolId(0)).expect("pool");
+    assert_eq!((status.idle, status.desired), (3, 3));
+    assert_eq!(decisions(&h)[0].reason, ScaleReason::WarmSize { warm: 3 });
+    let victim = h.engine.live_workers().next().expect("a worker");
+    h.send(Event::WorkerLost { worker: victim });
+    h.run_for(31 * SEC, SEC);
+    assert_eq!(
+        h.engine.pool_status(PoolId(0)).expect("pool").idle,
+        3,
+        "replaced"
+    );
+    h.run_for(3600 * SEC, 60 * SEC);
+    assert_eq!(
+        h.engine.pool_status(PoolId(0)).expect("pool").idle,
+        3,
+        "idle timeout does not shrink a static pool"
+    );
+}
+
+#[test]
+fn a_warm_static_pool_starts_a_job_without_any_launch() {
+    let mut cfg = testkit::config_with_static_pool();
+    cfg.pools[1].max = 2;
+    let mut h = Harness::new(cfg);
+    h.run_for(31 * SEC, SEC);
+    let before = launches(&h).len();
+    let cmds = h.submit(testkit::job(1, 0, 0));
+    assert!(
+        matches!(cmds[..], [Command::Assign { .. }]),
+        "assigned in the same event: {cmds:?}"
+    );
+    assert_eq!(launches(&h).len(), before);
+}
+
+#[test]
+fn demand_beyond_the_static_pool_spills_to_the_dynamic_pool() {
+    let mut cfg = testkit::config_with_static_pool();
+    cfg.default_job_duration = Duration::from_secs(3600); // busy slots will not free in time
+    let mut h = Harness::new(cfg);
+    h.run_for(31 * SEC, SEC);
+    for id in 1..=5 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(SEC, SEC);
+    assert_eq!(physical(&h, 1), 2, "static pool full with two jobs");
+    assert_eq!(
+        physical(&h, 0),
+        3,
+        "three more slots bought in the dynamic pool"
+    );
+}
+
+#[test]
+fn a_lax_job_waits_for_a_busy_slot_instead_of_buying_one() {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![
+        testkit::static_pool("metal", 1),
+        testkit::dynamic_pool("cloud"),
+    ];
+    let mut h = Harness::new(cfg);
+    h.run_for(31 * SEC, SEC);
+    h.submit(testkit::job(1, 0, 1));
+    h.submit(testkit::job(2, 0, 4)); // best-effort: 24 h of slack, a 10 min job ahead of it
+    h.run_for(10 * SEC, SEC);
+    assert_eq!(
+        physical(&h, 1),
+        0,
+        "no instance bought for a job that can wait"
+    );
+    h.submit(testkit::job(3, 0, 0)); // critical: 5 min target, slot busy for ~10 min
+    h.run_for(SEC, SEC);
+    assert_eq!(physical(&h, 1), 1, "a critical job buys capacity");
+}
+
+#[test]
+fn scale_up_respects_the_cooldown_unless_an_sla_is_at_risk() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].scaling.scale_up_cooldown = Duration::from_secs(600);
+    cfg.default_job_duration = Duration::from_secs(3600);
+    let mut h = Harness::new(cfg);
+    h.submit(testkit::job(1, 0, 3));
+    h.run_for(31 * SEC, SEC); // one worker, running job 1
+    h.submit(testkit::job(2, 0, 3)); // low: hours of slack
+    h.submit(testkit::job(3, 0, 0)); // critical: 5 min target
+    h.run_for(200 * SEC, SEC);
+    assert_eq!(
+        decisions(&h).len(),
+        1,
+        "no scale-up within the cooldown while every SLA is safe"
+    );
+    h.run_for(100 * SEC, SEC);
+    let d = decisions(&h);
+    assert_eq!(d.len(), 2, "job 3 came within one boot of its target");
+    assert_eq!(d[1].reason.kind(), "sla_emergency", "{:?}", d[1].reason);
+    assert!(d[1].at.saturating_since(d[0].at) < Duration::from_secs(600));
+}
+
+#[test]
+fn scale_down_waits_for_the_stabilization_window() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].idle_timeout = Duration::ZERO;
+    cfg.pools[0].scaling.down_stabilization = Duration::from_secs(120);
+    let mut h = Harness::new(cfg);
+    for id in 1..=4 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(31 * SEC, SEC);
+    finish_all(&mut h, 1..=4);
+    h.run_for(60 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 4, "still within the window");
+    h.run_for(120 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 0);
+}
+
+#[test]
+fn multi_slot_workers_pack_jobs_and_reach_zero() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].capacity_per_instance = 4;
+    cfg.pools[0].shape.cpu_millis = 8000;
+    let mut h = Harness::new(cfg);
+    for id in 1..=6 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(SEC, SEC);
+    assert_eq!(physical(&h, 0), 2, "6 jobs need 2 four-slot workers, not 6");
+    h.run_for(30 * SEC, SEC);
+    assert_eq!(h.engine.queued_jobs(), 0);
+    finish_all(&mut h, 1..=6);
+    h.run_for(61 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 0);
+}
+
+#[test]
+fn a_worker_that_reached_max_uses_is_drained_instead_of_reused() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].max_uses = Some(2);
+    let mut h = Harness::new(cfg);
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(31 * SEC, SEC);
+    let w = h
+        .engine
+        .job_state(JobId(1))
+        .and_then(|s| s.worker())
+        .expect("running");
+    h.finish(JobId(1), JobOutcome::Succeeded);
+    let cmds = h.submit(testkit::job(2, 0, 1));
+    assert!(cmds.contains(&Command::Assign {
+        job: JobId(2),
+        worker: w
+    }));
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Drain {
+            reason: DrainReason::WornOut,
+            ..
+        }
+    )));
+    h.finish(JobId(2), JobOutcome::Succeeded);
+    assert_eq!(
+        h.engine.worker_state(w),
+        None,
+        "terminated after its second job"
+    );
+}
+
+#[test]
+fn spot_fills_above_the_on_demand_base() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].market = MarketPolicy {
+        on_demand_base: 2,
+        spot_percent: 100,
+        spot_fallback_for: Duration::from_secs(600),
+    };
+    let mut h = Harness::new(cfg);
+    for id in 1..=5 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(SEC, SEC);
+    let mut l = launches(&h);
+    l.sort();
+    assert_eq!(l, vec![(Market::Spot, 3), (Market::OnDemand, 2)]);
+}
+
+#[test]
+fn a_spot_capacity_error_falls_back_to_on_demand_at_once() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].market = MarketPolicy {
+        on_demand_base: 0,
+        spot_percent: 100,
+        spot_fallback_for: Duration::from_secs(600),
+    };
+    let mut h = Harness::new(cfg);
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(SEC, SEC);
+    let w = h.engine.live_workers().next().expect("spot requested");
+    let cmds = h.send(Event::LaunchFailed {
+        workers: vec![w],
+        reason: LaunchFailure::Capacity,
+    });
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::Launch {
+                market: Market::OnDemand,
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    h.now = h.now + Duration::from_secs(601);
+    h.obedient = true;
+    h.submit(testkit::job(2, 0, 1));
+    h.run_for(SEC, SEC);
+    assert_eq!(
+        launches(&h).last().map(|l| l.0),
+        Some(Market::Spot),
+        "spot again after the fallback window"
+    );
+}
+
+#[test]
+fn throttled_launches_back_off() {
+    let mut h = Harness::new(testkit::config());
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(SEC, SEC);
+    let w = h.engine.live_workers().next().expect("requested");
+    let cmds = h.send(Event::LaunchFailed {
+        workers: vec![w],
+        reason: LaunchFailure::Throttled,
+    });
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::Launch { .. })),
+        "no immediate retry into a rate limit"
+    );
+    h.now = h.now + Duration::from_secs(3);
+    let retry = h.send(Event::Tick);
+    assert!(retry.iter().any(|c| matches!(c, Command::Launch { .. })));
+}
+
+#[test]
+fn the_pool_never_exceeds_max_and_says_so() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].max = 3;
+    let mut h = Harness::new(cfg);
+    for id in 1..=10 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(SEC, SEC);
+    assert_eq!(physical(&h, 0), 3);
+    assert_eq!(decisions(&h)[0].reason, ScaleReason::AtMax { wanted: 10 });
+}
+
+#[test]
+fn the_fleet_budget_caps_scale_up() {
+    let mut cfg = testkit::config();
+    cfg.max_cost_per_hour = Some(PricePerHour(Micros(96_000 * 4)));
+    let mut h = Harness::new(cfg);
+    for id in 1..=10 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(SEC, SEC);
+    assert_eq!(physical(&h, 0), 4, "$0.096/h each under a $0.384/h budget");
+    assert_eq!(decisions(&h)[0].reason.kind(), "budget");
+}
+
+#[test]
+fn a_tenant_at_quota_does_not_make_the_fleet_grow() {
+    let mut cfg = testkit::config();
+    cfg.tenants[0].quota.max_running_jobs = Some(2);
+    let mut h = Harness::new(cfg);
+    for id in 1..=10 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(SEC, SEC);
+    assert_eq!(physical(&h, 0), 2);
+}
+
+#[test]
+fn prewarming_follows_the_learned_arrival_rate() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].prewarm = Some(PrewarmConfig {
+        max_instances: 5,
+        factor_percent: 100,
+    });
+    cfg.pools[0].idle_timeout = Duration::ZERO;
+    let mut h = Harness::new(cfg);
+    // Four weeks of a 60 jobs/hour burst in the same hour, 1-minute jobs.
+    let mut id = 0;
+    for week in 0..4u64 {
+        let start = Timestamp::from_secs(1_000_000 + week * 7 * 86_400);
+        h.now = start;
+        for _ in 0..60 {
+            id += 1;
+            h.submit(testkit::job(id, 0, 1));
+            h.run_for(60 * SEC, 30 * SEC);
+            if matches!(
+                h.engine.job_state(JobId(id)),
+                Some(JobState::Assigned { .. })
+            ) {
+                h.finish(JobId(id), JobOutcome::Succeeded);
+            }
+        }
+        h.run_for(3 * 3600 * SEC, 600 * SEC);
+    }
+    // Two weeks of history later, just before the same hour:
+    h.now = Timestamp::from_secs(1_000_000 + 4 * 7 * 86_400 - 1800);
+    h.send(Event::Tick);
+    let status = h.engine.pool_status(PoolId(0)).expect("pool");
+    assert!(
+        status.desired >= 1 && status.desired <= 5,
+        "pre-warmed within the cap: {status:?}"
+    );
+    assert!(decisions(&h).iter().any(|d| d.reason.kind() == "prewarm"));
+}
