@@ -31,8 +31,11 @@ fn main() {
             }
         }
         seen = h.log.len();
-        let done: Vec<JobId> =
-            started.iter().filter(|(_, t)| h.now.saturating_since(**t) >= Duration::from_secs(20)).map(|(j, _)| *j).collect();
+        let done: Vec<JobId> = started
+            .iter()
+            .filter(|(_, t)| h.now.saturating_since(**t) >= Duration::from_secs(20))
+            .map(|(j, _)| *j)
+            .collect();
         for j in done {
             started.remove(&j);
             h.finish(j, JobOutcome::Succeeded);
@@ -43,7 +46,13 @@ fn main() {
         if let Command::Scale(d) = c {
             let pool = &h.engine.config().pools[d.pool.0 as usize].name;
             let t = d.at.saturating_since(start).as_secs();
-            println!("t={t:>4}s  {pool:<6} {:>2} → {:<2} ({:<12}) {}", d.from, d.to, d.reason.kind(), d.reason);
+            println!(
+                "t={t:>4}s  {pool:<6} {:>2} → {:<2} ({:<12}) {}",
+                d.from,
+                d.to,
+                d.reason.kind(),
+                d.reason
+            );
         }
     }
     let s = h.engine.stats();
@@ -56,5 +65,9 @@ fn main() {
         s.terminated,
         cloud.physical()
     );
-    println!("fleet cost {}, idle share {}", h.engine.costs().fleet.to_micros(), h.engine.costs().idle.to_micros());
+    println!(
+        "fleet cost {}, idle share {}",
+        h.engine.costs().fleet.to_micros(),
+        h.engine.costs().idle.to_micros()
+    );
 }
