@@ -24,6 +24,20 @@ pub struct EngineConfig {
     pub max_cost_per_hour: Option<PricePerHour>,
     /// Prior for job run time until the engine has observed real ones.
     pub default_job_duration: Duration,
+    /// Who decides desired capacity.
+    pub scaling_mode: ScalingMode,
+}
+
+/// Who decides how many instances each pool should have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScalingMode {
+    /// Ebbtide's SLA-aware planner (the default).
+    #[default]
+    Planner,
+    /// An outside policy sends `Event::SetDesired`; the engine launches,
+    /// retires and dispatches but does not plan. Used for dry runs and for
+    /// the simulator's baseline policies.
+    External,
 }
 
 /// A priority class and the wait it promises.

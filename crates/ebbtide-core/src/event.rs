@@ -92,6 +92,13 @@ pub enum Event {
         /// Price per instance-hour.
         price: PricePerHour,
     },
+    /// External scaling mode only: keep `pool` at `desired` instances.
+    SetDesired {
+        /// The pool.
+        pool: crate::ids::PoolId,
+        /// Instances wanted (capped at the pool's `max`).
+        desired: u32,
+    },
     /// Time passed: re-plan, expire timeouts, age the queue.
     Tick,
 }

@@ -35,7 +35,7 @@ pub mod testkit;
 pub use command::{Command, Rejection};
 pub use config::{
     Billing, BurstConfig, ClassConfig, ConfigError, EngineConfig, MarketPolicy, PoolConfig,
-    PoolKind, PrewarmConfig, ScalingPolicy, Shape, TenantConfig, TenantQuota,
+    PoolKind, PrewarmConfig, ScalingMode, ScalingPolicy, Shape, TenantConfig, TenantQuota,
 };
 pub use cost::{CostTotals, InstanceLifetime, PriceTable};
 pub use engine::{Engine, EngineError, PoolStatus, Stats};

@@ -87,6 +87,8 @@ pub enum ScaleReason {
         /// What the plan wanted.
         wanted: u32,
     },
+    /// Set from outside (external scaling mode).
+    External,
 }
 
 impl ScaleReason {
@@ -101,6 +103,7 @@ impl ScaleReason {
             ScaleReason::DemandFell { .. } => "demand_fell",
             ScaleReason::AtMax { .. } => "at_max",
             ScaleReason::Budget { .. } => "budget",
+            ScaleReason::External => "external",
         }
     }
 }
@@ -144,6 +147,7 @@ impl fmt::Display for ScaleReason {
             ScaleReason::Budget { wanted } => {
                 write!(f, "wanted {wanted} instances, capped by the fleet budget")
             }
+            ScaleReason::External => write!(f, "desired size set by an external policy"),
         }
     }
 }

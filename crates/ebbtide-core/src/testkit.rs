@@ -85,6 +85,7 @@ pub fn config() -> EngineConfig {
         heartbeat_timeout: Duration::from_secs(30),
         max_cost_per_hour: None,
         default_job_duration: Duration::from_secs(600),
+        scaling_mode: ScalingMode::Planner,
     }
 }
 

@@ -494,3 +494,43 @@ fn prewarming_follows_the_learned_arrival_rate() {
     );
     assert!(decisions(&h).iter().any(|d| d.reason.kind() == "prewarm"));
 }
+
+#[test]
+fn in_external_mode_the_engine_keeps_the_size_it_is_told() {
+    let mut cfg = testkit::config();
+    cfg.scaling_mode = ScalingMode::External;
+    let mut h = Harness::new(cfg);
+    for id in 1..=5 {
+        h.submit(testkit::job(id, 0, 0));
+    }
+    h.run_for(SEC, SEC);
+    assert_eq!(physical(&h, 0), 0, "no planning in external mode");
+    h.send(Event::SetDesired {
+        pool: PoolId(0),
+        desired: 2,
+    });
+    assert_eq!(physical(&h, 0), 2);
+    assert_eq!(decisions(&h)[0].reason, ScaleReason::External);
+    h.run_for(31 * SEC, SEC);
+    assert_eq!(
+        h.engine.queued_jobs(),
+        3,
+        "two run, three wait for the policy"
+    );
+}
+
+#[test]
+fn set_desired_is_refused_while_the_planner_is_in_charge() {
+    let mut h = Harness::new(testkit::config());
+    let err = h
+        .engine
+        .handle(
+            Event::SetDesired {
+                pool: PoolId(0),
+                desired: 3,
+            },
+            h.now,
+        )
+        .expect_err("planner mode");
+    assert_eq!(err, EngineError::ExternalScalingDisabled);
+}

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::command::Command;
-use crate::config::{ConfigError, EngineConfig};
+use crate::config::{ConfigError, EngineConfig, ScalingMode};
 use crate::cost::{CostTotals, PriceTable};
 use crate::event::Event;
 use crate::ids::{ClassId, JobId, PoolId, TenantId, WorkerId};
@@ -61,6 +61,12 @@ pub enum EngineError {
         /// What the event wanted.
         action: &'static str,
     },
+    /// The event names a pool that is not configured.
+    #[error("unknown pool {0}")]
+    UnknownPool(PoolId),
+    /// `SetDesired` while the engine's own planner is in charge.
+    #[error("desired capacity is set by the planner; external scaling is disabled")]
+    ExternalScalingDisabled,
     /// The worker's state machine refused the transition.
     #[error("{worker}: {source}")]
     IllegalTransition {
@@ -186,6 +192,9 @@ impl Engine {
                 zone,
                 price,
             } => self.on_price(&shape, market, zone, price, now),
+            Event::SetDesired { pool, desired } => {
+                self.on_set_desired(pool, desired, now, &mut out)?
+            }
             Event::Tick => self.on_tick(now, &mut out)?,
         }
         Ok(out)
@@ -200,7 +209,10 @@ impl Engine {
         }
         self.expire_workers(now, out)?;
         self.dispatch_all(now, out)?;
-        self.plan_and_scale(now, out)
+        match self.config.scaling_mode {
+            ScalingMode::Planner => self.plan_and_scale(now, out),
+            ScalingMode::External => self.reconcile_external(now, out),
+        }
     }
 
     /// The configuration in force.

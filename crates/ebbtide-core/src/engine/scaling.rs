@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::pools::PoolStatus;
 use super::{Engine, EngineError};
 use crate::command::Command;
-use crate::config::{Billing, EngineConfig, PoolKind};
+use crate::config::{Billing, EngineConfig, PoolKind, ScalingMode};
 use crate::ids::{PoolId, WorkerId};
 use crate::money::PricePerHour;
 use crate::planner::{CHECKPOINTS, Checkpoints, Demand, SlotPlan, Supply, plan_slots};
@@ -142,21 +142,8 @@ impl Engine {
             }
         }
         let desired = self.stabilize(pid, desired, plan.at_risk, reason, active, now, out);
-        let pool = &self.pools[pid.0 as usize];
-        let blocked = now < pool.launch_blocked_until;
-        let room = pool.config.max.saturating_sub(snap.status.physical());
-        let launch = if blocked {
-            0
-        } else {
-            desired.saturating_sub(active).min(room)
-        };
-        if launch > 0 {
-            self.launch(pid, launch, plan.at_risk > 0, now, out);
-            *fleet_rate += i64::from(launch) * price.0.0;
-        }
-        if desired < active {
-            self.retire(pid, active - desired, now, out)?;
-        }
+        let launch = self.reconcile(pid, desired, &snap.status, plan.at_risk > 0, now, out)?;
+        *fleet_rate += i64::from(launch) * price.0.0;
         let granted = if matches!(
             self.pools[pid.0 as usize].config.kind,
             PoolKind::Static { .. }
@@ -166,6 +153,82 @@ impl Engine {
             launch
         };
         Ok(plan.short.saturating_sub(granted * cap))
+    }
+
+    /// Launches or retires toward `desired`; returns how many were launched.
+    fn reconcile(
+        &mut self,
+        pid: PoolId,
+        desired: u32,
+        status: &PoolStatus,
+        urgent: bool,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<u32, EngineError> {
+        let active = status.requested + status.booting + status.idle + status.busy;
+        let pool = &self.pools[pid.0 as usize];
+        let room = pool.config.max.saturating_sub(status.physical());
+        let launch = if now < pool.launch_blocked_until {
+            0
+        } else {
+            desired.saturating_sub(active).min(room)
+        };
+        if launch > 0 {
+            self.launch(pid, launch, urgent, now, out);
+        }
+        if desired < active {
+            self.retire(pid, active - desired, now, out)?;
+        }
+        Ok(launch)
+    }
+
+    /// External scaling: an outside policy (the simulator's baselines, or an
+    /// operator) sets the desired size; the engine only carries it out.
+    pub(super) fn on_set_desired(
+        &mut self,
+        pid: PoolId,
+        desired: u32,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        if self.config.scaling_mode != ScalingMode::External {
+            return Err(EngineError::ExternalScalingDisabled);
+        }
+        let pool = self
+            .pools
+            .get_mut(pid.0 as usize)
+            .ok_or(EngineError::UnknownPool(pid))?;
+        let desired = desired.min(pool.config.max);
+        let from = pool.scaler.desired;
+        pool.scaler.desired = desired;
+        let status = self.snapshot(pid, now).status;
+        if from != desired {
+            let active = status.requested + status.booting + status.idle + status.busy;
+            out.push(Command::Scale(ScaleDecision {
+                pool: pid,
+                at: now,
+                from,
+                to: desired,
+                active,
+                reason: ScaleReason::External,
+            }));
+        }
+        self.reconcile(pid, desired, &status, false, now, out)
+            .map(|_| ())
+    }
+
+    /// In external mode a tick only keeps each pool at the size it was told.
+    pub(super) fn reconcile_external(
+        &mut self,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        for pid in self.pool_order.clone() {
+            let status = self.snapshot(pid, now).status;
+            let desired = self.pools[pid.0 as usize].scaler.desired;
+            self.reconcile(pid, desired, &status, false, now, out)?;
+        }
+        Ok(())
     }
 
     /// Instances the pool should have, and the dominant reason.
