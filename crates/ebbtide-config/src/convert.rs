@@ -1,0 +1,194 @@
+//! From the file's shape to the engine's types, with the rules serde
+//! cannot express (static pools need `warm`, prices are not negative, …).
+
+use ebbtide_core::{
+    Billing, BurstConfig, ClassConfig, EngineConfig, MarketPolicy, Micros, PoolConfig, PoolKind,
+    PrewarmConfig, PricePerHour, ScalingMode, ScalingPolicy, Shape, TenantConfig, TenantQuota,
+};
+
+use crate::schema::{File, PoolKindName, PoolSection, TenantDefaults};
+use crate::{ClusterConfig, Issue};
+
+pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
+    let mut issue = |path: String, message: String| {
+        issues.push(Issue {
+            line: None,
+            path,
+            message,
+        })
+    };
+    let classes = match file.classes {
+        Some(c) => c
+            .into_iter()
+            .map(|c| ClassConfig {
+                name: c.name,
+                sla_target: c.sla_target,
+            })
+            .collect(),
+        None => ClassConfig::defaults(),
+    };
+    let tenants = file
+        .tenants
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| tenant(t.name, t.settings, &format!("tenants[{i}]"), &mut issue))
+        .collect();
+    let tenant_defaults = file
+        .tenant_defaults
+        .map(|d| tenant(String::new(), d, "tenant_defaults", &mut issue));
+    let pools = file
+        .pools
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| pool(p, i, &mut issue))
+        .collect();
+    let engine = EngineConfig {
+        classes,
+        tenants,
+        pools,
+        heartbeat_timeout: file.engine.heartbeat_timeout,
+        max_cost_per_hour: file
+            .engine
+            .max_cost_per_hour
+            .map(|d| PricePerHour(dollars(d, "engine.max_cost_per_hour", &mut issue))),
+        default_job_duration: file.engine.default_job_duration,
+        scaling_mode: ScalingMode::Planner,
+    };
+    ClusterConfig {
+        engine,
+        tenant_defaults,
+    }
+}
+
+/// Dollars as written in the file to exact micro-dollars.
+fn dollars(d: f64, path: &str, issue: &mut impl FnMut(String, String)) -> Micros {
+    if !d.is_finite() || d < 0.0 || d > 1e9 {
+        issue(
+            path.to_string(),
+            format!("must be a dollar amount between 0 and 1e9, got {d}"),
+        );
+        return Micros::ZERO;
+    }
+    Micros((d * 1e6).round() as i64)
+}
+
+fn tenant(
+    name: String,
+    s: TenantDefaults,
+    at: &str,
+    issue: &mut impl FnMut(String, String),
+) -> TenantConfig {
+    let q = s.quota;
+    TenantConfig {
+        name,
+        weight: s.weight,
+        quota: TenantQuota {
+            max_running_jobs: q.max_running_jobs,
+            max_cpu_millis: q.max_cpu_millis,
+            max_memory_mib: q.max_memory_mib,
+            max_queued_jobs: q.max_queued_jobs,
+            max_daily_spend: q
+                .max_daily_spend
+                .map(|d| dollars(d, &format!("{at}.quota.max_daily_spend"), issue)),
+        },
+        burst: s.burst.map(|b| BurstConfig {
+            multiplier_percent: b.multiplier_percent,
+            duration: b.duration,
+            refill: b.refill,
+        }),
+    }
+}
+
+fn pool(p: PoolSection, i: usize, issue: &mut impl FnMut(String, String)) -> PoolConfig {
+    let at = |k: &str| format!("pools[{i}].{k}");
+    let kind = match p.kind {
+        PoolKindName::Static => {
+            if p.min != 0 || p.idle_count != 0 {
+                issue(
+                    at("kind"),
+                    "a static pool takes `warm`, not `min`/`idle_count`".into(),
+                );
+            }
+            match p.warm {
+                Some(warm) => PoolKind::Static { warm },
+                None => {
+                    issue(
+                        at("warm"),
+                        "a static pool needs `warm`, the number of workers kept ready".into(),
+                    );
+                    PoolKind::Static { warm: 0 }
+                }
+            }
+        }
+        PoolKindName::Dynamic => {
+            if p.warm.is_some() {
+                issue(
+                    at("warm"),
+                    "only static pools take `warm`; use `min` or `idle_count`".into(),
+                );
+            }
+            PoolKind::Dynamic {
+                min: p.min,
+                idle_count: p.idle_count,
+            }
+        }
+    };
+    let max = match (p.max, kind) {
+        (Some(m), _) => m,
+        (None, PoolKind::Static { warm }) => warm,
+        (None, PoolKind::Dynamic { .. }) => {
+            issue(
+                at("max"),
+                "a dynamic pool needs `max`, its hard ceiling".into(),
+            );
+            0
+        }
+    };
+    let billing = match (p.billing.period, p.billing.retire_within) {
+        (None, None) => Billing::PerSecond,
+        (Some(period), within) => Billing::Period {
+            period,
+            retire_within: within.unwrap_or(std::time::Duration::from_secs(300)),
+        },
+        (None, Some(_)) => {
+            issue(at("billing.retire_within"), "needs `billing.period`".into());
+            Billing::PerSecond
+        }
+    };
+    PoolConfig {
+        on_demand_price: PricePerHour(dollars(p.on_demand_price, &at("on_demand_price"), issue)),
+        name: p.name,
+        provider: p.provider,
+        kind,
+        max,
+        shape: Shape {
+            name: p.shape.name,
+            cpu_millis: p.shape.cpu_millis,
+            memory_mib: p.shape.memory_mib,
+            os: p.shape.os,
+            arch: p.shape.arch,
+        },
+        labels: p.labels,
+        capacity_per_instance: p.capacity_per_instance,
+        market: MarketPolicy {
+            on_demand_base: p.market.on_demand_base,
+            spot_percent: p.market.spot_percent,
+            spot_fallback_for: p.market.spot_fallback_for,
+        },
+        idle_timeout: p.idle_timeout,
+        max_uses: p.max_uses,
+        boot_timeout: p.boot_timeout,
+        boot_estimate: p.boot_estimate,
+        preference: p.preference,
+        scaling: ScalingPolicy {
+            scale_up_cooldown: p.scaling.scale_up_cooldown,
+            scale_down_cooldown: p.scaling.scale_down_cooldown,
+            down_stabilization: p.scaling.down_stabilization,
+        },
+        billing,
+        prewarm: p.prewarm.map(|w| PrewarmConfig {
+            max_instances: w.max_instances,
+            factor_percent: w.factor_percent,
+        }),
+    }
+}

@@ -1,0 +1,134 @@
+//! # ebbtide-config
+//!
+//! One TOML file configures a cluster: engine settings, priority classes,
+//! tenants and pools. This crate turns the text into a validated
+//! [`ebbtide_core::EngineConfig`] and reports *every* problem at once, each
+//! with its key path and line, because an operator fixing a config wants
+//! the whole list, not one error per restart.
+//!
+//! It must never depend on the server, a provider SDK or any I/O beyond
+//! reading the file it is given.
+
+mod convert;
+mod locate;
+mod schema;
+
+use std::path::Path;
+
+use ebbtide_core::{EngineConfig, TenantConfig};
+
+/// A parsed and validated cluster configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// What the engine needs.
+    pub engine: EngineConfig,
+    /// Settings for tenants not listed by name (e.g. projects of a replayed
+    /// trace), if the file gives `[tenant_defaults]`.
+    pub tenant_defaults: Option<TenantConfig>,
+}
+
+impl ClusterConfig {
+    /// A tenant named `name` with the `[tenant_defaults]` settings (weight 1
+    /// and no limits when the file has none).
+    pub fn tenant_from_defaults(&self, name: &str) -> TenantConfig {
+        let mut t = self.tenant_defaults.clone().unwrap_or(TenantConfig {
+            name: String::new(),
+            weight: 1,
+            quota: Default::default(),
+            burst: None,
+        });
+        t.name = name.to_string();
+        t
+    }
+}
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// 1-based line, when the problem can be pinned to one.
+    pub line: Option<usize>,
+    /// Key path such as `pools[1].max` (empty for syntax errors).
+    pub path: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n{}", self.issues.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors {
+    /// The problems, in file order where known.
+    pub issues: Vec<Issue>,
+}
+
+/// Reading a configuration file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{path}: {errors}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// Its problems.
+        errors: ConfigErrors,
+    },
+}
+
+/// Parses and validates configuration text.
+pub fn parse(text: &str) -> Result<ClusterConfig, ConfigErrors> {
+    let file: schema::File = toml::from_str(text).map_err(|e| ConfigErrors {
+        issues: vec![Issue {
+            line: e.span().map(|s| locate::line_at(text, s.start)),
+            path: String::new(),
+            message: e.message().trim().to_string(),
+        }],
+    })?;
+    let mut issues = Vec::new();
+    let config = convert::to_cluster(file, &mut issues);
+    if let Err(errors) = config.engine.validate() {
+        issues.extend(errors.into_iter().map(|e| Issue {
+            line: None,
+            path: e.path,
+            message: e.rule,
+        }));
+    }
+    if issues.is_empty() {
+        return Ok(config);
+    }
+    locate::fill_lines(text, &mut issues);
+    issues.sort_by_key(|i| i.line.unwrap_or(usize::MAX));
+    Err(ConfigErrors { issues })
+}
+
+/// Reads and validates a configuration file.
+pub fn load(path: &Path) -> Result<ClusterConfig, LoadError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    parse(&text).map_err(|errors| LoadError::Invalid {
+        path: shown,
+        errors,
+    })
+}

@@ -1,0 +1,257 @@
+//! The file format, as serde structures. Every table rejects unknown keys
+//! so a typo is an error, not a silently ignored setting.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct File {
+    #[serde(default)]
+    pub engine: EngineSection,
+    #[serde(default)]
+    pub classes: Option<Vec<ClassSection>>,
+    #[serde(default)]
+    pub tenants: Vec<TenantSection>,
+    #[serde(default)]
+    pub tenant_defaults: Option<TenantDefaults>,
+    #[serde(default)]
+    pub pools: Vec<PoolSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EngineSection {
+    #[serde(with = "humantime_serde", default = "default_heartbeat")]
+    pub heartbeat_timeout: Duration,
+    #[serde(with = "humantime_serde", default = "default_job_duration")]
+    pub default_job_duration: Duration,
+    /// Dollars per hour for the whole fleet.
+    pub max_cost_per_hour: Option<f64>,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        EngineSection {
+            heartbeat_timeout: default_heartbeat(),
+            default_job_duration: default_job_duration(),
+            max_cost_per_hour: None,
+        }
+    }
+}
+
+fn default_heartbeat() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_job_duration() -> Duration {
+    Duration::from_secs(600)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ClassSection {
+    pub name: String,
+    #[serde(with = "humantime_serde")]
+    pub sla_target: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantSection {
+    pub name: String,
+    #[serde(flatten)]
+    pub settings: TenantDefaults,
+}
+
+/// Settings shared by named tenants and by tenants created on the fly
+/// (the simulator's trace projects).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TenantDefaults {
+    #[serde(default = "one")]
+    pub weight: u32,
+    #[serde(default)]
+    pub quota: QuotaSection,
+    pub burst: Option<BurstSection>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QuotaSection {
+    pub max_running_jobs: Option<u32>,
+    pub max_cpu_millis: Option<u64>,
+    pub max_memory_mib: Option<u64>,
+    pub max_queued_jobs: Option<u32>,
+    /// Dollars per UTC day.
+    pub max_daily_spend: Option<f64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BurstSection {
+    pub multiplier_percent: u32,
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refill: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum PoolKindName {
+    Static,
+    Dynamic,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PoolSection {
+    pub name: String,
+    pub provider: String,
+    pub kind: PoolKindName,
+    /// Static pools: workers kept warm.
+    pub warm: Option<u32>,
+    /// Dynamic pools: floor.
+    #[serde(default)]
+    pub min: u32,
+    /// Dynamic pools: spare idle instances.
+    #[serde(default)]
+    pub idle_count: u32,
+    pub max: Option<u32>,
+    pub shape: ShapeSection,
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default = "one")]
+    pub capacity_per_instance: u32,
+    #[serde(default)]
+    pub market: MarketSection,
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    pub max_uses: Option<u32>,
+    #[serde(with = "humantime_serde", default = "default_boot_timeout")]
+    pub boot_timeout: Duration,
+    #[serde(with = "humantime_serde", default = "default_boot_estimate")]
+    pub boot_estimate: Duration,
+    #[serde(default = "default_preference")]
+    pub preference: u32,
+    #[serde(default)]
+    pub scaling: ScalingSection,
+    #[serde(default)]
+    pub billing: BillingSection,
+    pub prewarm: Option<PrewarmSection>,
+    /// Dollars per instance-hour.
+    #[serde(default)]
+    pub on_demand_price: f64,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_boot_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_boot_estimate() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_preference() -> u32 {
+    100
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ShapeSection {
+    pub name: String,
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+    #[serde(default = "linux")]
+    pub os: String,
+    #[serde(default = "x86_64")]
+    pub arch: String,
+}
+
+fn linux() -> String {
+    "linux".into()
+}
+fn x86_64() -> String {
+    "x86_64".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MarketSection {
+    #[serde(default)]
+    pub on_demand_base: u32,
+    #[serde(default)]
+    pub spot_percent: u8,
+    #[serde(with = "humantime_serde", default = "default_spot_fallback")]
+    pub spot_fallback_for: Duration,
+}
+
+impl Default for MarketSection {
+    fn default() -> Self {
+        MarketSection {
+            on_demand_base: 0,
+            spot_percent: 0,
+            spot_fallback_for: default_spot_fallback(),
+        }
+    }
+}
+
+fn default_spot_fallback() -> Duration {
+    Duration::from_secs(600)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ScalingSection {
+    #[serde(with = "humantime_serde", default = "default_up_cooldown")]
+    pub scale_up_cooldown: Duration,
+    #[serde(with = "humantime_serde", default = "default_down_cooldown")]
+    pub scale_down_cooldown: Duration,
+    #[serde(with = "humantime_serde", default = "default_down_cooldown")]
+    pub down_stabilization: Duration,
+}
+
+impl Default for ScalingSection {
+    fn default() -> Self {
+        ScalingSection {
+            scale_up_cooldown: default_up_cooldown(),
+            scale_down_cooldown: default_down_cooldown(),
+            down_stabilization: default_down_cooldown(),
+        }
+    }
+}
+
+fn default_up_cooldown() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_down_cooldown() -> Duration {
+    Duration::from_secs(120)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BillingSection {
+    #[serde(with = "humantime_serde", default)]
+    pub period: Option<Duration>,
+    #[serde(with = "humantime_serde", default)]
+    pub retire_within: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PrewarmSection {
+    pub max_instances: u32,
+    #[serde(default = "hundred")]
+    pub factor_percent: u32,
+}
+
+fn hundred() -> u32 {
+    100
+}

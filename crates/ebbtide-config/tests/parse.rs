@@ -1,0 +1,108 @@
+//! Configuration files as operators write them, and the errors they get.
+
+use std::time::Duration;
+
+use ebbtide_core::{Micros, PoolKind, PricePerHour};
+
+const EXAMPLE: &str = include_str!("../../../examples/travis-sim.toml");
+
+#[test]
+fn the_travis_example_parses() {
+    let c = ebbtide_config::parse(EXAMPLE).expect("example is valid");
+    assert_eq!(c.engine.classes.len(), 2);
+    assert_eq!(c.engine.classes[0].sla_target, Duration::from_secs(60));
+    let pool = &c.engine.pools[0];
+    assert_eq!(pool.on_demand_price, PricePerHour(Micros(96_000)));
+    assert_eq!(
+        pool.kind,
+        PoolKind::Dynamic {
+            min: 0,
+            idle_count: 0
+        }
+    );
+    assert_eq!(pool.market.spot_percent, 100);
+    assert_eq!(c.tenant_from_defaults("ortuman@jackal").weight, 1);
+}
+
+#[test]
+fn an_unknown_key_is_an_error_with_its_line() {
+    let text = EXAMPLE.replace(
+        "idle_timeout = \"90s\"",
+        "idle_timeout = \"90s\"\nidle_timout = \"90s\"",
+    );
+    let err = ebbtide_config::parse(&text).expect_err("typo must be refused");
+    let issue = &err.issues[0];
+    assert!(
+        issue.message.contains("unknown field `idle_timout`"),
+        "{issue}"
+    );
+    let expected = text
+        .lines()
+        .position(|l| l.starts_with("idle_timout"))
+        .expect("present")
+        + 1;
+    assert_eq!(issue.line, Some(expected));
+}
+
+#[test]
+fn a_bad_duration_names_its_line() {
+    let text = EXAMPLE.replace("boot_estimate = \"30s\"", "boot_estimate = \"thirty\"");
+    let err = ebbtide_config::parse(&text).expect_err("bad duration");
+    let expected = text
+        .lines()
+        .position(|l| l.contains("thirty"))
+        .expect("present")
+        + 1;
+    assert_eq!(err.issues[0].line, Some(expected), "{err}");
+}
+
+#[test]
+fn semantic_errors_carry_key_path_and_line_all_at_once() {
+    let text = EXAMPLE
+        .replace("min = 0\nmax = 1000", "min = 5\nmax = 2")
+        .replace("spot_percent = 100", "spot_percent = 150");
+    let err = ebbtide_config::parse(&text).expect_err("two violations");
+    let msgs: Vec<String> = err.issues.iter().map(ToString::to_string).collect();
+    assert_eq!(err.issues.len(), 2, "{msgs:?}");
+    let min = err
+        .issues
+        .iter()
+        .find(|i| i.path == "pools[0].min")
+        .expect("min issue");
+    assert_eq!(
+        min.line,
+        Some(text.lines().position(|l| l == "min = 5").expect("present") + 1)
+    );
+    assert!(
+        err.issues
+            .iter()
+            .any(|i| i.path == "pools[0].market.spot_percent" && i.line.is_some()),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn a_static_pool_without_warm_is_refused() {
+    let text = EXAMPLE.replace("kind = \"dynamic\"\nmin = 0\n", "kind = \"static\"\n");
+    let err = ebbtide_config::parse(&text).expect_err("no warm");
+    assert!(
+        err.issues
+            .iter()
+            .any(|i| i.path == "pools[0].warm" && i.message.contains("needs `warm`")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_negative_price_is_refused() {
+    let text = EXAMPLE.replace("on_demand_price = 0.096", "on_demand_price = -1.0");
+    let err = ebbtide_config::parse(&text).expect_err("negative price");
+    assert_eq!(err.issues[0].path, "pools[0].on_demand_price");
+}
+
+#[test]
+fn an_empty_file_gets_default_classes_and_no_pools() {
+    let c = ebbtide_config::parse("").expect("empty is valid");
+    assert_eq!(c.engine.classes.len(), 5);
+    assert!(c.engine.pools.is_empty());
+}
