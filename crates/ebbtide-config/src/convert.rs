@@ -62,7 +62,7 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
 
 /// Dollars as written in the file to exact micro-dollars.
 fn dollars(d: f64, path: &str, issue: &mut impl FnMut(String, String)) -> Micros {
-    if !d.is_finite() || d < 0.0 || d > 1e9 {
+    if !d.is_finite() || !(0.0..=1e9).contains(&d) {
         issue(
             path.to_string(),
             format!("must be a dollar amount between 0 and 1e9, got {d}"),
