@@ -20,12 +20,18 @@ use std::time::Duration;
 
 use crate::time::Timestamp;
 
-/// Offsets of the checkpoints from `now`. Geometric, so both a 30 s SLA and
-/// a 24 h one are resolved finely near their deadlines; the last entry
-/// stands for "any time later" and holds every waiting job.
-const OFFSETS_SECS: [u64; 15] = [
-    0, 15, 30, 60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 30720, 61440, 122_880,
+/// Offsets of the checkpoints from `now`, in seconds. Fine near now (a
+/// 60 s SLA with a 30 s boot is decided within seconds), coarse later (a
+/// 24 h SLA needs no second-level resolution); the last entry stands for
+/// "any time later" and holds every waiting job.
+const OFFSETS_SECS: [u64; 33] = [
+    0, 5, 10, 15, 20, 25, 30, 40, 50, 60, 75, 90, 120, 150, 180, 240, 300, 450, 600, 900, 1200,
+    1800, 2700, 3600, 5400, 7200, 10_800, 14_400, 21_600, 28_800, 43_200, 64_800, 86_400,
 ];
+
+/// Margin added to a boot estimate for the tick, the launch API call and
+/// agent registration, when deciding that a job can no longer wait.
+const LEAD_MARGIN: Duration = Duration::from_secs(15);
 
 /// Number of checkpoints including the final "eventually" one.
 pub const CHECKPOINTS: usize = OFFSETS_SECS.len() + 1;
@@ -52,10 +58,18 @@ impl Checkpoints {
 
 /// Cumulative demand: `due[i]` jobs have a deadline at or before checkpoint
 /// `i`; `due[CHECKPOINTS-1]` is every routed job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Demand {
     /// Cumulative counts, non-decreasing.
     pub due: [u32; CHECKPOINTS],
+}
+
+impl Default for Demand {
+    fn default() -> Self {
+        Demand {
+            due: [0; CHECKPOINTS],
+        }
+    }
 }
 
 impl Demand {
@@ -104,13 +118,20 @@ pub struct Supply {
 }
 
 impl Supply {
-    fn at(&self, now: Timestamp, c: Timestamp) -> u64 {
+    /// Slots sure to exist by `c`: idle ones and booting ones ready by then.
+    fn certain_at(&self, c: Timestamp) -> u64 {
         let booting: u64 = self
             .booting
             .iter()
             .filter(|(t, _)| *t <= c)
             .map(|(_, s)| u64::from(*s))
             .sum();
+        u64::from(self.idle_slots) + booting
+    }
+
+    /// Slots expected by `c`: the certain ones plus busy slots freeing at
+    /// the observed rate.
+    fn at(&self, now: Timestamp, c: Timestamp) -> u64 {
         let elapsed = c.saturating_since(now).as_millis();
         let mean = self.mean_job_duration.as_millis().max(1);
         let freed = if c == Timestamp::from_millis(u64::MAX) || elapsed >= mean {
@@ -118,7 +139,7 @@ impl Supply {
         } else {
             u64::try_from(u128::from(self.busy_slots) * elapsed / mean).unwrap_or(u64::MAX)
         };
-        u64::from(self.idle_slots) + booting + freed
+        self.certain_at(c) + freed
     }
 }
 
@@ -127,36 +148,50 @@ impl Supply {
 pub struct SlotPlan {
     /// Extra slots that must start booting now.
     pub short: u32,
-    /// Of those, jobs that breach unless capacity starts at once (due within
-    /// about one boot time from now): an SLA emergency.
+    /// Of those, jobs due within the lead time that no idle or booting slot
+    /// covers: they breach unless capacity starts at once (an emergency).
     pub at_risk: u32,
     /// Idle slots no checkpoint needs.
     pub surplus_idle: u32,
 }
 
+/// How long before its deadline a waiting job must get capacity started:
+/// the boot estimate plus a quarter, plus a fixed margin for the tick, the
+/// launch call and registration. Dispatch serves jobs this close to their
+/// deadline first, matching what the planner launched for.
+pub fn lead_time(boot_estimate: Duration) -> Duration {
+    boot_estimate + boot_estimate / 4 + LEAD_MARGIN
+}
+
 /// Compares demand and supply at every checkpoint.
+///
+/// Jobs due within the *lead time* (boot estimate + 25 % + a fixed margin)
+/// can no longer wait for a busy slot to free by chance: for them only idle
+/// slots and booting workers count, and any gap is launched now and flagged
+/// as at risk (an SLA emergency that overrides the scale-up cooldown).
+/// Jobs due later may count on busy slots freeing at the observed rate, so
+/// lax work waits for capacity instead of buying it; if they are still
+/// waiting when their own lead time arrives, the strict rule catches them.
 pub fn plan_slots(
     cp: &Checkpoints,
     demand: &Demand,
     supply: &Supply,
     boot_estimate: Duration,
 ) -> SlotPlan {
-    let ready_at = cp.now + boot_estimate;
-    // Jobs due up to the first checkpoint at or after one boot from now are
-    // at risk: the ladder is coarse, so round the horizon up, not down.
-    let horizon = cp
-        .at
-        .iter()
-        .copied()
-        .find(|c| *c >= ready_at)
-        .unwrap_or(ready_at);
+    let lead = cp.now + lead_time(boot_estimate);
     let mut short: i64 = 0;
     let mut at_risk: i64 = 0;
     let mut spare = i64::from(supply.idle_slots);
     for (c, d) in cp.at.iter().zip(demand.due) {
-        let gap = i64::from(d) - i64::try_from(supply.at(cp.now, *c)).unwrap_or(i64::MAX);
+        let urgent = *c <= lead;
+        let have = if urgent {
+            supply.certain_at(*c)
+        } else {
+            supply.at(cp.now, *c)
+        };
+        let gap = i64::from(d) - i64::try_from(have).unwrap_or(i64::MAX);
         short = short.max(gap);
-        if *c <= horizon {
+        if urgent {
             at_risk = at_risk.max(gap);
         }
         spare = spare.min(-gap);

@@ -1,27 +1,32 @@
 //! Matching queued jobs to free slots.
 //!
 //! Order: effective priority band (class rank, promoted one band for every
-//! SLA target a job has waited, so no job starves behind a busy class),
-//! then native jobs of the band before promoted ones, then the weighted-fair
-//! finish tag, then submission order. Placement: the first pool of the job's
+//! SLA target a job has waited, so no job starves behind a busy class);
+//! inside a band, jobs within one lead time of their deadline first, by
+//! deadline (they are the ones the planner launched capacity for, and
+//! fairness must not make them breach); then native jobs of the band before
+//! promoted ones, then the weighted-fair finish tag, then submission order. Placement: the first pool of the job's
 //! chain (static pools first) with a fitting free slot, on its fullest
 //! worker.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::time::Duration;
 
 use super::{Engine, EngineError};
 use crate::command::Command;
 use crate::ids::{JobId, WorkerId};
 use crate::job::JobState;
+use crate::planner::lead_time;
 use crate::queue::CellId;
 use crate::requirements::SignatureId;
 use crate::tenant::Allowance;
 use crate::time::Timestamp;
 use crate::worker::{DrainReason, WorkerState, WorkerTransition};
 
-/// Dispatch order of a cell's head job; smaller goes first.
-type HeadKey = (u8, u8, u64, u64, CellId);
+/// Dispatch order of a cell's head job; smaller goes first:
+/// (band, 0 if urgent else 1, deadline if urgent else 0, class, tag, seq, cell).
+type HeadKey = (u8, u8, u64, u8, u64, u64, CellId);
 
 impl Engine {
     /// Assigns queued jobs to free slots until no allowed job fits any free
@@ -43,7 +48,7 @@ impl Engine {
             .map(Reverse)
             .collect();
         while let Some(Reverse(key)) = heap.pop() {
-            let cell = key.4;
+            let cell = key.6;
             let Some(head) = self.queue.cell(cell).jobs.front().copied() else {
                 continue;
             };
@@ -79,7 +84,20 @@ impl Engine {
         let waited = now.saturating_since(head.submitted).as_millis();
         let promotions = u8::try_from(waited / target).unwrap_or(u8::MAX);
         let band = c.class.0.saturating_sub(promotions);
-        Some((band, c.class.0, head.tag, head.seq, cell))
+        let deadline = head.submitted + self.class_target(c.class);
+        let boot = self
+            .sigs
+            .get(c.sig)
+            .chain
+            .first()
+            .map_or(Duration::ZERO, |p| self.pools[p.0 as usize].boot_estimate);
+        let urgent = deadline <= now + lead_time(boot);
+        let (flag, by) = if urgent {
+            (0, deadline.as_millis())
+        } else {
+            (1, 0)
+        };
+        Some((band, flag, by, c.class.0, head.tag, head.seq, cell))
     }
 
     pub(super) fn total_free_slots(&self) -> u32 {

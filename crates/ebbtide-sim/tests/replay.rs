@@ -1,0 +1,205 @@
+//! Replays whose answers are known: by hand, by seed, and by bound.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ebbtide_config::ClusterConfig;
+use ebbtide_core::{Micros, PricePerHour};
+use ebbtide_sim::{Policy, SimParams, Trace, TraceJob, lower_bound, simulate};
+use proptest::prelude::*;
+
+const CONFIG: &str = r#"
+[[classes]]
+name = "high"
+sla_target = "60s"
+
+[[classes]]
+name = "low"
+sla_target = "15m"
+
+[[pools]]
+name = "od"
+provider = "sim"
+kind = "dynamic"
+max = 50
+idle_timeout = "30s"
+boot_estimate = "30s"
+on_demand_price = 0.096
+[pools.shape]
+name = "m5.large"
+cpu_millis = 2000
+memory_mib = 8192
+[pools.scaling]
+scale_up_cooldown = "0s"
+scale_down_cooldown = "0s"
+down_stabilization = "0s"
+"#;
+
+const T0: u64 = 1_600_000_000_000;
+
+fn cluster() -> ClusterConfig {
+    ebbtide_config::parse(CONFIG).expect("test config")
+}
+
+fn job(at_s: u64, dur_s: u64, class: &str) -> TraceJob {
+    TraceJob {
+        submit_ms: T0 + at_s * 1000,
+        duration: Duration::from_secs(dur_s),
+        tenant: "t".into(),
+        class: class.into(),
+        labels: vec![],
+        cpu_millis: 0,
+        memory_mib: 0,
+    }
+}
+
+fn trace(jobs: Vec<TraceJob>) -> Trace {
+    let mut t = Trace {
+        jobs,
+        skipped: vec![],
+    };
+    t.jobs.sort_by_key(|j| j.submit_ms);
+    t
+}
+
+fn run(t: &Trace, params: &SimParams, policy: &Policy) -> ebbtide_sim::RunReport {
+    simulate(t, &cluster(), params, policy, &mut |_| {}).expect("simulation runs")
+}
+
+fn targets() -> HashMap<String, Duration> {
+    [
+        ("high".to_string(), Duration::from_secs(60)),
+        ("low".to_string(), Duration::from_secs(900)),
+    ]
+    .into()
+}
+
+#[test]
+fn a_single_job_costs_exactly_its_boot_plus_run_time() {
+    let t = trace(vec![job(0, 600, "high")]);
+    let r = run(
+        &t,
+        &SimParams::deterministic(Duration::from_secs(30)),
+        &Policy::Ebbtide,
+    );
+    // Launched on arrival, registered 30 s later, runs 600 s, the run ends
+    // when it finishes: 630 s at $0.096/h.
+    assert_eq!(r.cost_micros, 96_000 * 630 / 3600);
+    assert_eq!(r.classes[0].wait_p50_s, 30.0);
+    assert_eq!(r.classes[0].sla_attainment, 1.0);
+    assert_eq!(r.launches, 1);
+    let oracle = lower_bound(
+        &t,
+        &targets(),
+        1,
+        PricePerHour(Micros(96_000)),
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        oracle.cost_micros, r.cost_micros,
+        "one job, one boot: Ebbtide is optimal here"
+    );
+}
+
+#[test]
+fn a_job_arriving_within_the_idle_timeout_reuses_the_worker() {
+    let t = trace(vec![job(0, 600, "high"), job(640, 600, "high")]);
+    let r = run(
+        &t,
+        &SimParams::deterministic(Duration::from_secs(30)),
+        &Policy::Ebbtide,
+    );
+    assert_eq!(r.launches, 1, "the idle worker takes the second job");
+    assert_eq!(r.cost_micros, 96_000 * 1240 / 3600);
+    let waits: Vec<f64> = r.classes.iter().map(|c| c.wait_p99_s).collect();
+    assert_eq!(waits, vec![30.0]);
+}
+
+#[test]
+fn the_same_seed_gives_byte_identical_json() {
+    let mut params = SimParams::deterministic(Duration::from_secs(25));
+    params.boot_samples = vec![
+        Duration::from_secs(22),
+        Duration::from_secs(26),
+        Duration::from_secs(30),
+    ];
+    params.boot_jitter = Duration::from_secs(2);
+    params.throttle_rate = 0.05;
+    params.seed = 42;
+    let t = trace(
+        (0..200)
+            .map(|i| {
+                job(
+                    i * 7 % 3600,
+                    60 + i * 13 % 900,
+                    if i % 5 == 0 { "low" } else { "high" },
+                )
+            })
+            .collect(),
+    );
+    let a = serde_json::to_string(&run(&t, &params, &Policy::Ebbtide)).expect("json");
+    let b = serde_json::to_string(&run(&t, &params, &Policy::Ebbtide)).expect("json");
+    assert_eq!(a, b);
+    params.seed = 43;
+    let c = serde_json::to_string(&run(&t, &params, &Policy::Ebbtide)).expect("json");
+    assert_ne!(a, c, "the seed matters");
+}
+
+#[test]
+fn an_unknown_class_in_the_trace_is_an_error_naming_it() {
+    let t = trace(vec![job(0, 10, "urgent")]);
+    let err = simulate(
+        &t,
+        &cluster(),
+        &SimParams::deterministic(Duration::from_secs(30)),
+        &Policy::Ebbtide,
+        &mut |_| {},
+    )
+    .expect_err("unknown class");
+    assert!(err.to_string().contains("\"urgent\""), "{err}");
+}
+
+fn policies() -> Vec<Policy> {
+    vec![
+        Policy::Ebbtide,
+        Policy::Fixed { instances: 4 },
+        Policy::IdleCount {
+            idle_count: 1,
+            idle_time: Duration::from_secs(120),
+            max_use_count: None,
+        },
+        Policy::PerJob { warm: 1 },
+        Policy::QueueTarget {
+            jobs_per_instance: 1,
+            scale_in_cooldown: Duration::from_secs(60),
+        },
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_oracle_is_never_above_a_policy_that_met_every_sla(
+        jobs in proptest::collection::vec((0u64..3600, 1u64..1200, any::<bool>()), 1..40),
+        seed in 0u64..1000,
+    ) {
+        let t = trace(jobs.into_iter().map(|(a, d, high)| job(a, d, if high { "high" } else { "low" })).collect());
+        let mut params = SimParams::deterministic(Duration::from_secs(26));
+        params.boot_samples = vec![Duration::from_secs(22), Duration::from_secs(30)];
+        params.boot_jitter = Duration::from_secs(1);
+        params.api_latency = Duration::from_secs(1);
+        params.throttle_rate = 0.05;
+        params.seed = seed;
+        let price = PricePerHour(Micros(96_000));
+        let oracle = lower_bound(&t, &targets(), 1, price, params.min_boot());
+        let work_only = lower_bound(&t, &HashMap::new(), 1, price, params.min_boot());
+        for p in policies() {
+            let r = run(&t, &params, &p);
+            prop_assert!(work_only.cost_micros <= r.cost_micros, "{}: {} < work bound {}", r.policy, r.cost_micros, work_only.cost_micros);
+            if r.min_attainment() >= 1.0 {
+                prop_assert!(oracle.cost_micros <= r.cost_micros, "{}: {} < oracle {}", r.policy, r.cost_micros, oracle.cost_micros);
+            }
+        }
+    }
+}
