@@ -74,6 +74,60 @@ impl ArrivalForecast {
     }
 }
 
+/// Arrivals over the last ten minutes, in 30-second buckets: the
+/// short-term rate that decides how many idle workers are worth keeping.
+#[derive(Debug, Clone, Default)]
+pub struct RecentArrivals {
+    buckets: [u32; RECENT_BUCKETS],
+    /// Absolute index (ms / bucket width) of the newest bucket.
+    newest: u64,
+}
+
+const RECENT_BUCKETS: usize = 20;
+const RECENT_BUCKET_MS: u64 = 30_000;
+
+impl RecentArrivals {
+    fn advance(&mut self, now: Timestamp) {
+        let idx = now.as_millis() / RECENT_BUCKET_MS;
+        if idx > self.newest {
+            let gap = (idx - self.newest).min(RECENT_BUCKETS as u64);
+            for k in 1..=gap {
+                self.buckets[((self.newest + k) % RECENT_BUCKETS as u64) as usize] = 0;
+            }
+            self.newest = idx;
+        }
+    }
+
+    /// Counts one arrival.
+    pub fn observe(&mut self, now: Timestamp) {
+        self.advance(now);
+        let slot = &mut self.buckets[(self.newest % RECENT_BUCKETS as u64) as usize];
+        *slot = slot.saturating_add(1);
+    }
+
+    /// Arrivals expected within `window` at the recent rate, rounded up.
+    pub fn expected_within(&self, now: Timestamp, window: Duration) -> u32 {
+        let idx = now.as_millis() / RECENT_BUCKET_MS;
+        let age = idx.saturating_sub(self.newest);
+        if age >= RECENT_BUCKETS as u64 {
+            return 0;
+        }
+        // Buckets older than the window of ten minutes as seen from `now`
+        // no longer count.
+        let count: u64 = (0..RECENT_BUCKETS as u64 - age)
+            .map(|k| {
+                u64::from(
+                    self.buckets[((self.newest + RECENT_BUCKETS as u64 - k) % RECENT_BUCKETS as u64)
+                        as usize],
+                )
+            })
+            .sum();
+        let span = RECENT_BUCKETS as u64 * RECENT_BUCKET_MS;
+        u32::try_from((count * crate::time::duration_millis(window)).div_ceil(span))
+            .unwrap_or(u32::MAX)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +150,22 @@ mod tests {
         assert!(rate > 100_000, "learned ~120/h, got {rate} milli");
         let quiet = Timestamp::from_secs(next_week.as_millis() / 1000 + 6 * 3600);
         assert_eq!(f.rate_milli(quiet), 0);
+    }
+
+    #[test]
+    fn recent_arrivals_give_the_expected_count_within_a_window() {
+        let mut r = RecentArrivals::default();
+        let t0 = Timestamp::from_secs(1_000_000);
+        for i in 0..60u64 {
+            r.observe(Timestamp::from_secs(1_000_000 + i * 10)); // 6 per minute
+        }
+        let now = Timestamp::from_secs(1_000_000 + 600);
+        assert_eq!(r.expected_within(now, Duration::from_secs(30)), 3);
+        assert_eq!(
+            r.expected_within(t0 + Duration::from_secs(3600), Duration::from_secs(30)),
+            0,
+            "forgotten after ten quiet minutes"
+        );
     }
 
     #[test]

@@ -9,8 +9,6 @@
 //! the next state or an [`IllegalTransition`]; the engine never assigns a
 //! state directly, so an impossible transition is an error, not a log line.
 
-use std::time::Duration;
-
 use crate::ids::{InstanceId, JobId, PoolId, WorkerId};
 use crate::money::{CostAccum, PricePerHour};
 use crate::time::Timestamp;
@@ -193,15 +191,6 @@ impl Worker {
     pub fn transition(&mut self, via: WorkerTransition) -> Result<(), IllegalTransition> {
         self.state = self.state.apply(via)?;
         Ok(())
-    }
-
-    /// How long it has been fully idle at `now` (zero unless idle).
-    pub fn idle_for(&self, now: Timestamp) -> Duration {
-        if self.state == WorkerState::Idle {
-            now.saturating_since(self.idle_since)
-        } else {
-            Duration::ZERO
-        }
     }
 }
 

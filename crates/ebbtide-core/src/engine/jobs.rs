@@ -51,7 +51,9 @@ impl Engine {
             cost: CostAccum::ZERO,
         };
         if let Some(first) = self.sigs.get(sig).chain.first() {
-            self.pools[first.0 as usize].forecast.observe(now);
+            let pool = &mut self.pools[first.0 as usize];
+            pool.forecast.observe(now);
+            pool.recent_arrivals.observe(now);
         }
         let (cpu, mem) = (job.cpu_millis, job.memory_mib);
         self.jobs.insert(spec.id, job);

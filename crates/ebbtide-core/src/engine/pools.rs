@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::config::{PoolConfig, PoolKind};
-use crate::forecast::ArrivalForecast;
+use crate::forecast::{ArrivalForecast, RecentArrivals};
 use crate::ids::WorkerId;
 use crate::money::PricePerHour;
 use crate::time::Timestamp;
@@ -44,6 +44,7 @@ pub(super) struct PoolState {
     pub launch_blocked_until: Timestamp,
     pub consecutive_failures: u32,
     pub forecast: ArrivalForecast,
+    pub recent_arrivals: RecentArrivals,
 }
 
 /// What the scaler remembers between ticks to damp its decisions.
@@ -71,6 +72,7 @@ impl PoolState {
             launch_blocked_until: Timestamp::EPOCH,
             consecutive_failures: 0,
             forecast: ArrivalForecast::default(),
+            recent_arrivals: RecentArrivals::default(),
         }
     }
 

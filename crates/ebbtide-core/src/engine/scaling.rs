@@ -418,9 +418,11 @@ impl Engine {
         }
     }
 
-    /// Drains up to `count` idle workers, longest idle first, that have been
-    /// idle past the pool's idle timeout (and, where billing is by period,
-    /// are near the end of a paid period). Busy workers are never chosen.
+    /// Drains up to `count` idle workers, longest idle first. Busy workers
+    /// are never chosen. Idle workers beyond what recent arrivals will use
+    /// within one boot time go at once (keeping them costs more than booting
+    /// a fresh one when needed); the rest only after the pool's idle timeout.
+    /// Where billing is by period, only near the end of a paid period.
     fn retire(
         &mut self,
         pid: PoolId,
@@ -430,38 +432,49 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let pool = &self.pools[pid.0 as usize];
         let cfg = &pool.config;
-        let mut candidates: Vec<(Timestamp, WorkerId)> = pool
+        let mut idle: Vec<(Timestamp, WorkerId, bool)> = pool
             .workers
             .iter()
             .filter_map(|w| self.workers.get(w))
-            .filter(|w| {
-                w.state == WorkerState::Idle
-                    && w.drain.is_none()
-                    && w.idle_for(now) >= cfg.idle_timeout
+            .filter(|w| w.state == WorkerState::Idle && w.drain.is_none())
+            .map(|w| {
+                (
+                    w.idle_since,
+                    w.id,
+                    bill_allows_retiring(cfg.billing, w.launched_at, now),
+                )
             })
-            .filter(|w| match cfg.billing {
-                Billing::PerSecond => true,
-                Billing::Period {
-                    period,
-                    retire_within,
-                } => {
-                    let age = w
-                        .launched_at
-                        .map_or(Duration::ZERO, |t| now.saturating_since(t));
-                    let into = Duration::from_millis(
-                        crate::time::duration_millis(age)
-                            % crate::time::duration_millis(period).max(1),
-                    );
-                    period - into <= retire_within
-                }
-            })
-            .map(|w| (w.idle_since, w.id))
             .collect();
-        candidates.sort();
-        for (_, wid) in candidates.into_iter().take(count as usize) {
+        idle.sort();
+        let keep = self.idle_worth_keeping(pid, now) as usize;
+        let surplus = idle.len().saturating_sub(keep);
+        let chosen: Vec<WorkerId> = idle
+            .iter()
+            .enumerate()
+            .filter(|(i, (since, _, billing_ok))| {
+                *billing_ok && (*i < surplus || now.saturating_since(*since) >= cfg.idle_timeout)
+            })
+            .map(|(_, (_, w, _))| *w)
+            .take(count as usize)
+            .collect();
+        for wid in chosen {
             self.start_drain(wid, DrainReason::ScaleIn, out)?;
         }
         Ok(())
+    }
+
+    /// Idle workers the pool keeps ready: the jobs expected to arrive during
+    /// one boot, from the last ten minutes of arrivals, plus `idle_count`.
+    fn idle_worth_keeping(&self, pid: PoolId, now: Timestamp) -> u32 {
+        let pool = &self.pools[pid.0 as usize];
+        let idle_count = match pool.config.kind {
+            PoolKind::Dynamic { idle_count, .. } => idle_count,
+            PoolKind::Static { .. } => 0,
+        };
+        let expected = pool
+            .recent_arrivals
+            .expected_within(now, pool.boot_estimate);
+        expected.div_ceil(pool.capacity()) + idle_count
     }
 
     fn snapshot(&self, pid: PoolId, now: Timestamp) -> Snapshot {
@@ -534,5 +547,22 @@ fn add_routed(routed: &mut Routed, sig: SignatureId, d: &Demand) {
     match routed.iter_mut().find(|(s, _)| *s == sig) {
         Some((_, acc)) => acc.add(d),
         None => routed.push((sig, *d)),
+    }
+}
+
+/// Whether billing lets a worker retire now without wasting paid time.
+fn bill_allows_retiring(billing: Billing, launched_at: Option<Timestamp>, now: Timestamp) -> bool {
+    match billing {
+        Billing::PerSecond => true,
+        Billing::Period {
+            period,
+            retire_within,
+        } => {
+            let age = launched_at.map_or(Duration::ZERO, |t| now.saturating_since(t));
+            let into = Duration::from_millis(
+                crate::time::duration_millis(age) % crate::time::duration_millis(period).max(1),
+            );
+            period - into <= retire_within
+        }
     }
 }
