@@ -27,8 +27,8 @@ fn the_travis_example_parses() {
 #[test]
 fn an_unknown_key_is_an_error_with_its_line() {
     let text = EXAMPLE.replace(
-        "idle_timeout = \"90s\"",
-        "idle_timeout = \"90s\"\nidle_timout = \"90s\"",
+        "boot_timeout = \"5m\"",
+        "boot_timeout = \"5m\"\nidle_timout = \"90s\"",
     );
     let err = ebbtide_config::parse(&text).expect_err("typo must be refused");
     let issue = &err.issues[0];
