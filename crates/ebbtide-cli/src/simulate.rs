@@ -193,7 +193,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &args.chart {
-        ebbtide_sim::chart::draw(&runs, path)?;
+        // With a sweep, draw Ebbtide and each baseline's best setting only.
+        let drawn: Vec<RunReport> = if args.sweep {
+            runs.iter()
+                .filter(|r| {
+                    r.policy == "ebbtide"
+                        || best
+                            .iter()
+                            .any(|(_, p)| p.as_deref() == Some(r.policy.as_str()))
+                })
+                .cloned()
+                .collect()
+        } else {
+            runs.clone()
+        };
+        ebbtide_sim::chart::draw(&drawn, path)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

@@ -154,7 +154,7 @@ pub(crate) struct Worker {
     pub on_demand_cost: CostAccum,
     pub idle_cost: CostAccum,
     /// The key under which the worker sits in its pool's free-slot index.
-    pub indexed: Option<(u32, Timestamp)>,
+    pub indexed: Option<(u32, i64, Timestamp)>,
 }
 
 impl Worker {

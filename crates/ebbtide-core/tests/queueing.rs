@@ -260,3 +260,28 @@ fn cancelling_a_running_job_stops_it_on_its_worker() {
         "a cancelled job is not retried"
     );
 }
+
+#[test]
+fn a_job_about_to_breach_its_sla_goes_before_a_fairer_but_less_urgent_one() {
+    let mut cfg = testkit::config();
+    cfg.classes[1].sla_target = Duration::from_secs(60);
+    cfg.pools = vec![testkit::static_pool("metal", 1)];
+    cfg.tenants = vec![testkit::tenant("a"), testkit::tenant("b")];
+    let mut h = Harness::new(cfg);
+    h.run_for(Duration::from_secs(31), Duration::from_secs(1));
+    occupy(&mut h);
+    h.submit(testkit::job(1, 0, 1)); // a: fair tag 1
+    h.submit(testkit::job(2, 0, 1)); // a: fair tag 2, due at +60 s
+    h.now = h.now + Duration::from_secs(20);
+    h.submit(testkit::job(3, 1, 1)); // b: fair tag 1, due at +80 s
+    h.now = h.now + Duration::from_secs(10);
+    assert_eq!(
+        drain_order(&mut h, 1000, 1),
+        vec![1],
+        "fair order while nothing is urgent"
+    );
+    h.now = h.now + Duration::from_secs(10);
+    // Job 2 is due in 20 s, job 3 in 40 s: both within one lead time, so
+    // the earlier deadline wins over the smaller fair-share tag.
+    assert_eq!(drain_order(&mut h, 1, 2), vec![2, 3]);
+}

@@ -90,7 +90,9 @@ pub struct RunReport {
     pub unfinished: u64,
     /// Virtual duration of the run, hours.
     pub hours: f64,
-    /// Sampled timeline.
+    /// Sampled timeline (for charts; left out of JSON reports, whose size
+    /// it would dominate).
+    #[serde(skip)]
     pub timeline: Vec<Sample>,
 }
 

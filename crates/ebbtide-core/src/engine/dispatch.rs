@@ -120,12 +120,12 @@ impl Engine {
                 continue;
             }
             let shape = &pool.config.shape;
-            let fits = pool.available.iter().find(|(_, _, w)| {
+            let fits = pool.available.iter().find(|(_, _, _, w)| {
                 let w = &self.workers[w];
                 shape.cpu_millis.saturating_sub(w.used_cpu) >= cpu
                     && shape.memory_mib.saturating_sub(w.used_mem) >= mem
             });
-            if let Some((_, _, w)) = fits {
+            if let Some((_, _, _, w)) = fits {
                 return Some(*w);
             }
         }
@@ -186,8 +186,8 @@ impl Engine {
             return;
         };
         let pool = &mut self.pools[w.pool.0 as usize];
-        if let Some((free, since)) = w.indexed.take() {
-            pool.available.remove(&(free, Reverse(since), wid));
+        if let Some((free, rate, since)) = w.indexed.take() {
+            pool.available.remove(&(free, rate, Reverse(since), wid));
             pool.free_slots -= free;
         }
         let cap = pool.config.capacity_per_instance;
@@ -195,9 +195,11 @@ impl Engine {
         let takes_work =
             matches!(w.state, WorkerState::Idle | WorkerState::Busy) && w.drain.is_none();
         if takes_work && free > 0 {
-            pool.available.insert((free, Reverse(w.idle_since), wid));
+            let rate = w.rate.0.0;
+            pool.available
+                .insert((free, rate, Reverse(w.idle_since), wid));
             pool.free_slots += free;
-            w.indexed = Some((free, w.idle_since));
+            w.indexed = Some((free, rate, w.idle_since));
         }
     }
 }

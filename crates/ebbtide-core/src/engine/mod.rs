@@ -209,6 +209,16 @@ impl Engine {
         }
         self.expire_workers(now, out)?;
         self.dispatch_all(now, out)?;
+        self.rescale(now, out)
+    }
+
+    /// Re-plans (planner mode) or re-applies the desired sizes (external
+    /// mode) at once, after events that change capacity out of turn.
+    pub(crate) fn rescale(
+        &mut self,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
         match self.config.scaling_mode {
             ScalingMode::Planner => self.plan_and_scale(now, out),
             ScalingMode::External => self.reconcile_external(now, out),

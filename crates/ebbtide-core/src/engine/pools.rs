@@ -13,9 +13,10 @@ use crate::time::Timestamp;
 use crate::worker::WorkerState;
 
 /// Key of a worker with free slots: fullest first (packing leaves whole
-/// workers idle so they can retire), then most recently active (so the
-/// longest-idle ones age out), then id for determinism.
-pub(super) type AvailableKey = (u32, Reverse<Timestamp>, WorkerId);
+/// workers idle so they can retire), then cheapest (spot before on-demand,
+/// so the expensive ones go idle and retire first), then most recently
+/// active (so the longest-idle ones age out), then id for determinism.
+pub(super) type AvailableKey = (u32, i64, Reverse<Timestamp>, WorkerId);
 
 /// Sort key for the order pools are filled in.
 pub(super) fn fill_order_key(p: &PoolConfig, index: u32) -> (bool, u32, PricePerHour, u32) {

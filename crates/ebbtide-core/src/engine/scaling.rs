@@ -432,7 +432,16 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let pool = &self.pools[pid.0 as usize];
         let cfg = &pool.config;
-        let mut idle: Vec<(Timestamp, WorkerId, bool)> = pool
+        // On-demand workers above the on-demand base go first (they cost
+        // several times a spot worker), then the longest idle.
+        let on_demand = pool
+            .workers
+            .iter()
+            .filter_map(|w| self.workers.get(w))
+            .filter(|w| w.state.is_active() && w.market == Market::OnDemand)
+            .count() as u32;
+        let expensive = on_demand.saturating_sub(cfg.market.on_demand_base) as usize;
+        let mut idle: Vec<(Timestamp, WorkerId, bool, Market)> = pool
             .workers
             .iter()
             .filter_map(|w| self.workers.get(w))
@@ -442,10 +451,19 @@ impl Engine {
                     w.idle_since,
                     w.id,
                     bill_allows_retiring(cfg.billing, w.launched_at, now),
+                    w.market,
                 )
             })
             .collect();
         idle.sort();
+        let (mut first, rest): (Vec<_>, Vec<_>) =
+            idle.into_iter().partition(|(.., m)| *m == Market::OnDemand);
+        let mut tail = first.split_off(expensive.min(first.len()));
+        tail.extend(rest);
+        tail.sort();
+        first.extend(tail);
+        let idle: Vec<(Timestamp, WorkerId, bool)> =
+            first.into_iter().map(|(s, w, b, _)| (s, w, b)).collect();
         let keep = self.idle_worth_keeping(pid, now) as usize;
         let surplus = idle.len().saturating_sub(keep);
         let chosen: Vec<WorkerId> = idle

@@ -122,7 +122,7 @@ impl Engine {
         });
         // Re-plan at once: a spot capacity error falls back to on-demand now,
         // not one tick later.
-        self.plan_and_scale(now, out)
+        self.rescale(now, out)
     }
 
     pub(super) fn on_registered(
@@ -415,7 +415,7 @@ impl Engine {
         }
         self.dispatch_all(now, out)?;
         // Launch the replacement now, before the instance disappears.
-        self.plan_and_scale(now, out)
+        self.rescale(now, out)
     }
 
     /// Boot timeouts and missed heartbeats.
