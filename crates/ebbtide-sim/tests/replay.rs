@@ -102,17 +102,33 @@ fn a_single_job_costs_exactly_its_boot_plus_run_time() {
 }
 
 #[test]
-fn a_job_arriving_within_the_idle_timeout_reuses_the_worker() {
-    let t = trace(vec![job(0, 600, "high"), job(640, 600, "high")]);
+fn a_job_arriving_while_arrivals_are_recent_reuses_the_idle_worker() {
+    // A boots (30 s), runs 30→230 s; B arrives at 240 s. One arrival in the
+    // last ten minutes makes one arrival likely within a 30 s boot, so the
+    // idle worker is kept for the 30 s idle timeout and takes B at once.
+    let t = trace(vec![job(0, 200, "high"), job(240, 600, "high")]);
     let r = run(
         &t,
         &SimParams::deterministic(Duration::from_secs(30)),
         &Policy::Ebbtide,
     );
     assert_eq!(r.launches, 1, "the idle worker takes the second job");
-    assert_eq!(r.cost_micros, 96_000 * 1240 / 3600);
-    let waits: Vec<f64> = r.classes.iter().map(|c| c.wait_p99_s).collect();
-    assert_eq!(waits, vec![30.0]);
+    assert_eq!(r.cost_micros, 96_000 * 840 / 3600);
+    assert_eq!(r.classes[0].wait_p99_s, 30.0, "only the first job waited");
+}
+
+#[test]
+fn an_idle_worker_no_recent_arrival_needs_is_retired_at_once() {
+    // A runs 30→730 s; by then its arrival is over ten minutes old, so the
+    // idle worker goes at once and B (at 760 s) boots a fresh one.
+    let t = trace(vec![job(0, 700, "high"), job(760, 100, "high")]);
+    let r = run(
+        &t,
+        &SimParams::deterministic(Duration::from_secs(30)),
+        &Policy::Ebbtide,
+    );
+    assert_eq!(r.launches, 2);
+    assert_eq!(r.cost_micros, 96_000 * 730 / 3600 + 96_000 * 130 / 3600);
 }
 
 #[test]
