@@ -230,7 +230,8 @@ impl Collector {
         self.peak = self.peak.max(fleet);
     }
 
-    pub fn sample(&mut self, engine: &Engine, at: Timestamp) {
+    pub fn sample(&mut self, engine: &mut Engine, at: Timestamp) {
+        engine.accrue_all(at);
         let (booting, idle, busy, retiring) = Self::counts(engine);
         self.timeline.push(Sample {
             t_s: at.saturating_since(self.start).as_secs(),

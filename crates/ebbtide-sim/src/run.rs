@@ -256,7 +256,7 @@ impl Run<'_> {
             }
             self.now = s.at;
             while next_sample <= self.now {
-                self.stats.sample(&self.engine, next_sample);
+                self.stats.sample(&mut self.engine, next_sample);
                 next_sample = next_sample + self.params.sample_every;
             }
             if let SimEvent::Arrival(i) = s.event

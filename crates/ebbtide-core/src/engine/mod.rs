@@ -306,6 +306,16 @@ impl Engine {
         &self.costs
     }
 
+    /// Books every instance's cost up to `now`, so [`Engine::costs`] is
+    /// current for a report (costs otherwise accrue at each worker's next
+    /// event). Fleet totals are exact either way.
+    pub fn accrue_all(&mut self, now: Timestamp) {
+        let ids: Vec<WorkerId> = self.workers.keys().copied().collect();
+        for w in ids {
+            self.accrue(w, now);
+        }
+    }
+
     /// Queue wait target of a class.
     pub fn sla_target(&self, class: ClassId) -> Option<Duration> {
         self.config
