@@ -1,0 +1,54 @@
+//! # ebbtide-store
+//!
+//! Durable state for the scheduler: every accepted job (durable before the
+//! API answers), its log, and the one-time bootstrap tokens workers
+//! register with. The [`Store`] trait is what the server uses; SQLite (WAL,
+//! group commit) is the embedded default and PostgreSQL follows behind the
+//! same trait for several scheduler replicas.
+//!
+//! This crate must never depend on the engine's decisions or on a provider:
+//! it stores records, it does not interpret them. Tokens are stored only as
+//! SHA-256 hashes, so a database dump never reveals a usable credential.
+
+mod sqlite;
+mod types;
+
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+/// The scheduler's durable state.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Makes a job durable and returns it with its id; the submission is on
+    /// disk when this returns.
+    async fn submit(&self, job: NewJob) -> Result<JobRecord, StoreError>;
+    /// Records a state change of a job.
+    async fn update(&self, id: JobId, update: JobUpdate) -> Result<(), StoreError>;
+    /// One job.
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>, StoreError>;
+    /// Jobs matching a filter, oldest first, at most `filter.limit`.
+    async fn list(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError>;
+    /// Jobs not finished (queued, assigned, running): what a restarted
+    /// scheduler must rebuild.
+    async fn live_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+    /// Appends output to a job's log.
+    async fn append_log(&self, id: JobId, chunk: Vec<u8>) -> Result<(), StoreError>;
+    /// A job's whole log.
+    async fn logs(&self, id: JobId) -> Result<Vec<u8>, StoreError>;
+    /// Records a one-time bootstrap token for a worker (only its hash).
+    async fn issue_token(
+        &self,
+        token: &str,
+        worker: WorkerId,
+        pool: &str,
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Checks and consumes a bootstrap token, atomically: a token is valid
+    /// once, for its own worker, before it expires.
+    async fn redeem_token(
+        &self,
+        token: &str,
+        worker: WorkerId,
+        now_ms: u64,
+    ) -> Result<TokenCheck, StoreError>;
+}
