@@ -1,0 +1,182 @@
+//! # ebbtide-provider
+//!
+//! The one interface every infrastructure plugin implements (local
+//! processes, Docker, EC2, GCE, bare metal). The scheduler calls it from its
+//! control loop; the engine only ever sees the outcomes as events.
+//!
+//! Providers must tag what they launch with the cluster id and pool, so
+//! that `list` returns exactly Ebbtide's instances (also ones left from
+//! before a scheduler crash) and never anything else. This crate must never
+//! depend on a cloud SDK: those live in the provider crates.
+
+use std::fmt;
+
+use ebbtide_core::{InstanceId, LaunchFailure, Market, WorkerId};
+
+/// A credential that must never be printed: its `Debug` and `Display` are
+/// redacted, so it cannot leak through a log line or an error message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The value, for the one place that must hand it on (user-data, the
+    /// agent's environment).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// One worker to bring up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerLaunch {
+    /// The engine's id for it.
+    pub worker: WorkerId,
+    /// Its one-time registration credential.
+    pub bootstrap_token: Secret,
+}
+
+/// A launch of several workers of one pool on one market.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchRequest {
+    /// Cluster id, tagged on every instance.
+    pub cluster: String,
+    /// Pool name, tagged on every instance.
+    pub pool: String,
+    /// Instance shape name (provider-specific meaning).
+    pub shape: String,
+    /// CPU the instance should have, millicores.
+    pub cpu_millis: u32,
+    /// Memory the instance should have, MiB.
+    pub memory_mib: u32,
+    /// Spot or on-demand.
+    pub market: Market,
+    /// Where agents reach the scheduler's worker API.
+    pub scheduler_url: String,
+    /// The workers.
+    pub workers: Vec<WorkerLaunch>,
+}
+
+/// An instance the provider created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchedInstance {
+    /// The engine's worker.
+    pub worker: WorkerId,
+    /// The provider's id.
+    pub instance: InstanceId,
+    /// Zone, where the provider has zones.
+    pub zone: Option<String>,
+}
+
+/// An instance the provider reports as ours.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceInfo {
+    /// The provider's id.
+    pub instance: InstanceId,
+    /// The worker it was launched for (from its tags).
+    pub worker: WorkerId,
+    /// The pool it was launched for (from its tags).
+    pub pool: String,
+    /// Whether it is still alive.
+    pub running: bool,
+}
+
+/// What went wrong, in the terms that decide what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The API limited our rate: retry later with back-off.
+    #[error("throttled: {0}")]
+    Throttled(String),
+    /// A transient fault (5xx, timeout): retry with back-off.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// No capacity for this shape/market/zone: try another one.
+    #[error("insufficient capacity: {0}")]
+    Capacity(String),
+    /// An account quota was reached.
+    #[error("quota: {0}")]
+    Quota(String),
+    /// Configuration or credentials are wrong: retrying will not help.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl ProviderError {
+    /// Whether the same call may succeed if retried after a pause.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Throttled(_) | ProviderError::Transient(_)
+        )
+    }
+
+    /// The engine's view of a failed launch.
+    pub fn as_launch_failure(&self) -> LaunchFailure {
+        match self {
+            ProviderError::Throttled(_) | ProviderError::Transient(_) => LaunchFailure::Throttled,
+            ProviderError::Capacity(_) => LaunchFailure::Capacity,
+            ProviderError::Quota(_) => LaunchFailure::Quota,
+            ProviderError::Permanent(_) => LaunchFailure::Permanent,
+        }
+    }
+}
+
+/// An infrastructure plugin.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// Name used in configs, logs and metrics.
+    fn name(&self) -> &str;
+
+    /// Launches the workers; may launch only some (the rest are returned as
+    /// failed by their absence and the error of the whole call is `Err`).
+    async fn launch(&self, request: LaunchRequest) -> Result<Vec<LaunchedInstance>, ProviderError>;
+
+    /// Terminates instances. Idempotent: unknown or already-gone ids are
+    /// not errors, and nothing it did not launch is ever touched.
+    async fn terminate(&self, instances: &[InstanceId]) -> Result<(), ProviderError>;
+
+    /// Every instance of this cluster the provider knows, alive or not.
+    async fn list(&self) -> Result<Vec<InstanceInfo>, ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_never_prints() {
+        let s = Secret::new("tok-123456");
+        assert_eq!(format!("{s:?} {s}"), "Secret(<redacted>) <redacted>");
+        let w = WorkerLaunch {
+            worker: WorkerId(1),
+            bootstrap_token: s,
+        };
+        assert!(!format!("{w:?}").contains("tok-123456"));
+    }
+
+    #[test]
+    fn only_throttling_and_transient_faults_are_retryable() {
+        assert!(ProviderError::Throttled("x".into()).is_retryable());
+        assert!(!ProviderError::Capacity("x".into()).is_retryable());
+        assert_eq!(
+            ProviderError::Quota("x".into()).as_launch_failure(),
+            LaunchFailure::Quota
+        );
+    }
+}
