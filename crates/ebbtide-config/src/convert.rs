@@ -27,12 +27,49 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
             .collect(),
         None => ClassConfig::defaults(),
     };
-    let tenants = file
-        .tenants
-        .into_iter()
-        .enumerate()
-        .map(|(i, t)| tenant(t.name, t.settings, &format!("tenants[{i}]"), &mut issue))
-        .collect();
+    let mut api_keys = Vec::new();
+    let mut tenants = Vec::new();
+    for (i, t) in file.tenants.into_iter().enumerate() {
+        let key = match (t.api_key, t.api_key_env) {
+            (Some(k), None) => Some(k),
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(k) if !k.is_empty() => Some(k),
+                _ => {
+                    issue(
+                        format!("tenants[{i}].api_key_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                    None
+                }
+            },
+            (Some(_), Some(_)) => {
+                issue(
+                    format!("tenants[{i}].api_key"),
+                    "give `api_key` or `api_key_env`, not both".into(),
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        if let Some(key) = key {
+            if key.len() < 16 {
+                issue(
+                    format!("tenants[{i}].api_key"),
+                    "must be at least 16 characters".into(),
+                );
+            }
+            api_keys.push(crate::ApiKey {
+                tenant: t.name.clone(),
+                key,
+            });
+        }
+        tenants.push(tenant(
+            t.name,
+            t.settings,
+            &format!("tenants[{i}]"),
+            &mut issue,
+        ));
+    }
     let tenant_defaults = file
         .tenant_defaults
         .map(|d| tenant(String::new(), d, "tenant_defaults", &mut issue));
@@ -54,7 +91,22 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         default_job_duration: file.engine.default_job_duration,
         scaling_mode: ScalingMode::Planner,
     };
+    let srv = file.server;
+    let server = crate::ServerConfig {
+        public_grpc_url: srv
+            .public_grpc_url
+            .unwrap_or_else(|| format!("http://{}", srv.grpc_listen)),
+        cluster: srv.cluster,
+        http_listen: srv.http_listen,
+        grpc_listen: srv.grpc_listen,
+        data_dir: srv.data_dir.into(),
+        tick: srv.tick,
+        bootstrap_token_ttl: srv.bootstrap_token_ttl,
+        agent_program: srv.agent_program.map(Into::into),
+    };
     ClusterConfig {
+        server,
+        api_keys,
         engine,
         tenant_defaults,
     }

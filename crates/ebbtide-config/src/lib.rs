@@ -17,9 +17,49 @@ use std::path::Path;
 
 use ebbtide_core::{EngineConfig, TenantConfig};
 
+/// The scheduler service's own settings (`[server]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Cluster id, tagged on every instance Ebbtide launches.
+    pub cluster: String,
+    /// Job API address.
+    pub http_listen: String,
+    /// Worker API (gRPC) address.
+    pub grpc_listen: String,
+    /// Address agents dial (defaults to `http://{grpc_listen}`).
+    pub public_grpc_url: String,
+    /// Where the store and provider state live.
+    pub data_dir: std::path::PathBuf,
+    /// Engine tick interval.
+    pub tick: std::time::Duration,
+    /// How long a bootstrap token stays valid.
+    pub bootstrap_token_ttl: std::time::Duration,
+    /// Program the local provider runs as agent (`None`: this binary).
+    pub agent_program: Option<std::path::PathBuf>,
+}
+
+/// A tenant's API key. Its `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// The tenant it authenticates.
+    pub tenant: String,
+    /// The key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKey {{ tenant: {:?}, key: <redacted> }}", self.tenant)
+    }
+}
+
 /// A parsed and validated cluster configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
+    /// The service's settings.
+    pub server: ServerConfig,
+    /// Tenants' API keys.
+    pub api_keys: Vec<ApiKey>,
     /// What the engine needs.
     pub engine: EngineConfig,
     /// Settings for tenants not listed by name (e.g. projects of a replayed

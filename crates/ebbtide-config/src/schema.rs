@@ -10,6 +10,8 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub(crate) struct File {
     #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
     pub engine: EngineSection,
     #[serde(default)]
     pub classes: Option<Vec<ClassSection>>,
@@ -61,6 +63,10 @@ pub(crate) struct ClassSection {
 #[serde(deny_unknown_fields)]
 pub(crate) struct TenantSection {
     pub name: String,
+    /// API key, given directly (prefer `api_key_env`).
+    pub api_key: Option<String>,
+    /// Name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
     #[serde(flatten)]
     pub settings: TenantDefaults,
 }
@@ -254,4 +260,60 @@ pub(crate) struct PrewarmSection {
 
 fn hundred() -> u32 {
     100
+}
+
+/// The scheduler service itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerSection {
+    #[serde(default = "default_cluster")]
+    pub cluster: String,
+    #[serde(default = "default_http")]
+    pub http_listen: String,
+    #[serde(default = "default_grpc")]
+    pub grpc_listen: String,
+    /// Address agents use to reach the worker API (defaults to grpc_listen).
+    pub public_grpc_url: Option<String>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    #[serde(with = "humantime_serde", default = "default_tick")]
+    pub tick: Duration,
+    #[serde(with = "humantime_serde", default = "default_token_ttl")]
+    pub bootstrap_token_ttl: Duration,
+    /// Program run as the local provider's agent (default: this binary).
+    pub agent_program: Option<String>,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            cluster: default_cluster(),
+            http_listen: default_http(),
+            grpc_listen: default_grpc(),
+            public_grpc_url: None,
+            data_dir: default_data_dir(),
+            tick: default_tick(),
+            bootstrap_token_ttl: default_token_ttl(),
+            agent_program: None,
+        }
+    }
+}
+
+fn default_cluster() -> String {
+    "ebbtide".into()
+}
+fn default_http() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_grpc() -> String {
+    "127.0.0.1:8081".into()
+}
+fn default_data_dir() -> String {
+    ".ebbtide".into()
+}
+fn default_tick() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_token_ttl() -> Duration {
+    Duration::from_secs(600)
 }

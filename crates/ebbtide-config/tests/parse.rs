@@ -106,3 +106,45 @@ fn an_empty_file_gets_default_classes_and_no_pools() {
     assert_eq!(c.engine.classes.len(), 5);
     assert!(c.engine.pools.is_empty());
 }
+
+const LOCAL: &str = include_str!("../../../examples/local.toml");
+
+#[test]
+fn the_local_example_parses_with_server_settings_and_api_keys() {
+    let c = ebbtide_config::parse(LOCAL).expect("local example is valid");
+    assert_eq!(c.server.grpc_listen, "127.0.0.1:8081");
+    assert_eq!(c.server.public_grpc_url, "http://127.0.0.1:8081");
+    assert_eq!(c.api_keys.len(), 2);
+    assert_eq!(c.api_keys[1].tenant, "team-b");
+    assert!(
+        !format!("{:?}", c.api_keys).contains("0123456789"),
+        "keys never print"
+    );
+}
+
+#[test]
+fn a_short_api_key_is_refused() {
+    let text = LOCAL.replace("demo-key-0123456789abcdef", "short");
+    let err = ebbtide_config::parse(&text).expect_err("short key");
+    assert!(
+        err.issues
+            .iter()
+            .any(|i| i.path == "tenants[0].api_key" && i.line.is_some()),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_api_key_from_an_unset_variable_is_refused() {
+    let text = LOCAL.replace(
+        "api_key = \"demo-key-0123456789abcdef\"",
+        "api_key_env = \"EBBTIDE_TEST_SURELY_UNSET\"",
+    );
+    let err = ebbtide_config::parse(&text).expect_err("unset variable");
+    assert!(
+        err.issues
+            .iter()
+            .any(|i| i.message.contains("EBBTIDE_TEST_SURELY_UNSET")),
+        "{err}"
+    );
+}
