@@ -1,0 +1,211 @@
+//! # ebbtide-agent
+//!
+//! The program on every worker. It registers once with its one-time
+//! bootstrap token, keeps one Session stream to the scheduler, runs each
+//! assigned job as `/bin/sh -c COMMAND` with its timeout, streams the
+//! output, reports the result and waits for the next job. On a drain order
+//! it acknowledges, finishes what runs, and exits.
+//!
+//! Reports never get lost in a network blip: jobs write into an internal
+//! queue that survives reconnects; each Session drains it. The agent
+//! reconnects with jittered exponential back-off (backon) without touching
+//! the jobs it is running. It must never depend on the scheduler's crates:
+//! the protocol is the contract.
+
+mod job;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use ebbtide_proto::worker::v1::agent_message::Kind as Up;
+use ebbtide_proto::worker::v1::scheduler_message::Kind as Down;
+use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
+use ebbtide_proto::worker::v1::{AgentMessage, DrainAck, Heartbeat, Hello, RegisterRequest};
+use tokio::sync::{Mutex, mpsc};
+use tonic::Code;
+
+/// How the agent finds and proves itself to the scheduler.
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// Worker API address, e.g. `http://127.0.0.1:8081`.
+    pub scheduler: String,
+    /// The worker id the instance was launched for.
+    pub worker_id: u64,
+    /// The one-time bootstrap token (never logged).
+    pub bootstrap_token: String,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("scheduler", &self.scheduler)
+            .field("worker_id", &self.worker_id)
+            .field("bootstrap_token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The scheduler refused the credentials; retrying cannot help.
+    #[error("registration refused: {0}")]
+    Refused(String),
+    /// The scheduler could not be reached for too long.
+    #[error("scheduler unreachable: {0}")]
+    Unreachable(String),
+}
+
+/// Jobs running now: id → cancel switch.
+type Running = Arc<Mutex<BTreeMap<u64, tokio::sync::oneshot::Sender<()>>>>;
+
+/// Runs the agent until it is drained (Ok) or refused (Err).
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let session = register(&config).await?;
+    let (reports, mut queue) = mpsc::unbounded_channel::<AgentMessage>();
+    let running: Running = Arc::default();
+    let mut draining = false;
+    let mut backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build();
+    loop {
+        match session_once(
+            &config,
+            &session,
+            &reports,
+            &mut queue,
+            &running,
+            &mut draining,
+        )
+        .await
+        {
+            Ok(SessionEnd::Drained) => return Ok(()),
+            Ok(SessionEnd::Disconnected) => {}
+            Err(e) if e.code() == Code::Unauthenticated => {
+                return Err(AgentError::Refused(e.message().to_string()));
+            }
+            Err(e) => tracing::warn!(error = %e.message(), "session failed; reconnecting"),
+        }
+        let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+        tokio::time::sleep(delay).await;
+    }
+}
+
+struct Session {
+    token: String,
+    heartbeat: Duration,
+}
+
+async fn register(config: &AgentConfig) -> Result<Session, AgentError> {
+    let mut attempt = ExponentialBuilder::default()
+        .with_max_times(20)
+        .with_jitter()
+        .build();
+    loop {
+        let outcome = async {
+            let mut client = WorkerApiClient::connect(config.scheduler.clone())
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            client
+                .register(RegisterRequest {
+                    worker_id: config.worker_id,
+                    bootstrap_token: config.bootstrap_token.clone(),
+                    agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                })
+                .await
+        }
+        .await;
+        match outcome {
+            Ok(r) => {
+                let r = r.into_inner();
+                return Ok(Session {
+                    token: r.session_token,
+                    heartbeat: Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(100))),
+                });
+            }
+            Err(e) if e.code() == Code::Unauthenticated => {
+                return Err(AgentError::Refused(e.message().to_string()));
+            }
+            Err(e) => match attempt.next() {
+                Some(d) => tokio::time::sleep(d).await,
+                None => return Err(AgentError::Unreachable(e.message().to_string())),
+            },
+        }
+    }
+}
+
+enum SessionEnd {
+    Drained,
+    Disconnected,
+}
+
+async fn session_once(
+    config: &AgentConfig,
+    session: &Session,
+    reports: &mpsc::UnboundedSender<AgentMessage>,
+    queue: &mut mpsc::UnboundedReceiver<AgentMessage>,
+    running: &Running,
+    draining: &mut bool,
+) -> Result<SessionEnd, tonic::Status> {
+    let mut client = WorkerApiClient::connect(config.scheduler.clone())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let (up, up_rx) = mpsc::channel::<AgentMessage>(256);
+    let running_jobs: Vec<u64> = running.lock().await.keys().copied().collect();
+    let hello = Hello {
+        worker_id: config.worker_id,
+        session_token: session.token.clone(),
+        running_jobs,
+    };
+    up.send(AgentMessage {
+        kind: Some(Up::Hello(hello)),
+    })
+    .await
+    .map_err(|_| tonic::Status::unavailable("closed"))?;
+    let mut down = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(up_rx))
+        .await?
+        .into_inner();
+    let mut heartbeat = tokio::time::interval(session.heartbeat);
+    loop {
+        tokio::select! {
+            msg = down.message() => {
+                let Some(msg) = msg? else { return Ok(SessionEnd::Disconnected) };
+                match msg.kind {
+                    Some(Down::Assignment(a)) if !*draining => job::start(a, reports.clone(), running.clone()).await,
+                    Some(Down::Assignment(_)) => {}
+                    Some(Down::Cancel(c)) => {
+                        if let Some(kill) = running.lock().await.remove(&c.job_id) {
+                            let _ = kill.send(());
+                        }
+                    }
+                    Some(Down::Drain(_)) => {
+                        *draining = true;
+                        let _ = reports.send(AgentMessage { kind: Some(Up::DrainAck(DrainAck {})) });
+                    }
+                    None => {}
+                }
+            }
+            Some(report) = queue.recv() => {
+                if up.send(report.clone()).await.is_err() {
+                    // Keep it for the next session.
+                    let _ = reports.send(report);
+                    return Ok(SessionEnd::Disconnected);
+                }
+            }
+            _ = heartbeat.tick() => {
+                if up.send(AgentMessage { kind: Some(Up::Heartbeat(Heartbeat {})) }).await.is_err() {
+                    return Ok(SessionEnd::Disconnected);
+                }
+                if *draining && running.lock().await.is_empty() && queue.is_empty() {
+                    return Ok(SessionEnd::Drained);
+                }
+            }
+        }
+    }
+}
