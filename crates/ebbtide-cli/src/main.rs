@@ -3,6 +3,8 @@
 //! Library crates return typed errors; this binary is the edge where they
 //! become `anyhow` messages and exit codes.
 
+mod client;
+mod service;
 mod simulate;
 
 use std::path::PathBuf;
@@ -27,6 +29,18 @@ enum Command {
     },
     /// Replay a job trace through the real engine and compare policies.
     Simulate(Box<simulate::Args>),
+    /// Run the scheduler (job API, worker API, control loop).
+    Serve(service::ServeArgs),
+    /// Run a worker agent (started by a provider with its bootstrap token).
+    Agent(service::AgentArgs),
+    /// Submit a job; prints its id.
+    Submit(client::SubmitArgs),
+    /// Pools, workers by state, and the queue.
+    Status(client::Api),
+    /// Your jobs.
+    Jobs(client::JobsArgs),
+    /// A job's output.
+    Logs(client::LogsArgs),
 }
 
 #[derive(Subcommand)]
@@ -45,6 +59,18 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
         Command::Simulate(args) => simulate::run(*args),
+        Command::Serve(args) => {
+            service::init_logging();
+            service::serve(args)
+        }
+        Command::Agent(args) => {
+            service::init_logging();
+            service::agent(args)
+        }
+        Command::Submit(args) => client::submit(args),
+        Command::Status(api) => client::status(api),
+        Command::Jobs(args) => client::jobs(args),
+        Command::Logs(args) => client::logs(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -43,6 +43,9 @@ pub trait Store: Send + Sync {
         pool: &str,
         expires_at_ms: u64,
     ) -> Result<(), StoreError>;
+    /// The highest worker id a token was ever issued for (0 if none), so a
+    /// restarted scheduler never reuses a worker id.
+    async fn max_worker_id(&self) -> Result<u64, StoreError>;
     /// Checks and consumes a bootstrap token, atomically: a token is valid
     /// once, for its own worker, before it expires.
     async fn redeem_token(

@@ -440,6 +440,13 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn max_worker_id(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(worker), 0) AS m FROM bootstrap_tokens")
+            .fetch_one(&self.reads)
+            .await?;
+        Ok(row.try_get::<i64, _>("m")? as u64)
+    }
+
     async fn redeem_token(
         &self,
         token: &str,

@@ -306,6 +306,13 @@ impl Engine {
         &self.costs
     }
 
+    /// Makes sure new worker ids are above `used`: after a restart the
+    /// engine must never reuse an id an earlier run gave to an instance
+    /// (its credentials and records name it).
+    pub fn reserve_worker_ids(&mut self, used: WorkerId) {
+        self.next_worker = self.next_worker.max(used.0.saturating_add(1));
+    }
+
     /// Books every instance's cost up to `now`, so [`Engine::costs`] is
     /// current for a report (costs otherwise accrue at each worker's next
     /// event). Fleet totals are exact either way.

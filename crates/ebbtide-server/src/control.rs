@@ -1,0 +1,631 @@
+//! The control loop: the only owner of the engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ebbtide_config::{ClusterConfig, ServerConfig};
+use ebbtide_core::{
+    ClassId, Command, Engine, Event, JobId, JobOutcome, JobSpec, JobState, LaunchFailure, PoolId,
+    Requirements, WorkerId,
+};
+use ebbtide_proto::worker::v1::scheduler_message::Kind as Down;
+use ebbtide_proto::worker::v1::{Assignment, Cancel, Drain, SchedulerMessage};
+use ebbtide_provider::{LaunchRequest, Provider, Secret, WorkerLaunch};
+use ebbtide_store::{JobRecord, JobStatus, JobUpdate, Store};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::now;
+use crate::tokens::random_token;
+
+/// Sender half of a worker's Session stream.
+pub type SessionSender = mpsc::Sender<Result<SchedulerMessage, tonic::Status>>;
+
+/// Everything the loop is told.
+pub enum LoopMsg {
+    /// A durable submission; the reply says whether the engine admitted it.
+    Submit {
+        /// The stored job.
+        record: JobRecord,
+        /// `Err(reason)` if refused.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A tenant cancels its job.
+    Cancel {
+        /// The job.
+        job: u64,
+    },
+    /// An engine event from an adapter (worker API, provider task).
+    Event(Event),
+    /// An agent redeemed its bootstrap token; the reply says whether the
+    /// engine accepts the registration.
+    Register {
+        /// The worker.
+        worker: WorkerId,
+        /// `Err(reason)` if refused.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A Session stream opened.
+    Connected {
+        /// The worker.
+        worker: WorkerId,
+        /// Where to send it orders.
+        sender: SessionSender,
+        /// Jobs it says it is running.
+        running: Vec<u64>,
+    },
+    /// A Session stream closed.
+    Disconnected {
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// A job attempt ended on a worker.
+    JobResult {
+        /// The worker.
+        worker: WorkerId,
+        /// The job.
+        job: u64,
+        /// How.
+        outcome: JobOutcome,
+        /// Exit code, if it exited.
+        exit_code: Option<i32>,
+    },
+    /// Status for the API.
+    Status {
+        /// The answer.
+        reply: oneshot::Sender<StatusReport>,
+    },
+}
+
+/// What `GET /v1/status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    /// Jobs waiting.
+    pub queued: usize,
+    /// Per pool.
+    pub pools: Vec<PoolReport>,
+}
+
+/// One pool's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolReport {
+    /// Name.
+    pub name: String,
+    /// Desired instances.
+    pub desired: u32,
+    /// Instances by state.
+    pub requested: u32,
+    /// Booting.
+    pub booting: u32,
+    /// Idle.
+    pub idle: u32,
+    /// Busy.
+    pub busy: u32,
+    /// Draining or terminating.
+    pub retiring: u32,
+}
+
+struct JobInfo {
+    command: String,
+    timeout_ms: u64,
+    attempts: u32,
+}
+
+pub(crate) struct Control {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    tx: mpsc::Sender<LoopMsg>,
+    writes: mpsc::UnboundedSender<(ebbtide_store::JobId, JobUpdate)>,
+    sessions: HashMap<WorkerId, SessionSender>,
+    pending_register: BTreeMap<WorkerId, oneshot::Sender<Result<(), String>>>,
+    jobs: HashMap<u64, JobInfo>,
+    exit_codes: HashMap<u64, Option<i32>>,
+    server: ServerConfig,
+}
+
+impl Control {
+    /// Builds the engine and rebuilds its queue from the store: every job
+    /// that was not finished is queued again (its old attempt, if any, is
+    /// stopped when its agent reconnects), and instances left from before
+    /// are terminated.
+    pub(crate) async fn new(
+        config: &ClusterConfig,
+        store: Arc<dyn Store>,
+        providers: HashMap<String, Arc<dyn Provider>>,
+        tx: mpsc::Sender<LoopMsg>,
+    ) -> Result<Self, String> {
+        let mut engine = Engine::new(config.engine.clone(), now()).map_err(|e| format!("{e:?}"))?;
+        let high_water = store.max_worker_id().await.map_err(|e| e.to_string())?;
+        engine.reserve_worker_ids(WorkerId(high_water));
+        let (writes, mut write_rx) = mpsc::unbounded_channel::<(ebbtide_store::JobId, JobUpdate)>();
+        let writer_store = store.clone();
+        // One ordered writer: a job's updates land in the order they happened.
+        tokio::spawn(async move {
+            while let Some((id, update)) = write_rx.recv().await {
+                if let Err(e) = writer_store.update(id, update).await {
+                    tracing::error!(job = id.0, error = %e, "store update failed");
+                }
+            }
+        });
+        for provider in providers.values() {
+            match provider.list().await {
+                Ok(left) if !left.is_empty() => {
+                    let ids: Vec<_> = left.into_iter().map(|i| i.instance).collect();
+                    tracing::warn!(
+                        provider = provider.name(),
+                        count = ids.len(),
+                        "terminating instances left from a previous run"
+                    );
+                    if let Err(e) = provider.terminate(&ids).await {
+                        tracing::error!(provider = provider.name(), error = %e, "could not terminate leftover instances");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(provider = provider.name(), error = %e, "cannot list instances")
+                }
+            }
+        }
+        let mut control = Control {
+            engine,
+            store: store.clone(),
+            providers,
+            tx,
+            writes,
+            sessions: HashMap::new(),
+            pending_register: BTreeMap::new(),
+            jobs: HashMap::new(),
+            exit_codes: HashMap::new(),
+            server: config.server.clone(),
+        };
+        let live = store.live_jobs().await.map_err(|e| e.to_string())?;
+        let recovered = live.len();
+        for record in live {
+            if record.status != JobStatus::Queued {
+                control.write(
+                    record.id,
+                    JobUpdate::Requeued {
+                        attempts: record.attempts,
+                    },
+                );
+            }
+            let _ = control.submit(record);
+        }
+        if recovered > 0 {
+            tracing::info!(jobs = recovered, "recovered unfinished jobs from the store");
+        }
+        Ok(control)
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<LoopMsg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.server.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => { self.apply(Event::Tick); }
+                msg = rx.recv() => match msg {
+                    Some(m) => self.on_msg(m),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn write(&self, id: ebbtide_store::JobId, update: JobUpdate) {
+        let _ = self.writes.send((id, update));
+    }
+
+    fn on_msg(&mut self, msg: LoopMsg) {
+        match msg {
+            LoopMsg::Submit { record, reply } => {
+                let _ = reply.send(self.submit(record));
+            }
+            LoopMsg::Cancel { job } => {
+                self.apply(Event::JobCancelled { job: JobId(job) });
+            }
+            LoopMsg::Event(e) => {
+                let launched = if let Event::InstanceLaunched { worker, .. } = &e {
+                    Some(*worker)
+                } else {
+                    None
+                };
+                self.apply(e);
+                if let Some(w) = launched
+                    && let Some(reply) = self.pending_register.remove(&w)
+                {
+                    self.register(w, reply);
+                }
+            }
+            LoopMsg::Register { worker, reply } => self.register(worker, reply),
+            LoopMsg::Connected {
+                worker,
+                sender,
+                running,
+            } => {
+                for job in running {
+                    let ours =
+                        self.engine.job_state(JobId(job)).and_then(|s| s.worker()) == Some(worker);
+                    if !ours {
+                        // Requeued while the agent was away: stop the stale
+                        // attempt so the job never runs twice.
+                        let _ = sender.try_send(Ok(SchedulerMessage {
+                            kind: Some(Down::Cancel(Cancel { job_id: job })),
+                        }));
+                    }
+                }
+                self.sessions.insert(worker, sender);
+                self.resend_assignments(worker);
+            }
+            LoopMsg::Disconnected { worker } => {
+                if self.sessions.get(&worker).is_some_and(|s| s.is_closed()) {
+                    self.sessions.remove(&worker);
+                }
+            }
+            LoopMsg::JobResult {
+                worker,
+                job,
+                outcome,
+                exit_code,
+            } => {
+                self.exit_codes.insert(job, exit_code);
+                self.apply(Event::JobFinished {
+                    job: JobId(job),
+                    worker,
+                    outcome,
+                });
+            }
+            LoopMsg::Status { reply } => {
+                let pools = self
+                    .engine
+                    .config()
+                    .pools
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| {
+                        let s = self.engine.pool_status(PoolId(i as u32))?;
+                        Some(PoolReport {
+                            name: p.name.clone(),
+                            desired: s.desired,
+                            requested: s.requested,
+                            booting: s.booting,
+                            idle: s.idle,
+                            busy: s.busy,
+                            retiring: s.draining + s.terminating + s.lost,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(StatusReport {
+                    queued: self.engine.queued_jobs(),
+                    pools,
+                });
+            }
+        }
+    }
+
+    fn register(&mut self, worker: WorkerId, reply: oneshot::Sender<Result<(), String>>) {
+        match self.engine.worker_state(worker) {
+            Some(ebbtide_core::WorkerState::Requested) => {
+                self.pending_register.insert(worker, reply);
+            }
+            Some(ebbtide_core::WorkerState::Booting) => {
+                self.apply(Event::WorkerRegistered { worker });
+                let _ = reply.send(Ok(()));
+            }
+            Some(ebbtide_core::WorkerState::Idle | ebbtide_core::WorkerState::Busy) => {
+                // Re-registration after an agent restart: the old session is gone.
+                let _ = reply.send(Ok(()));
+            }
+            other => {
+                let _ = reply.send(Err(format!(
+                    "worker {} cannot register in state {other:?}",
+                    worker.0
+                )));
+            }
+        }
+    }
+
+    fn submit(&mut self, record: JobRecord) -> Result<(), String> {
+        let engine = &self.engine;
+        let tenant = engine
+            .tenant_id(&record.tenant)
+            .ok_or_else(|| format!("unknown tenant {}", record.tenant))?;
+        let class = engine.class_id(&record.class).unwrap_or(ClassId(u8::MAX));
+        let r = &record.requirements;
+        let spec = JobSpec {
+            id: JobId(record.id.0),
+            tenant,
+            class,
+            requirements: Requirements {
+                labels: r.labels.clone(),
+                cpu_millis: r.cpu_millis,
+                memory_mib: r.memory_mib,
+                os: r.os.clone(),
+                arch: r.arch.clone(),
+            },
+            max_attempts: record.max_attempts.max(1),
+            expected_duration: None,
+        };
+        self.jobs.insert(
+            record.id.0,
+            JobInfo {
+                command: record.command,
+                timeout_ms: record.timeout_ms,
+                attempts: record.attempts,
+            },
+        );
+        let cmds = match self.engine.handle(Event::JobSubmitted(spec), now()) {
+            Ok(c) => c,
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut verdict = Ok(());
+        for c in &cmds {
+            if let Command::Rejected { job, reason } = c
+                && job.0 == record.id.0
+            {
+                verdict = Err(reason.to_string());
+            }
+        }
+        for c in cmds {
+            self.execute(c);
+        }
+        verdict
+    }
+
+    fn apply(&mut self, event: Event) {
+        match self.engine.handle(event, now()) {
+            Ok(cmds) => {
+                for c in cmds {
+                    self.execute(c);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "event not applied"),
+        }
+    }
+
+    fn send(&self, worker: WorkerId, kind: Down) -> bool {
+        match self.sessions.get(&worker) {
+            Some(s) => s
+                .try_send(Ok(SchedulerMessage { kind: Some(kind) }))
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    fn assignment(&self, job: u64) -> Option<Down> {
+        let info = self.jobs.get(&job)?;
+        Some(Down::Assignment(Assignment {
+            job_id: job,
+            command: info.command.clone(),
+            timeout_ms: info.timeout_ms,
+            env: Default::default(),
+        }))
+    }
+
+    /// After a (re)connect, sends the worker every job the engine placed on
+    /// it that it has not confirmed yet.
+    fn resend_assignments(&mut self, worker: WorkerId) {
+        let pending: Vec<u64> = self
+            .jobs
+            .keys()
+            .copied()
+            .filter(|j| matches!(self.engine.job_state(JobId(*j)), Some(JobState::Assigned { worker: w, .. }) if w == worker))
+            .collect();
+        for job in pending {
+            if let Some(a) = self.assignment(job) {
+                self.send(worker, a);
+            }
+        }
+    }
+
+    fn execute(&mut self, command: Command) {
+        match command {
+            Command::Assign { job, worker } => {
+                if let Some(info) = self.jobs.get_mut(&job.0) {
+                    info.attempts += 1;
+                    let attempts = info.attempts;
+                    self.write(
+                        ebbtide_store::JobId(job.0),
+                        JobUpdate::Assigned {
+                            worker: ebbtide_store::WorkerId(worker.0),
+                            attempts,
+                        },
+                    );
+                }
+                if let Some(a) = self.assignment(job.0) {
+                    self.send(worker, a);
+                }
+            }
+            Command::Launch {
+                pool,
+                market,
+                workers,
+            } => self.launch(pool, market, workers),
+            Command::Drain { worker, reason } => {
+                tracing::info!(worker = worker.0, ?reason, "draining worker");
+                self.send(worker, Down::Drain(Drain {}));
+            }
+            Command::Terminate {
+                pool,
+                worker,
+                instance,
+            } => {
+                let Some(provider) = self.provider_of(pool) else {
+                    return;
+                };
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    match provider.terminate(std::slice::from_ref(&instance)).await {
+                        Ok(()) => {
+                            let _ = tx
+                                .send(LoopMsg::Event(Event::InstanceTerminated { worker }))
+                                .await;
+                        }
+                        Err(e) => {
+                            tracing::error!(instance = %instance.0, error = %e, "terminate failed")
+                        }
+                    }
+                });
+            }
+            Command::StopJob { job, worker } => {
+                self.send(worker, Down::Cancel(Cancel { job_id: job.0 }));
+            }
+            Command::Requeued { job, attempts } => {
+                self.write(
+                    ebbtide_store::JobId(job.0),
+                    JobUpdate::Requeued { attempts },
+                );
+            }
+            Command::Rejected { job, reason } => {
+                self.jobs.remove(&job.0);
+                tracing::info!(job = job.0, %reason, "job rejected");
+                self.write(
+                    ebbtide_store::JobId(job.0),
+                    JobUpdate::Finished {
+                        status: JobStatus::Rejected,
+                        exit_code: None,
+                        reason: Some(reason.to_string()),
+                        cost_micros: 0,
+                        at_ms: now().as_millis(),
+                    },
+                );
+            }
+            Command::Completed {
+                job, outcome, cost, ..
+            } => {
+                self.jobs.remove(&job.0);
+                let exit_code = self.exit_codes.remove(&job.0).flatten();
+                let (status, reason) = match outcome {
+                    JobOutcome::Succeeded => (JobStatus::Succeeded, None),
+                    JobOutcome::Failed => (JobStatus::Failed, None),
+                    JobOutcome::Cancelled => (JobStatus::Cancelled, None),
+                    JobOutcome::Lost => (
+                        JobStatus::Lost,
+                        Some("lost by the infrastructure more often than max_attempts".to_string()),
+                    ),
+                };
+                self.write(
+                    ebbtide_store::JobId(job.0),
+                    JobUpdate::Finished {
+                        status,
+                        exit_code,
+                        reason,
+                        cost_micros: cost.0,
+                        at_ms: now().as_millis(),
+                    },
+                );
+            }
+            Command::Scale(d) => {
+                let pool = &self.engine.config().pools[d.pool.0 as usize].name;
+                tracing::info!(pool = %pool, from = d.from, to = d.to, active = d.active, kind = d.reason.kind(), reason = %d.reason, "scale decision");
+            }
+            Command::LaunchFailed {
+                pool,
+                market,
+                reason,
+                count,
+            } => {
+                tracing::warn!(pool = pool.0, ?market, ?reason, count, "launch failed");
+            }
+            Command::InstanceCost(l) => {
+                tracing::info!(
+                    worker = l.worker.0,
+                    cost_micros = l.cost.0,
+                    jobs = l.jobs_served,
+                    "instance retired"
+                );
+            }
+        }
+    }
+
+    fn provider_of(&self, pool: PoolId) -> Option<Arc<dyn Provider>> {
+        let name = &self.engine.config().pools.get(pool.0 as usize)?.provider;
+        self.providers.get(name).cloned()
+    }
+
+    fn launch(&mut self, pool: PoolId, market: ebbtide_core::Market, workers: Vec<WorkerId>) {
+        let Some(provider) = self.provider_of(pool) else {
+            return;
+        };
+        let cfg = &self.engine.config().pools[pool.0 as usize];
+        let launches: Vec<WorkerLaunch> = workers
+            .iter()
+            .map(|w| WorkerLaunch {
+                worker: *w,
+                bootstrap_token: Secret::new(random_token()),
+            })
+            .collect();
+        let request = LaunchRequest {
+            cluster: self.server.cluster.clone(),
+            pool: cfg.name.clone(),
+            shape: cfg.shape.name.clone(),
+            cpu_millis: cfg.shape.cpu_millis,
+            memory_mib: cfg.shape.memory_mib,
+            market,
+            scheduler_url: self.server.public_grpc_url.clone(),
+            workers: launches,
+        };
+        let expires = now().as_millis() + self.server.bootstrap_token_ttl.as_millis() as u64;
+        let (store, tx) = (self.store.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            for w in &request.workers {
+                if let Err(e) = store
+                    .issue_token(
+                        w.bootstrap_token.expose(),
+                        ebbtide_store::WorkerId(w.worker.0),
+                        &request.pool,
+                        expires,
+                    )
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot record bootstrap token");
+                    let _ = tx
+                        .send(LoopMsg::Event(Event::LaunchFailed {
+                            workers,
+                            reason: LaunchFailure::Throttled,
+                        }))
+                        .await;
+                    return;
+                }
+            }
+            match provider.launch(request).await {
+                Ok(launched) => {
+                    let done: Vec<WorkerId> = launched.iter().map(|l| l.worker).collect();
+                    for l in launched {
+                        let _ = tx
+                            .send(LoopMsg::Event(Event::InstanceLaunched {
+                                worker: l.worker,
+                                instance: l.instance,
+                                zone: l.zone,
+                            }))
+                            .await;
+                    }
+                    let missing: Vec<WorkerId> =
+                        workers.into_iter().filter(|w| !done.contains(w)).collect();
+                    if !missing.is_empty() {
+                        let _ = tx
+                            .send(LoopMsg::Event(Event::LaunchFailed {
+                                workers: missing,
+                                reason: LaunchFailure::Throttled,
+                            }))
+                            .await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "launch failed");
+                    let _ = tx
+                        .send(LoopMsg::Event(Event::LaunchFailed {
+                            workers,
+                            reason: e.as_launch_failure(),
+                        }))
+                        .await;
+                }
+            }
+        });
+    }
+}

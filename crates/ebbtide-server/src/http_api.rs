@@ -1,0 +1,403 @@
+//! The job API (HTTP, JSON).
+//!
+//! Every request but `/healthz` and `/readyz` carries `Authorization:
+//! Bearer KEY`; the key names the tenant, and a tenant sees and touches
+//! only its own jobs (another tenant's job id is a 404, not a 403, so ids
+//! leak nothing). Every field is validated; a bad request gets a 400 whose
+//! body names the field and the rule.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use ebbtide_core::ClassConfig;
+use ebbtide_store::{JobFilter, JobId, JobRecord, JobStatus, NewJob, RequirementsRecord, Store};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::auth::ApiKeys;
+use crate::control::LoopMsg;
+use crate::now;
+
+#[derive(Clone)]
+struct AppState {
+    tx: mpsc::Sender<LoopMsg>,
+    store: Arc<dyn Store>,
+    auth: ApiKeys,
+    classes: Arc<Vec<ClassConfig>>,
+}
+
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    tx: mpsc::Sender<LoopMsg>,
+    store: Arc<dyn Store>,
+    auth: ApiKeys,
+    classes: Vec<ClassConfig>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let state = AppState {
+        tx,
+        store,
+        auth,
+        classes: Arc::new(classes),
+    };
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/jobs", post(submit).get(list))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/logs", get(logs))
+        .route("/v1/status", get(status))
+        .with_state(state);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "job API stopped");
+    }
+}
+
+/// An API error: status, the offending field (if any) and the rule.
+struct ApiError {
+    status: StatusCode,
+    field: Option<&'static str>,
+    message: String,
+}
+
+impl ApiError {
+    fn bad(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+    fn status(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            axum::Json(json!({ "error": { "field": self.field, "message": self.message } })),
+        )
+            .into_response()
+    }
+}
+
+fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state.auth.tenant(value).map(str::to_string).ok_or_else(|| {
+        ApiError::status(
+            StatusCode::UNAUTHORIZED,
+            "missing or unknown API key (Authorization: Bearer KEY)",
+        )
+    })
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    state
+        .tx
+        .send(LoopMsg::Status { reply })
+        .await
+        .map_err(|_| {
+            ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "scheduler loop not running",
+            )
+        })?;
+    answer.await.map_err(|_| {
+        ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scheduler loop not running",
+        )
+    })?;
+    Ok("ready")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    class: String,
+    command: String,
+    #[serde(default)]
+    timeout_s: Option<u64>,
+    #[serde(default)]
+    labels: Vec<String>,
+    #[serde(default)]
+    cpu_millis: Option<u32>,
+    #[serde(default)]
+    memory_mib: Option<u32>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+}
+
+fn validate(body: &SubmitBody, classes: &[ClassConfig]) -> Result<(), ApiError> {
+    if !classes.iter().any(|c| c.name == body.class) {
+        let names: Vec<&str> = classes.iter().map(|c| c.name.as_str()).collect();
+        return Err(ApiError::bad(
+            "class",
+            format!("must be one of {names:?}, got {:?}", body.class),
+        ));
+    }
+    if body.command.trim().is_empty() || body.command.len() > 65_536 {
+        return Err(ApiError::bad(
+            "command",
+            "must be a non-empty shell command of at most 65536 bytes",
+        ));
+    }
+    if let Some(t) = body.timeout_s
+        && !(1..=86_400).contains(&t)
+    {
+        return Err(ApiError::bad(
+            "timeout_s",
+            format!("must be between 1 and 86400 seconds, got {t}"),
+        ));
+    }
+    if body.labels.len() > 32 {
+        return Err(ApiError::bad("labels", "at most 32 labels"));
+    }
+    for l in &body.labels {
+        let ok = !l.is_empty()
+            && l.len() <= 63
+            && l.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+        if !ok {
+            return Err(ApiError::bad(
+                "labels",
+                format!("{l:?}: labels are 1-63 characters of a-z, 0-9, '.', '_' or '-'"),
+            ));
+        }
+    }
+    if body.cpu_millis.is_some_and(|c| c > 1_000_000) {
+        return Err(ApiError::bad("cpu_millis", "at most 1000000 (1000 cores)"));
+    }
+    if body.memory_mib.is_some_and(|m| m > 4_194_304) {
+        return Err(ApiError::bad("memory_mib", "at most 4194304 (4 TiB)"));
+    }
+    if body.max_attempts.is_some_and(|a| !(1..=10).contains(&a)) {
+        return Err(ApiError::bad("max_attempts", "must be between 1 and 10"));
+    }
+    Ok(())
+}
+
+fn view(j: &JobRecord) -> serde_json::Value {
+    json!({
+        "id": j.id.0,
+        "tenant": j.tenant,
+        "class": j.class,
+        "status": j.status,
+        "command": j.command,
+        "timeout_s": j.timeout_ms / 1000,
+        "labels": j.requirements.labels,
+        "attempts": j.attempts,
+        "exit_code": j.exit_code,
+        "reason": j.reason,
+        "cost_micros": j.cost_micros,
+        "submitted_at_ms": j.submitted_at_ms,
+        "finished_at_ms": j.finished_at_ms,
+    })
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers)?;
+    let body: SubmitBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad("body", format!("invalid JSON job: {e}")))?;
+    validate(&body, &state.classes)?;
+    let record = state
+        .store
+        .submit(NewJob {
+            tenant,
+            class: body.class,
+            requirements: RequirementsRecord {
+                labels: body.labels,
+                cpu_millis: body.cpu_millis.unwrap_or(0),
+                memory_mib: body.memory_mib.unwrap_or(0),
+                os: None,
+                arch: None,
+            },
+            command: body.command,
+            timeout: Duration::from_secs(body.timeout_s.unwrap_or(3600)),
+            max_attempts: body.max_attempts.unwrap_or(3),
+            submitted_at_ms: now().as_millis(),
+        })
+        .await
+        .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
+    let (reply, answer) = oneshot::channel();
+    let unavailable = || {
+        ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scheduler loop not running; the job is stored and will run after a restart",
+        )
+    };
+    state
+        .tx
+        .send(LoopMsg::Submit {
+            record: record.clone(),
+            reply,
+        })
+        .await
+        .map_err(|_| unavailable())?;
+    match answer.await.map_err(|_| unavailable())? {
+        Ok(()) => Ok((StatusCode::CREATED, axum::Json(view(&record))).into_response()),
+        Err(reason) => Err(ApiError::status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("job {} rejected: {reason}", record.id.0),
+        )),
+    }
+}
+
+async fn owned(state: &AppState, tenant: &str, id: u64) -> Result<JobRecord, ApiError> {
+    let not_found = || ApiError::status(StatusCode::NOT_FOUND, format!("no job {id}"));
+    let job = state
+        .store
+        .get(JobId(id))
+        .await
+        .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    match job {
+        Some(j) if j.tenant == tenant => Ok(j),
+        _ => Err(not_found()),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<u64, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::bad("id", format!("job ids are positive integers, got {raw:?}")))
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers)?;
+    let job = owned(&state, &tenant, parse_id(&id)?).await?;
+    Ok(axum::Json(view(&job)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    after: Option<u64>,
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            JobStatus::parse(s)
+                .ok_or_else(|| ApiError::bad("status", format!("unknown status {s:?}")))?,
+        ),
+    };
+    if q.limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+        return Err(ApiError::bad("limit", "must be between 1 and 1000"));
+    }
+    let filter = JobFilter {
+        tenant: Some(tenant),
+        status,
+        after: q.after.map(JobId),
+        limit: q.limit.unwrap_or(100),
+    };
+    let jobs = state
+        .store
+        .list(&filter)
+        .await
+        .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(axum::Json(json!({ "jobs": jobs.iter().map(view).collect::<Vec<_>>() })).into_response())
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers)?;
+    let job = owned(&state, &tenant, parse_id(&id)?).await?;
+    if job.status.is_final() {
+        return Err(ApiError::status(
+            StatusCode::CONFLICT,
+            format!("job {} already {}", job.id.0, job.status.as_str()),
+        ));
+    }
+    state
+        .tx
+        .send(LoopMsg::Cancel { job: job.id.0 })
+        .await
+        .map_err(|_| {
+            ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "scheduler loop not running",
+            )
+        })?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "id": job.id.0, "cancel": "requested" })),
+    )
+        .into_response())
+}
+
+async fn logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers)?;
+    let job = owned(&state, &tenant, parse_id(&id)?).await?;
+    let bytes = state
+        .store
+        .logs(job.id)
+        .await
+        .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
+}
+
+async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    tenant(&state, &headers)?;
+    let (reply, answer) = oneshot::channel();
+    state
+        .tx
+        .send(LoopMsg::Status { reply })
+        .await
+        .map_err(|_| {
+            ApiError::status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "scheduler loop not running",
+            )
+        })?;
+    let report = answer.await.map_err(|_| {
+        ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scheduler loop not running",
+        )
+    })?;
+    Ok(axum::Json(report).into_response())
+}
