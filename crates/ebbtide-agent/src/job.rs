@@ -51,6 +51,9 @@ async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group, so a timeout or cancel stops everything the
+        // command started, not just the shell.
+        .process_group(0)
         .spawn()
     {
         Ok(c) => c,
@@ -84,19 +87,31 @@ async fn run(
             Err(_) => (Outcome::Failed, None),
         },
         _ = tokio::time::sleep(timeout) => {
-            let _ = child.kill().await;
+            kill_group(&mut child).await;
             send_output(reports, a.job_id, format!("\nebbtide-agent: killed after timeout of {} ms\n", a.timeout_ms).into_bytes());
             (Outcome::TimedOut, None)
         }
         _ = kill => {
-            let _ = child.kill().await;
+            kill_group(&mut child).await;
             (Outcome::Cancelled, None)
         }
     };
+    // Output still buffered in the pipes is collected, but a stray process
+    // holding a pipe open cannot delay the result.
     for p in pumps.into_iter().flatten() {
-        let _ = p.await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
     }
     result
+}
+
+async fn kill_group(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill().await;
 }
 
 async fn pump(

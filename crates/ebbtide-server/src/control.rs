@@ -260,6 +260,7 @@ impl Control {
                     }
                 }
                 self.sessions.insert(worker, sender);
+                tracing::debug!(worker = worker.0, "session connected");
                 self.resend_assignments(worker);
             }
             LoopMsg::Disconnected { worker } => {
@@ -418,7 +419,13 @@ impl Control {
             .collect();
         for job in pending {
             if let Some(a) = self.assignment(job) {
-                self.send(worker, a);
+                let delivered = self.send(worker, a);
+                tracing::info!(
+                    job,
+                    worker = worker.0,
+                    delivered,
+                    "assignment re-sent after the session opened"
+                );
             }
         }
     }
@@ -438,7 +445,8 @@ impl Control {
                     );
                 }
                 if let Some(a) = self.assignment(job.0) {
-                    self.send(worker, a);
+                    let delivered = self.send(worker, a);
+                    tracing::info!(job = job.0, worker = worker.0, delivered, "job assigned");
                 }
             }
             Command::Launch {
@@ -473,7 +481,13 @@ impl Control {
                 });
             }
             Command::StopJob { job, worker } => {
-                self.send(worker, Down::Cancel(Cancel { job_id: job.0 }));
+                let delivered = self.send(worker, Down::Cancel(Cancel { job_id: job.0 }));
+                tracing::info!(
+                    job = job.0,
+                    worker = worker.0,
+                    delivered,
+                    "job stop requested"
+                );
             }
             Command::Requeued { job, attempts } => {
                 self.write(

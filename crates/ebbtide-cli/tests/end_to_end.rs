@@ -1,0 +1,512 @@
+//! Ebbtide end to end on one machine: the real `ebbtide serve` process,
+//! real `ebbtide agent` processes launched by the local provider, real
+//! HTTP and gRPC on loopback.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ebbtide_proto::worker::v1::RegisterRequest;
+use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
+use serde_json::{Value, json};
+
+const KEYS: [(&str, &str); 3] = [
+    ("alpha", "alpha-key-0123456789abcdef"),
+    ("beta", "beta-key-0123456789abcdef"),
+    ("gamma", "gamma-key-0123456789abcdef"),
+];
+
+fn config(dir: &Path) -> String {
+    let tenants: String = KEYS
+        .iter()
+        .map(|(t, k)| format!("[[tenants]]\nname = \"{t}\"\napi_key = \"{k}\"\n\n"))
+        .collect();
+    format!(
+        r#"
+[server]
+cluster = "e2e"
+http_listen = "127.0.0.1:0"
+grpc_listen = "127.0.0.1:0"
+data_dir = "{data}"
+tick = "200ms"
+agent_program = "{bin}"
+
+[engine]
+heartbeat_timeout = "5s"
+default_job_duration = "1s"
+
+[[classes]]
+name = "high"
+sla_target = "20s"
+
+{tenants}
+[[pools]]
+name = "warm"
+provider = "local"
+kind = "static"
+warm = 1
+boot_estimate = "1s"
+[pools.shape]
+name = "process"
+cpu_millis = 1000
+memory_mib = 256
+
+[[pools]]
+name = "burst"
+provider = "local"
+kind = "dynamic"
+max = 6
+capacity_per_instance = 2
+idle_timeout = "2s"
+boot_estimate = "1s"
+[pools.shape]
+name = "process"
+cpu_millis = 2000
+memory_mib = 512
+[pools.scaling]
+scale_up_cooldown = "0s"
+scale_down_cooldown = "1s"
+down_stabilization = "1s"
+"#,
+        data = dir.join("data").display(),
+        bin = env!("CARGO_BIN_EXE_ebbtide"),
+    )
+}
+
+/// A running `ebbtide serve`; killed (with its agents) when dropped.
+struct Server {
+    child: Child,
+    http: String,
+    grpc: String,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let path = dir.join("cluster.toml");
+        std::fs::write(&path, config(dir)).expect("write config");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("serve.log"))
+            .expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start ebbtide serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("listening line");
+        let field = |k: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .map(str::to_string)
+                .expect("address")
+        };
+        Server {
+            http: format!("http://{}", field("http=")),
+            grpc: format!("http://{}", field("grpc=")),
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Agents still alive, from the local provider's records.
+    fn agent_pids(&self) -> Vec<i32> {
+        let state = self.dir.join("data/local-instances");
+        let Ok(entries) = std::fs::read_dir(state) else {
+            return vec![];
+        };
+        entries
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .filter_map(|t| serde_json::from_str::<Value>(&t).ok()?.get("pid")?.as_i64())
+            .map(|p| p as i32)
+            .filter(|p| alive(*p))
+            .collect()
+    }
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_hard();
+        for pid in self.agent_pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+async fn submit(s: &Server, key: &str, body: Value) -> reqwest::Response {
+    client()
+        .post(format!("{}/v1/jobs", s.http))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn job(s: &Server, key: &str, id: u64) -> reqwest::Response {
+    client()
+        .get(format!("{}/v1/jobs/{id}", s.http))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn wait_final(s: &Server, key: &str, id: u64, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let j: Value = job(s, key, id).await.json().await.expect("json");
+        let st = j["status"].as_str().unwrap_or("");
+        if !["queued", "assigned", "running"].contains(&st) || start.elapsed() > limit {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(s: &Server) -> Value {
+    client()
+        .get(format!("{}/v1/status", s.http))
+        .bearer_auth(KEYS[0].1)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_over_three_tenants_runs_to_completion_and_the_pool_scales_back_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let (_, key) = KEYS[i % 3];
+        let r = submit(
+            &server,
+            key,
+            json!({ "class": "high", "command": format!("sleep 0.3; echo job-{i}") }),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        let j: Value = r.json().await.expect("json");
+        ids.push((key, j["id"].as_u64().expect("id"), i));
+    }
+    for (key, id, i) in &ids {
+        let j = wait_final(&server, key, *id, Duration::from_secs(60)).await;
+        assert_eq!(j["status"], "succeeded", "job {id}: {j}");
+        let log = client()
+            .get(format!("{}/v1/jobs/{id}/logs", server.http))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("logs")
+            .text()
+            .await
+            .expect("text");
+        assert_eq!(log.trim(), format!("job-{i}"));
+    }
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).expect("log");
+    assert!(
+        log.contains("pool=burst from=0"),
+        "the burst pool scaled up from zero with a logged decision"
+    );
+    let start = Instant::now();
+    loop {
+        let st = status(&server).await;
+        let burst = &st["pools"][1];
+        let left: u64 = ["requested", "booting", "idle", "busy", "retiring"]
+            .iter()
+            .map(|k| burst[k].as_u64().unwrap_or(0))
+            .sum();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "burst pool did not scale back down: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        status(&server).await["pools"][0]["idle"],
+        1,
+        "the warm pool stays warm"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_see_only_their_own_jobs_and_bad_requests_name_the_field() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let r = submit(
+        &server,
+        KEYS[0].1,
+        json!({ "class": "high", "command": "true" }),
+    )
+    .await;
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    assert_eq!(
+        job(&server, KEYS[1].1, id).await.status(),
+        404,
+        "another tenant's job does not exist for you"
+    );
+    assert_eq!(job(&server, "not-a-key", id).await.status(), 401);
+    let cancel = client()
+        .post(format!("{}/v1/jobs/{id}/cancel", server.http))
+        .bearer_auth(KEYS[1].1)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancel.status(), 404);
+
+    let bad = submit(
+        &server,
+        KEYS[0].1,
+        json!({ "class": "urgent", "command": "true" }),
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let e: Value = bad.json().await.expect("json");
+    assert_eq!(e["error"]["field"], "class", "{e}");
+    let bad = submit(
+        &server,
+        KEYS[0].1,
+        json!({ "class": "high", "command": "true", "timeout_s": 0 }),
+    )
+    .await;
+    assert_eq!(
+        bad.json::<Value>().await.expect("json")["error"]["field"],
+        "timeout_s"
+    );
+    let bad = submit(
+        &server,
+        KEYS[0].1,
+        json!({ "class": "high", "command": "true", "colour": "red" }),
+    )
+    .await;
+    let e: Value = bad.json().await.expect("json");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown field `colour`"),
+        "{e}"
+    );
+    let bad = submit(
+        &server,
+        KEYS[0].1,
+        json!({ "class": "high", "command": "true", "labels": ["gpu"] }),
+    )
+    .await;
+    assert_eq!(
+        bad.status(),
+        422,
+        "no pool offers gpu: refused with the reason"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_reused_bootstrap_tokens_are_refused_and_never_logged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let start = Instant::now();
+    while status(&server).await["pools"][0]["idle"] != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "warm agent never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = server.agent_pids()[0];
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    let environ = String::from_utf8_lossy(&environ);
+    let token = environ
+        .split('\0')
+        .find_map(|kv| kv.strip_prefix("EBBTIDE_BOOTSTRAP_TOKEN="))
+        .expect("token")
+        .to_string();
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    let worker: u64 = cmdline
+        .split('\0')
+        .skip_while(|a| *a != "--worker-id")
+        .nth(1)
+        .expect("worker id")
+        .parse()
+        .expect("number");
+
+    let mut grpc = WorkerApiClient::connect(server.grpc.clone())
+        .await
+        .expect("connect");
+    let e = grpc
+        .register(RegisterRequest {
+            worker_id: worker,
+            bootstrap_token: token.clone(),
+            agent_version: "t".into(),
+        })
+        .await
+        .expect_err("reused");
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::Unauthenticated, "bootstrap token already used")
+    );
+    let e = grpc
+        .register(RegisterRequest {
+            worker_id: worker,
+            bootstrap_token: "f".repeat(64),
+            agent_version: "t".into(),
+        })
+        .await
+        .expect_err("forged");
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::Unauthenticated, "unknown bootstrap token")
+    );
+    let e = grpc
+        .register(RegisterRequest {
+            worker_id: worker,
+            bootstrap_token: String::new(),
+            agent_version: "t".into(),
+        })
+        .await
+        .expect_err("empty");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).expect("log");
+    assert!(
+        !log.contains(&token),
+        "a bootstrap token never appears in the logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scheduler_killed_mid_burst_loses_no_job_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let r = submit(
+            &server,
+            KEYS[i % 3].1,
+            json!({ "class": "high", "command": "sleep 0.5" }),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+        ids.push((
+            KEYS[i % 3].1,
+            r.json::<Value>().await.expect("json")["id"]
+                .as_u64()
+                .expect("id"),
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    server.kill_hard(); // SIGKILL: nothing graceful happens
+    let orphans = server.agent_pids();
+    assert!(!orphans.is_empty(), "agents outlive the crashed scheduler");
+    // Not dropped: dropping would kill the agents, and the point is that
+    // the restarted scheduler cleans them up itself.
+    std::mem::forget(server);
+    let server = Server::start(dir.path());
+    for (key, id) in &ids {
+        let j = wait_final(&server, key, *id, Duration::from_secs(60)).await;
+        assert_eq!(j["status"], "succeeded", "job {id} after restart: {j}");
+    }
+    for pid in orphans {
+        assert!(!alive(pid), "agent {pid} from before the crash is gone");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_agents_job_is_requeued_and_finished_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let start = Instant::now();
+    while status(&server).await["pools"][0]["idle"] != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "warm agent never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let warm = server.agent_pids();
+    // A job that would run for a minute lands on the warm agent.
+    let r = submit(&server, KEYS[0].1, json!({ "class": "high", "command": "sleep 60 && echo first || echo never", "max_attempts": 3 })).await;
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let j: Value = job(&server, KEYS[0].1, id)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(j["status"] == "running" || j["status"] == "assigned", "{j}");
+    for pid in warm {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill agent");
+    }
+    // Lost after the heartbeat timeout, requeued, and run on a new worker;
+    // this time let it finish quickly by cancelling and resubmitting is not
+    // needed: the attempt counter shows the requeue.
+    let start = Instant::now();
+    loop {
+        let j: Value = job(&server, KEYS[0].1, id)
+            .await
+            .json()
+            .await
+            .expect("json");
+        if j["attempts"].as_u64().unwrap_or(0) >= 2 {
+            assert!(j["status"] == "assigned" || j["status"] == "running", "{j}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job was not requeued: {j}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let cancel = client()
+        .post(format!("{}/v1/jobs/{id}/cancel", server.http))
+        .bearer_auth(KEYS[0].1)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancel.status(), 202);
+    let j = wait_final(&server, KEYS[0].1, id, Duration::from_secs(20)).await;
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert_eq!(j["status"], "cancelled", "{j}\n{log}");
+}
