@@ -4,6 +4,7 @@
 //! become `anyhow` messages and exit codes.
 
 mod client;
+mod demo;
 mod service;
 mod simulate;
 
@@ -29,6 +30,8 @@ enum Command {
     },
     /// Replay a job trace through the real engine and compare policies.
     Simulate(Box<simulate::Args>),
+    /// Ebbtide on its embedded defaults: a burst of jobs on local workers.
+    Demo(demo::DemoArgs),
     /// Run the scheduler (job API, worker API, control loop).
     Serve(service::ServeArgs),
     /// Run a worker agent (started by a provider with its bootstrap token).
@@ -59,6 +62,10 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
         Command::Simulate(args) => simulate::run(*args),
+        Command::Demo(args) => {
+            service::init_logging_quiet();
+            demo::run(args)
+        }
         Command::Serve(args) => {
             service::init_logging();
             service::serve(args)

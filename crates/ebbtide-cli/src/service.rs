@@ -40,6 +40,16 @@ pub fn init_logging() {
     }
 }
 
+/// Warnings only, so the demo's progress display stays readable.
+pub fn init_logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ebbtide_config::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
