@@ -33,7 +33,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(async move {
+    runtime.block_on(async move {
         let server = ebbtide_server::start(config).await?;
         let base = format!("http://{}", server.http_addr);
         println!(
@@ -60,8 +60,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         local.terminate(&left).await?;
         let _ = std::fs::remove_dir_all(&dir);
         outcome
-    });
-    result
+    })
 }
 
 async fn burst(base: &str, keys: &[ebbtide_config::ApiKey], jobs: u32) -> anyhow::Result<()> {
