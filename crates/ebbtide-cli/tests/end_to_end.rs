@@ -206,11 +206,11 @@ async fn status(s: &Server) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_burst_over_three_tenants_runs_to_completion_and_the_pool_scales_back_down() {
+async fn a_burst_of_200_jobs_over_three_tenants_runs_to_completion_and_the_pool_scales_back_down() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
     let mut ids = Vec::new();
-    for i in 0..60 {
+    for i in 0..200 {
         let (_, key) = KEYS[i % 3];
         let r = submit(
             &server,
