@@ -70,6 +70,13 @@ impl JobQueue {
         }
     }
 
+    /// Makes room for classes appended by a configuration reload.
+    pub fn ensure_classes(&mut self, classes: usize) {
+        if self.virtual_time.len() < classes {
+            self.virtual_time.resize(classes, 0);
+        }
+    }
+
     /// Total queued jobs.
     pub fn len(&self) -> usize {
         self.len

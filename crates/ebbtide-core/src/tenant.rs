@@ -88,6 +88,19 @@ impl TenantState {
         }
     }
 
+    /// Applies new settings, keeping usage and what is left of the burst
+    /// bucket (capped at the new capacity).
+    pub fn reconfigure(&mut self, config: TenantConfig, now: Timestamp) {
+        self.advance(now);
+        let left = self.burst.map(|b| b.tokens_ms);
+        self.burst = config.burst.map(|c| BurstBucket {
+            config: c,
+            tokens_ms: left.unwrap_or(duration_millis(c.duration)).min(duration_millis(c.duration)),
+            updated: now,
+        });
+        self.config = config;
+    }
+
     /// Whether `usage` is above the base quota on any dimension.
     fn over_quota(&self, usage: Usage) -> bool {
         !fits(usage, &self.config, 100)

@@ -11,6 +11,7 @@
 mod dispatch;
 mod jobs;
 mod pools;
+mod reconfigure;
 mod scaling;
 mod workers;
 
@@ -31,6 +32,7 @@ use crate::worker::{Worker, WorkerState};
 
 use pools::PoolState;
 pub use pools::PoolStatus;
+pub use reconfigure::ReconfigureError;
 
 /// An event the engine could not apply. The state is unchanged: the caller
 /// logs it and carries on (stale messages are normal in a distributed
