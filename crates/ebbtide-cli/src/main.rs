@@ -53,6 +53,11 @@ enum ConfigCommand {
         /// The TOML file.
         file: PathBuf,
     },
+    /// Validate a file and make the running server reload it (SIGHUP).
+    Reload {
+        /// The TOML file the server was started with.
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +66,9 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file },
         } => config_check(&file),
+        Command::Config {
+            command: ConfigCommand::Reload { file },
+        } => service::reload(&file),
         Command::Simulate(args) => simulate::run(*args),
         Command::Demo(args) => {
             service::init_logging_quiet();

@@ -50,27 +50,69 @@ pub fn init_logging_quiet() {
         .init();
 }
 
+/// Where `serve` records its pid, so `ebbtide config reload` can find it.
+pub fn pid_file(config: &ebbtide_config::ClusterConfig) -> PathBuf {
+    config.server.data_dir.join("ebbtide.pid")
+}
+
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ebbtide_config::load(&args.config)?;
+    let pid_path = pid_file(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let handle = ebbtide_server::start(config).await?;
+        std::fs::write(&pid_path, std::process::id().to_string()).with_context(|| format!("writing {}", pid_path.display()))?;
         // Machine-readable line for scripts and tests.
-        println!(
-            "ebbtide listening http={} grpc={}",
-            handle.http_addr, handle.grpc_addr
-        );
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        println!("ebbtide listening http={} grpc={}", handle.http_addr, handle.grpc_addr);
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    // An invalid file or an incompatible change is refused;
+                    // the running configuration stays.
+                    match ebbtide_config::load(&args.config) {
+                        Ok(new) => match handle.reload(new).await {
+                            Ok(()) => tracing::info!(file = %args.config.display(), "reloaded"),
+                            Err(e) => tracing::error!(file = %args.config.display(), error = %e, "reload refused"),
+                        },
+                        Err(e) => tracing::error!(error = %e, "reload refused"),
+                    }
+                }
+            }
         }
         tracing::info!("shutting down");
         handle.shutdown().await;
+        let _ = std::fs::remove_file(&pid_path);
         Ok(())
     })
+}
+
+/// `ebbtide config reload FILE`: validates the file, then asks the running
+/// server (found by its pid file) to reload it.
+pub fn reload(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = ebbtide_config::load(file)?;
+    let path = pid_file(&config);
+    let pid: i32 = std::fs::read_to_string(&path)
+        .with_context(|| format!("no running server: cannot read {}", path.display()))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold a pid", path.display()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .with_context(|| format!("signalling server process {pid}"))?;
+    println!(
+        "{}: valid; reload requested from server process {pid} (see its log for the outcome)",
+        file.display()
+    );
+    Ok(())
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<()> {

@@ -510,3 +510,100 @@ async fn a_killed_agents_job_is_requeued_and_finished_elsewhere() {
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
     assert_eq!(j["status"], "cancelled", "{j}\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_adds_a_tenant_and_an_invalid_one_is_refused_without_dropping_anything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let path = dir.path().join("cluster.toml");
+    let r = submit(
+        &server,
+        KEYS[0].1,
+        json!({ "class": "high", "command": "sleep 1; echo survived" }),
+    )
+    .await;
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_u64()
+        .expect("id");
+
+    // Add a tenant and grow the burst pool, then ask for a reload.
+    let text = std::fs::read_to_string(&path).expect("config");
+    let grown = text.replace("max = 6", "max = 7")
+        + "\n[[tenants]]\nname = \"delta\"\napi_key = \"delta-key-0123456789abcdef\"\n";
+    std::fs::write(&path, grown.clone()).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+        .args(["config", "reload"])
+        .arg(&path)
+        .output()
+        .expect("reload");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let start = Instant::now();
+    loop {
+        let r = submit(
+            &server,
+            "delta-key-0123456789abcdef",
+            json!({ "class": "high", "command": "true" }),
+        )
+        .await;
+        if r.status() == 201 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "new tenant never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An invalid file is refused by `config reload` itself, and an
+    // incompatible one (a pool removed) by the server; both leave the
+    // running configuration in place.
+    std::fs::write(&path, grown.replace("max = 7", "max = -1")).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+        .args(["config", "reload"])
+        .arg(&path)
+        .output()
+        .expect("reload");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line"),
+        "the error names the line"
+    );
+    let without_burst = grown
+        .split("[[pools]]\nname = \"burst\"")
+        .next()
+        .expect("prefix")
+        .to_string()
+        + "\n[[tenants]]\nname = \"omega\"\napi_key = \"omega-key-0123456789abcdef\"\n";
+    std::fs::write(&path, without_burst).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+        .args(["config", "reload"])
+        .arg(&path)
+        .output()
+        .expect("reload");
+    assert!(out.status.success(), "the file itself is valid");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = submit(
+        &server,
+        "omega-key-0123456789abcdef",
+        json!({ "class": "high", "command": "true" }),
+    )
+    .await;
+    assert_eq!(r.status(), 401, "the refused reload did not add omega");
+    assert_eq!(
+        status(&server).await["pools"].as_array().map(Vec::len),
+        Some(2),
+        "the burst pool is still there"
+    );
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).expect("log");
+    assert!(log.contains("reload refused"), "the refusal is logged");
+    let j = wait_final(&server, KEYS[0].1, id, Duration::from_secs(20)).await;
+    assert_eq!(
+        j["status"], "succeeded",
+        "the job running across reloads finished: {j}"
+    );
+}

@@ -95,7 +95,9 @@ impl TenantState {
         let left = self.burst.map(|b| b.tokens_ms);
         self.burst = config.burst.map(|c| BurstBucket {
             config: c,
-            tokens_ms: left.unwrap_or(duration_millis(c.duration)).min(duration_millis(c.duration)),
+            tokens_ms: left
+                .unwrap_or(duration_millis(c.duration))
+                .min(duration_millis(c.duration)),
             updated: now,
         });
         self.config = config;

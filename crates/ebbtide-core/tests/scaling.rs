@@ -552,10 +552,21 @@ fn a_reload_raises_a_pool_max_and_the_queue_uses_it_at_once() {
     cfg.pools[0].max = 5;
     cfg.tenants.push(testkit::tenant("newcomer"));
     let cmds = h.engine.reconfigure(cfg, h.now).expect("compatible reload");
-    assert_eq!(cmds.iter().filter_map(|c| if let Command::Launch { workers, .. } = c { Some(workers.len()) } else { None }).sum::<usize>(), 3);
+    assert_eq!(
+        cmds.iter()
+            .filter_map(|c| if let Command::Launch { workers, .. } = c {
+                Some(workers.len())
+            } else {
+                None
+            })
+            .sum::<usize>(),
+        3
+    );
     assert!(h.engine.tenant_id("newcomer").is_some());
     assert_eq!(h.engine.queued_jobs(), 5, "no job dropped");
-    h.engine.check_invariants().expect("consistent after reload");
+    h.engine
+        .check_invariants()
+        .expect("consistent after reload");
 }
 
 #[test]
@@ -565,11 +576,30 @@ fn a_reload_that_removes_a_pool_is_refused_and_changes_nothing() {
     h.run_for(31 * SEC, SEC);
     let mut smaller = cfg.clone();
     smaller.pools.remove(0);
-    let err = h.engine.reconfigure(smaller, h.now).expect_err("pool removed");
-    assert!(matches!(err, ReconfigureError::Moved { section: "pools", index: 0, .. }), "{err}");
+    let err = h
+        .engine
+        .reconfigure(smaller, h.now)
+        .expect_err("pool removed");
+    assert!(
+        matches!(
+            err,
+            ReconfigureError::Moved {
+                section: "pools",
+                index: 0,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(h.engine.config(), &cfg);
     let mut invalid = cfg;
     invalid.pools[0].max = 0;
-    invalid.pools[0].kind = PoolKind::Dynamic { min: 3, idle_count: 0 };
-    assert!(matches!(h.engine.reconfigure(invalid, h.now), Err(ReconfigureError::Invalid(_))));
+    invalid.pools[0].kind = PoolKind::Dynamic {
+        min: 3,
+        idle_count: 0,
+    };
+    assert!(matches!(
+        h.engine.reconfigure(invalid, h.now),
+        Err(ReconfigureError::Invalid(_))
+    ));
 }

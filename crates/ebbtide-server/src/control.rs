@@ -70,6 +70,13 @@ pub enum LoopMsg {
         /// Exit code, if it exited.
         exit_code: Option<i32>,
     },
+    /// Replace the engine configuration (SIGHUP).
+    Reload {
+        /// The new configuration.
+        engine: Box<ebbtide_core::EngineConfig>,
+        /// `Err(reason)` if refused; nothing changed then.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Status for the API.
     Status {
         /// The answer.
@@ -280,6 +287,27 @@ impl Control {
                     worker,
                     outcome,
                 });
+            }
+            LoopMsg::Reload { engine, reply } => {
+                let missing: Vec<String> =
+                    engine.pools.iter().filter(|p| !self.providers.contains_key(&p.provider)).map(|p| format!("pool {:?} uses provider {:?}, which is not running (restart to add providers)", p.name, p.provider)).collect();
+                if !missing.is_empty() {
+                    let _ = reply.send(Err(missing.join("; ")));
+                    return;
+                }
+                match self.engine.reconfigure(*engine, now()) {
+                    Ok(cmds) => {
+                        tracing::info!("configuration reloaded");
+                        for c in cmds {
+                            self.execute(c);
+                        }
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
             }
             LoopMsg::Status { reply } => {
                 let pools = self

@@ -30,7 +30,7 @@ struct AppState {
     tx: mpsc::Sender<LoopMsg>,
     store: Arc<dyn Store>,
     auth: ApiKeys,
-    classes: Arc<Vec<ClassConfig>>,
+    classes: Arc<std::sync::RwLock<Vec<ClassConfig>>>,
 }
 
 pub(crate) async fn serve(
@@ -38,14 +38,14 @@ pub(crate) async fn serve(
     tx: mpsc::Sender<LoopMsg>,
     store: Arc<dyn Store>,
     auth: ApiKeys,
-    classes: Vec<ClassConfig>,
+    classes: Arc<std::sync::RwLock<Vec<ClassConfig>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let state = AppState {
         tx,
         store,
         auth,
-        classes: Arc::new(classes),
+        classes,
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -104,7 +104,7 @@ fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state.auth.tenant(value).map(str::to_string).ok_or_else(|| {
+    state.auth.tenant(value).ok_or_else(|| {
         ApiError::status(
             StatusCode::UNAUTHORIZED,
             "missing or unknown API key (Authorization: Bearer KEY)",
@@ -225,7 +225,8 @@ async fn submit(
     let tenant = tenant(&state, &headers)?;
     let body: SubmitBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("body", format!("invalid JSON job: {e}")))?;
-    validate(&body, &state.classes)?;
+    let classes = state.classes.read().map(|c| c.clone()).unwrap_or_default();
+    validate(&body, &classes)?;
     let record = state
         .store
         .submit(NewJob {

@@ -72,9 +72,35 @@ pub struct ServerHandle {
     pub grpc_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    tx: mpsc::Sender<LoopMsg>,
+    auth: auth::ApiKeys,
+    classes: Arc<std::sync::RwLock<Vec<ebbtide_core::ClassConfig>>>,
 }
 
 impl ServerHandle {
+    /// Replaces pools, tenants, classes, policies and API keys without
+    /// dropping jobs or workers. A configuration the engine refuses (an
+    /// entry removed or reordered, a broken rule) leaves everything as it
+    /// was. `[server]` settings (addresses, data directory) need a restart.
+    pub async fn reload(&self, config: ClusterConfig) -> Result<(), String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(LoopMsg::Reload {
+                engine: Box::new(config.engine.clone()),
+                reply,
+            })
+            .await
+            .map_err(|_| "scheduler loop not running".to_string())?;
+        answer
+            .await
+            .map_err(|_| "scheduler loop not running".to_string())??;
+        self.auth.replace(&config.api_keys);
+        if let Ok(mut c) = self.classes.write() {
+            *c = config.engine.classes.clone();
+        }
+        Ok(())
+    }
+
     /// Stops accepting requests and waits for the listeners to close.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -144,12 +170,13 @@ pub async fn start(config: ClusterConfig) -> Result<ServerHandle, ServerError> {
         shutdown_rx.clone(),
     )));
     let auth = auth::ApiKeys::new(&config.api_keys);
+    let classes = Arc::new(std::sync::RwLock::new(config.engine.classes.clone()));
     tasks.push(tokio::spawn(http_api::serve(
         http,
-        tx,
+        tx.clone(),
         store,
-        auth,
-        config.engine.classes.clone(),
+        auth.clone(),
+        classes.clone(),
         shutdown_rx,
     )));
     tracing::info!(%http_addr, %grpc_addr, cluster = %config.server.cluster, "ebbtide serving");
@@ -158,6 +185,9 @@ pub async fn start(config: ClusterConfig) -> Result<ServerHandle, ServerError> {
         grpc_addr,
         shutdown,
         tasks,
+        tx,
+        auth,
+        classes,
     })
 }
 
