@@ -66,6 +66,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let session = register(&config).await?;
     let (reports, mut queue) = mpsc::unbounded_channel::<AgentMessage>();
     let running: Running = Arc::default();
+    let mut recent = RecentResults::default();
     let mut draining = false;
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
@@ -81,6 +82,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             &mut queue,
             &running,
             &mut draining,
+            &mut recent,
         )
         .await
         {
@@ -144,6 +146,26 @@ enum SessionEnd {
     Disconnected,
 }
 
+/// The last job results sent. A result written into a stream that then
+/// broke may never have reached the scheduler, and nothing acknowledges it,
+/// so every new session repeats these; the scheduler ignores the ones it
+/// already applied. Delivery of results is therefore at least once.
+#[derive(Default)]
+struct RecentResults(std::collections::VecDeque<AgentMessage>);
+
+impl RecentResults {
+    const KEEP: usize = 64;
+
+    fn remember(&mut self, m: &AgentMessage) {
+        if matches!(m.kind, Some(Up::Result(_))) {
+            if self.0.len() == Self::KEEP {
+                self.0.pop_front();
+            }
+            self.0.push_back(m.clone());
+        }
+    }
+}
+
 async fn session_once(
     config: &AgentConfig,
     session: &Session,
@@ -151,6 +173,7 @@ async fn session_once(
     queue: &mut mpsc::UnboundedReceiver<AgentMessage>,
     running: &Running,
     draining: &mut bool,
+    recent: &mut RecentResults,
 ) -> Result<SessionEnd, tonic::Status> {
     let mut client = WorkerApiClient::connect(config.scheduler.clone())
         .await
@@ -167,6 +190,11 @@ async fn session_once(
     })
     .await
     .map_err(|_| tonic::Status::unavailable("closed"))?;
+    for again in &recent.0 {
+        up.send(again.clone())
+            .await
+            .map_err(|_| tonic::Status::unavailable("closed"))?;
+    }
     let mut down = client
         .session(tokio_stream::wrappers::ReceiverStream::new(up_rx))
         .await?
@@ -192,6 +220,7 @@ async fn session_once(
                 }
             }
             Some(report) = queue.recv() => {
+                recent.remember(&report);
                 if up.send(report.clone()).await.is_err() {
                     // Keep it for the next session.
                     let _ = reports.send(report);

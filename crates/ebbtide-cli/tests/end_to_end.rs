@@ -18,6 +18,13 @@ const KEYS: [(&str, &str); 3] = [
 ];
 
 fn config(dir: &Path) -> String {
+    config_with(dir, "127.0.0.1:0", None)
+}
+
+fn config_with(dir: &Path, grpc_listen: &str, public_grpc_url: Option<&str>) -> String {
+    let public = public_grpc_url
+        .map(|u| format!("public_grpc_url = \"{u}\"\n"))
+        .unwrap_or_default();
     let tenants: String = KEYS
         .iter()
         .map(|(t, k)| format!("[[tenants]]\nname = \"{t}\"\napi_key = \"{k}\"\n\n"))
@@ -27,8 +34,8 @@ fn config(dir: &Path) -> String {
 [server]
 cluster = "e2e"
 http_listen = "127.0.0.1:0"
-grpc_listen = "127.0.0.1:0"
-data_dir = "{data}"
+grpc_listen = "{grpc_listen}"
+{public}data_dir = "{data}"
 tick = "200ms"
 agent_program = "{bin}"
 
@@ -84,8 +91,12 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Server::start_with(dir, config(dir))
+    }
+
+    fn start_with(dir: &Path, text: String) -> Server {
         let path = dir.join("cluster.toml");
-        std::fs::write(&path, config(dir)).expect("write config");
+        std::fs::write(&path, text).expect("write config");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -605,5 +616,103 @@ async fn a_reload_adds_a_tenant_and_an_invalid_one_is_refused_without_dropping_a
     assert_eq!(
         j["status"], "succeeded",
         "the job running across reloads finished: {j}"
+    );
+}
+
+/// A TCP proxy between agents and the worker API whose connections the
+/// test can cut, like a network blip.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(backend: std::net::SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("proxy bind");
+        let addr = listener.local_addr().expect("addr");
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut cuts = cuts.clone();
+                // Only cuts after this connection opened apply to it.
+                cuts.borrow_and_update();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cuts.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, cut }
+    }
+
+    fn cut_all(&self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_reconnects_after_a_network_blip_without_dropping_its_job() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let grpc = free.local_addr().expect("addr");
+    drop(free);
+    let proxy = Proxy::start(grpc).await;
+    let text = config_with(
+        dir.path(),
+        &grpc.to_string(),
+        Some(&format!("http://{}", proxy.addr)),
+    );
+    let server = Server::start_with(dir.path(), text);
+    let r = submit(&server, KEYS[0].1, json!({ "class": "high", "command": "echo before; sleep 2; echo after", "max_attempts": 1 })).await;
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    let start = Instant::now();
+    while job(&server, KEYS[0].1, id)
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["status"]
+        != "running"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "job never started: {}",
+            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.cut_all();
+    let j = wait_final(&server, KEYS[0].1, id, Duration::from_secs(30)).await;
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    let agent = std::fs::read_to_string(dir.path().join("data/local-instances/worker-1.log"))
+        .unwrap_or_default();
+    assert_eq!(j["status"], "succeeded", "{j}\n{log}\nagent:\n{agent}");
+    assert_eq!(
+        j["attempts"], 1,
+        "the same attempt finished: nothing was re-run"
+    );
+    let log = client()
+        .get(format!("{}/v1/jobs/{id}/logs", server.http))
+        .bearer_auth(KEYS[0].1)
+        .send()
+        .await
+        .expect("logs")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        log, "before\nafter\n",
+        "output from before and after the blip"
     );
 }

@@ -242,7 +242,17 @@ impl Control {
                 } else {
                     None
                 };
+                let started = if let Event::JobStarted { job, .. } = &e {
+                    Some(*job)
+                } else {
+                    None
+                };
                 self.apply(e);
+                if let Some(job) = started
+                    && matches!(self.engine.job_state(job), Some(JobState::Running { .. }))
+                {
+                    self.write(ebbtide_store::JobId(job.0), JobUpdate::Running);
+                }
                 if let Some(w) = launched
                     && let Some(reply) = self.pending_register.remove(&w)
                 {
@@ -281,6 +291,16 @@ impl Control {
                 outcome,
                 exit_code,
             } => {
+                // Agents repeat recent results after a reconnect: only the first
+                // report of an attempt counts.
+                if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
+                    tracing::debug!(
+                        job,
+                        worker = worker.0,
+                        "duplicate or stale job result ignored"
+                    );
+                    return;
+                }
                 self.exit_codes.insert(job, exit_code);
                 self.apply(Event::JobFinished {
                     job: JobId(job),

@@ -155,7 +155,7 @@ impl Provider for LocalProvider {
                 .env("EBBTIDE_POOL", &request.pool)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(agent_log(&self.config.state_dir, w.worker))
                 .process_group(0)
                 .kill_on_drop(false)
                 .spawn()
@@ -223,6 +223,16 @@ impl Provider for LocalProvider {
             })
             .collect())
     }
+}
+
+/// The agent's log file (`worker-N.log` in the state directory), or no
+/// output if it cannot be created.
+fn agent_log(dir: &Path, worker: WorkerId) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("worker-{}.log", worker.0)))
+        .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 fn write_atomically(path: &Path, record: &Record) -> Result<(), ProviderError> {
