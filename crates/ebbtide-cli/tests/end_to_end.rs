@@ -204,6 +204,17 @@ async fn wait_final(s: &Server, key: &str, id: u64, limit: Duration) -> Value {
     }
 }
 
+async fn wait_for_warm_agent(server: &Server) {
+    let start = Instant::now();
+    while status(server).await["pools"][0]["idle"] != 1 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "warm agent never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn status(s: &Server) -> Value {
     client()
         .get(format!("{}/v1/status", s.http))
@@ -353,14 +364,7 @@ async fn tenants_see_only_their_own_jobs_and_bad_requests_name_the_field() {
 async fn forged_and_reused_bootstrap_tokens_are_refused_and_never_logged() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
-    let start = Instant::now();
-    while status(&server).await["pools"][0]["idle"] != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "warm agent never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_warm_agent(&server).await;
     let pid = server.agent_pids()[0];
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
     let environ = String::from_utf8_lossy(&environ);
@@ -462,14 +466,7 @@ async fn a_scheduler_killed_mid_burst_loses_no_job_after_restart() {
 async fn a_killed_agents_job_is_requeued_and_finished_elsewhere() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(dir.path());
-    let start = Instant::now();
-    while status(&server).await["pools"][0]["idle"] != 1 {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "warm agent never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_warm_agent(&server).await;
     let warm = server.agent_pids();
     // A job that would run for a minute lands on the warm agent.
     let r = submit(&server, KEYS[0].1, json!({ "class": "high", "command": "sleep 60 && echo first || echo never", "max_attempts": 3 })).await;

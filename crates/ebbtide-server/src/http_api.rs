@@ -113,24 +113,25 @@ fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    loop_status(&state).await?;
+    Ok("ready")
+}
+
+/// The control loop's status; a 503 if the loop is not running.
+async fn loop_status(state: &AppState) -> Result<crate::control::StatusReport, ApiError> {
+    let unavailable = || {
+        ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scheduler loop not running",
+        )
+    };
     let (reply, answer) = oneshot::channel();
     state
         .tx
         .send(LoopMsg::Status { reply })
         .await
-        .map_err(|_| {
-            ApiError::status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "scheduler loop not running",
-            )
-        })?;
-    answer.await.map_err(|_| {
-        ApiError::status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "scheduler loop not running",
-        )
-    })?;
-    Ok("ready")
+        .map_err(|_| unavailable())?;
+    answer.await.map_err(|_| unavailable())
 }
 
 #[derive(Deserialize)]
@@ -383,22 +384,5 @@ async fn logs(
 
 async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     tenant(&state, &headers)?;
-    let (reply, answer) = oneshot::channel();
-    state
-        .tx
-        .send(LoopMsg::Status { reply })
-        .await
-        .map_err(|_| {
-            ApiError::status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "scheduler loop not running",
-            )
-        })?;
-    let report = answer.await.map_err(|_| {
-        ApiError::status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "scheduler loop not running",
-        )
-    })?;
-    Ok(axum::Json(report).into_response())
+    Ok(axum::Json(loop_status(&state).await?).into_response())
 }
