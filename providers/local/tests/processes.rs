@@ -95,8 +95,23 @@ async fn the_bootstrap_token_is_in_the_environment_not_the_command_line() {
         .next()
         .expect("pid")
         .to_string();
+    // Until the child has exec'd, /proc shows the parent's image: wait for
+    // the agent program's own environment.
+    let start = std::time::Instant::now();
+    let environ = loop {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        if String::from_utf8_lossy(&environ).contains("EBBTIDE_CLUSTER=")
+            || start.elapsed() > std::time::Duration::from_secs(5)
+        {
+            break environ;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
-    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("sleep"),
+        "the agent program is running"
+    );
     assert!(!String::from_utf8_lossy(&cmdline).contains("token-for-7"));
     assert!(String::from_utf8_lossy(&environ).contains("EBBTIDE_BOOTSTRAP_TOKEN=token-for-7"));
     p.terminate(&[launched[0].instance.clone()])
