@@ -70,3 +70,20 @@ fn finish_to_next_assign(b: divan::Bencher) {
         cmds
     });
 }
+
+/// 150 submissions in a row, each assigned at once to one of the idle
+/// slots: the per-submission cost without one cold first touch per sample.
+#[divan::bench(sample_count = 40, sample_size = 1)]
+fn submit_to_assign_150_in_a_row(b: divan::Bencher) {
+    let at = fixture::now() + Duration::from_secs(120);
+    b.counter(divan::counter::ItemsCount::new(150usize))
+        .with_inputs(|| state().clone())
+        .bench_local_refs(|e| {
+            for n in 0..150u64 {
+                let mut spec = fixture::assignable_job();
+                spec.id = ebbtide_core::JobId(6_000_000 + n);
+                let cmds = e.handle(Event::JobSubmitted(spec), at).expect("submit");
+                assert!(matches!(cmds[..], [Command::Assign { .. }]), "{cmds:?}");
+            }
+        });
+}

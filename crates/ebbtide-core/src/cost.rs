@@ -12,16 +12,25 @@ use crate::time::Timestamp;
 use crate::worker::Market;
 
 /// Known prices by shape × market × zone.
+///
+/// Looked up on every accrual, so lookups borrow the caller's strings and
+/// never allocate: a shape's few (market, zone) entries are scanned.
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
-    prices: DetHashMap<(String, Market, Option<String>), PricePerHour>,
+    by_shape: DetHashMap<String, Vec<(Market, Option<String>, PricePerHour)>>,
 }
 
 impl PriceTable {
     /// Records a price; `zone: None` is the price for zones without one.
     pub fn set(&mut self, shape: &str, market: Market, zone: Option<&str>, price: PricePerHour) {
-        self.prices
-            .insert((shape.to_string(), market, zone.map(str::to_string)), price);
+        let entries = self.by_shape.entry(shape.to_string()).or_default();
+        match entries
+            .iter_mut()
+            .find(|(m, z, _)| *m == market && z.as_deref() == zone)
+        {
+            Some(entry) => entry.2 = price,
+            None => entries.push((market, zone.map(str::to_string), price)),
+        }
     }
 
     /// The price for an instance: its zone's, else the shape's zone-less
@@ -34,13 +43,17 @@ impl PriceTable {
         zone: Option<&str>,
         fallback: PricePerHour,
     ) -> PricePerHour {
-        let exact = zone.and_then(|z| {
-            self.prices
-                .get(&(shape.to_string(), market, Some(z.to_string())))
-        });
-        exact
-            .or_else(|| self.prices.get(&(shape.to_string(), market, None)))
-            .copied()
+        let Some(entries) = self.by_shape.get(shape) else {
+            return fallback;
+        };
+        let find = |z: Option<&str>| {
+            entries
+                .iter()
+                .find(|(m, ez, _)| *m == market && ez.as_deref() == z)
+                .map(|e| e.2)
+        };
+        zone.and_then(|z| find(Some(z)))
+            .or_else(|| find(None))
             .unwrap_or(fallback)
     }
 }

@@ -5,15 +5,14 @@
 //! the planner reason per signature instead of per job, and the pool chain
 //! of a signature is computed once, not on every match.
 
-use std::collections::HashMap;
-use std::collections::hash_map::DefaultHasher;
-use std::hash::BuildHasherDefault;
-
 use crate::config::PoolConfig;
 use crate::ids::PoolId;
 
-/// Deterministic hashing: the engine must behave identically on every run.
-pub(crate) type DetHashMap<K, V> = HashMap<K, V, BuildHasherDefault<DefaultHasher>>;
+/// Deterministic, fast hashing (FxHash): the engine must behave
+/// identically on every run, and its keys are small integers and short
+/// strings that never come from an adversary unchecked (job ids are the
+/// store's, labels are validated by the API).
+pub(crate) type DetHashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// A job's needs. Labels are kept sorted and de-duplicated so equal needs
 /// intern to the same signature.

@@ -97,7 +97,15 @@ impl Engine {
             let limit = quota.max_daily_spend.unwrap_or_default();
             return Err(Rejection::DailySpendReached { limit });
         }
-        let req = spec.requirements.clone().normalized();
+        // Most submissions arrive with canonical labels: borrow them rather
+        // than clone on the hot path.
+        let normalized;
+        let req = if spec.requirements.labels.windows(2).all(|w| w[0] < w[1]) {
+            &spec.requirements
+        } else {
+            normalized = spec.requirements.clone().normalized();
+            &normalized
+        };
         let pct = tenant.config.burst.map_or(100, |b| b.multiplier_percent);
         let over = |need: u64, max: Option<u64>| {
             max.is_some_and(|m| need > m.saturating_mul(u64::from(pct)) / 100)
@@ -108,10 +116,10 @@ impl Engine {
         {
             return Err(Rejection::LargerThanQuota);
         }
-        let sig = self.sigs.intern(&req, &self.config.pools);
+        let sig = self.sigs.intern(req, &self.config.pools);
         if self.sigs.get(sig).chain.is_empty() {
             return Err(Rejection::NoPoolCanServe {
-                labels: req.labels,
+                labels: req.labels.clone(),
                 cpu_millis: req.cpu_millis,
                 memory_mib: req.memory_mib,
             });
