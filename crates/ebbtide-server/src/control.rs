@@ -126,6 +126,10 @@ pub(crate) struct Control {
     writes: mpsc::UnboundedSender<(ebbtide_store::JobId, JobUpdate)>,
     sessions: HashMap<WorkerId, SessionSender>,
     pending_register: BTreeMap<WorkerId, oneshot::Sender<Result<(), String>>>,
+    /// Stop and drain orders for workers whose session was not open yet;
+    /// sent when it opens, after any re-sent assignment, so neither a cancel
+    /// nor a drain is ever lost.
+    undelivered: Vec<(WorkerId, Down)>,
     jobs: HashMap<u64, JobInfo>,
     exit_codes: HashMap<u64, Option<i32>>,
     server: ServerConfig,
@@ -182,6 +186,7 @@ impl Control {
             writes,
             sessions: HashMap::new(),
             pending_register: BTreeMap::new(),
+            undelivered: Vec::new(),
             jobs: HashMap::new(),
             exit_codes: HashMap::new(),
             server: config.server.clone(),
@@ -279,6 +284,17 @@ impl Control {
                 self.sessions.insert(worker, sender);
                 tracing::debug!(worker = worker.0, "session connected");
                 self.resend_assignments(worker);
+                let (now_due, later): (Vec<_>, Vec<_>) =
+                    self.undelivered.drain(..).partition(|(w, _)| *w == worker);
+                self.undelivered = later;
+                for (_, order) in now_due {
+                    let delivered = self.send(worker, order);
+                    tracing::info!(
+                        worker = worker.0,
+                        delivered,
+                        "order re-sent after the session opened"
+                    );
+                }
             }
             LoopMsg::Disconnected { worker } => {
                 if self.sessions.get(&worker).is_some_and(|s| s.is_closed()) {
@@ -504,7 +520,9 @@ impl Control {
             } => self.launch(pool, market, workers),
             Command::Drain { worker, reason } => {
                 tracing::info!(worker = worker.0, ?reason, "draining worker");
-                self.send(worker, Down::Drain(Drain {}));
+                if !self.send(worker, Down::Drain(Drain {})) {
+                    self.undelivered.push((worker, Down::Drain(Drain {})));
+                }
             }
             Command::Terminate {
                 pool,
@@ -530,6 +548,10 @@ impl Control {
             }
             Command::StopJob { job, worker } => {
                 let delivered = self.send(worker, Down::Cancel(Cancel { job_id: job.0 }));
+                if !delivered {
+                    self.undelivered
+                        .push((worker, Down::Cancel(Cancel { job_id: job.0 })));
+                }
                 tracing::info!(
                     job = job.0,
                     worker = worker.0,
