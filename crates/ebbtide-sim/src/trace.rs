@@ -81,21 +81,35 @@ struct NativeRow {
     memory_mib: Option<u32>,
 }
 
-/// Reads a native-format trace.
-pub fn read_native(path: &Path) -> Result<Trace, TraceError> {
+/// The rows of a CSV file with a header, each with its 1-based line number
+/// or an error naming the file and line.
+fn rows<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<(u64, T), TraceError>>, TraceError> {
     let shown = path.display().to_string();
-    let mut reader = csv::Reader::from_path(path).map_err(|source| TraceError::Csv {
+    let reader = csv::Reader::from_path(path).map_err(|source| TraceError::Csv {
         path: shown.clone(),
         source,
     })?;
+    Ok(reader
+        .into_deserialize::<T>()
+        .enumerate()
+        .map(move |(i, row)| {
+            let line = i as u64 + 2;
+            row.map(|r| (line, r)).map_err(|e| TraceError::Row {
+                path: shown.clone(),
+                line,
+                message: e.to_string(),
+            })
+        }))
+}
+
+/// Reads a native-format trace.
+pub fn read_native(path: &Path) -> Result<Trace, TraceError> {
+    let shown = path.display().to_string();
     let mut trace = Trace::default();
-    for (i, row) in reader.deserialize::<NativeRow>().enumerate() {
-        let line = i as u64 + 2;
-        let row = row.map_err(|e| TraceError::Row {
-            path: shown.clone(),
-            line,
-            message: e.to_string(),
-        })?;
+    for row in rows::<NativeRow>(path)? {
+        let (line, row) = row?;
         if !(row.submit_s.is_finite()
             && row.submit_s >= 0.0
             && row.duration_s.is_finite()
@@ -148,19 +162,9 @@ pub struct TravisClasses {
 /// prescribes: one job per matrix entry, arriving at the build's start,
 /// each running `duration_s / num_jobs` seconds; the project is the tenant.
 pub fn read_travis(path: &Path, classes: &TravisClasses) -> Result<Trace, TraceError> {
-    let shown = path.display().to_string();
-    let mut reader = csv::Reader::from_path(path).map_err(|source| TraceError::Csv {
-        path: shown.clone(),
-        source,
-    })?;
     let mut trace = Trace::default();
-    for (i, row) in reader.deserialize::<TravisRow>().enumerate() {
-        let line = i as u64 + 2;
-        let row = row.map_err(|e| TraceError::Row {
-            path: shown.clone(),
-            line,
-            message: e.to_string(),
-        })?;
+    for row in rows::<TravisRow>(path)? {
+        let (line, row) = row?;
         let (Ok(total), Ok(n)) = (row.duration_s.parse::<u64>(), row.num_jobs.parse::<u64>())
         else {
             trace.skipped.push(format!(

@@ -219,3 +219,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_native_trace_is_read_in_arrival_order_and_a_bad_row_names_its_line() {
+    let dir = tempfile_dir();
+    let good = dir.join("good.csv");
+    std::fs::write(
+        &good,
+        "submit_s,duration_s,tenant,class,labels\n20,5,a,high,linux;docker\n10.5,1,b,low,\n",
+    )
+    .expect("write");
+    let t = ebbtide_sim::read_native(&good).expect("valid trace");
+    assert_eq!(t.jobs.len(), 2);
+    assert_eq!(t.jobs[0].submit_ms, 10_500, "sorted by arrival");
+    assert_eq!(
+        t.jobs[1].labels,
+        vec!["linux".to_string(), "docker".to_string()]
+    );
+    let bad = dir.join("bad.csv");
+    std::fs::write(
+        &bad,
+        "submit_s,duration_s,tenant,class\n1,2,a,high\n1,two,a,high\n",
+    )
+    .expect("write");
+    let err = ebbtide_sim::read_native(&bad).expect_err("bad duration");
+    assert!(err.to_string().contains("line 3"), "{err}");
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ebbtide-sim-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
