@@ -90,6 +90,14 @@ impl ApiError {
     }
 }
 
+/// The store failing is the service being unavailable, never the caller's
+/// fault.
+impl From<ebbtide_store::StoreError> for ApiError {
+    fn from(e: ebbtide_store::StoreError) -> Self {
+        ApiError::status(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}"))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
@@ -245,8 +253,7 @@ async fn submit(
             max_attempts: body.max_attempts.unwrap_or(3),
             submitted_at_ms: now().as_millis(),
         })
-        .await
-        .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}")))?;
+        .await?;
     let (reply, answer) = oneshot::channel();
     let unavailable = || {
         ApiError::status(
@@ -273,11 +280,7 @@ async fn submit(
 
 async fn owned(state: &AppState, tenant: &str, id: u64) -> Result<JobRecord, ApiError> {
     let not_found = || ApiError::status(StatusCode::NOT_FOUND, format!("no job {id}"));
-    let job = state
-        .store
-        .get(JobId(id))
-        .await
-        .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let job = state.store.get(JobId(id)).await?;
     match job {
         Some(j) if j.tenant == tenant => Ok(j),
         _ => Err(not_found()),
@@ -329,11 +332,7 @@ async fn list(
         after: q.after.map(JobId),
         limit: q.limit.unwrap_or(100),
     };
-    let jobs = state
-        .store
-        .list(&filter)
-        .await
-        .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let jobs = state.store.list(&filter).await?;
     Ok(axum::Json(json!({ "jobs": jobs.iter().map(view).collect::<Vec<_>>() })).into_response())
 }
 
@@ -374,11 +373,7 @@ async fn logs(
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers)?;
     let job = owned(&state, &tenant, parse_id(&id)?).await?;
-    let bytes = state
-        .store
-        .logs(job.id)
-        .await
-        .map_err(|e| ApiError::status(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    let bytes = state.store.logs(job.id).await?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
 }
 
