@@ -426,6 +426,49 @@ async fn forged_and_reused_bootstrap_tokens_are_refused_and_never_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_agent_that_registers_after_its_bootstrap_token_expired_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A slow-booting instance: the agent starts 1.5 s after launch, its
+    // token lives 500 ms.
+    let slow = dir.path().join("slow-agent.sh");
+    std::fs::write(
+        &slow,
+        format!(
+            "#!/bin/sh\nsleep 1.5\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_ebbtide")
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let text = config(dir.path())
+        .replace(env!("CARGO_BIN_EXE_ebbtide"), &slow.display().to_string())
+        .replace(
+            "tick = \"200ms\"",
+            "tick = \"200ms\"\nbootstrap_token_ttl = \"500ms\"",
+        );
+    let server = Server::start_with(dir.path(), text);
+    let agent_log = dir.path().join("data/local-instances/worker-1.log");
+    let start = Instant::now();
+    let refused = loop {
+        let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+        if log.contains("registration refused") || start.elapsed() > Duration::from_secs(20) {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        refused.contains("bootstrap token expired"),
+        "agent log: {refused}"
+    );
+    assert_eq!(
+        status(&server).await["pools"][0]["idle"],
+        0,
+        "the expired worker never joined the pool"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_scheduler_killed_mid_burst_loses_no_job_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path());
@@ -452,6 +495,9 @@ async fn a_scheduler_killed_mid_burst_loses_no_job_after_restart() {
     // Not dropped: dropping would kill the agents, and the point is that
     // the restarted scheduler cleans them up itself.
     std::mem::forget(server);
+    // Restarted on another worker-API port: the surviving agents cannot
+    // reconnect, so after the heartbeat timeout they are lost, terminated,
+    // and their jobs requeued.
     let server = Server::start(dir.path());
     for (key, id) in &ids {
         let j = wait_final(&server, key, *id, Duration::from_secs(60)).await;
@@ -459,6 +505,108 @@ async fn a_scheduler_killed_mid_burst_loses_no_job_after_restart() {
     }
     for pid in orphans {
         assert!(!alive(pid), "agent {pid} from before the crash is gone");
+    }
+}
+
+async fn wait_running(server: &Server, id: u64) {
+    let start = Instant::now();
+    while job(server, KEYS[0].1, id)
+        .await
+        .json::<Value>()
+        .await
+        .expect("json")["status"]
+        != "running"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "job never started: {}",
+            std::fs::read_to_string(server.dir.join("serve.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn job_log(server: &Server, id: u64) -> String {
+    client()
+        .get(format!("{}/v1/jobs/{id}/logs", server.http))
+        .bearer_auth(KEYS[0].1)
+        .send()
+        .await
+        .expect("logs")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_job_continues_when_its_agent_reconnects_to_the_restarted_scheduler() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    let grpc = free.local_addr().expect("addr").to_string();
+    drop(free);
+    let text = config_with(dir.path(), &grpc, None);
+    let mut server = Server::start_with(dir.path(), text.clone());
+    let r = submit(
+        &server,
+        KEYS[0].1,
+        json!({ "class": "high", "command": "echo before; sleep 3; echo after", "max_attempts": 1 }),
+    )
+    .await;
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_u64()
+        .expect("id");
+    wait_running(&server, id).await;
+    let agents_before = server.agent_pids();
+    server.kill_hard();
+    std::mem::forget(server);
+    let server = Server::start_with(dir.path(), text);
+    let j = wait_final(&server, KEYS[0].1, id, Duration::from_secs(30)).await;
+    let serve_log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert_eq!(j["status"], "succeeded", "{j}\n{serve_log}");
+    assert_eq!(
+        j["attempts"], 1,
+        "the attempt from before the crash finished; it was not re-run\n{serve_log}"
+    );
+    assert_eq!(job_log(&server, id).await, "before\nafter\n");
+    assert!(
+        serve_log.contains("its jobs continue"),
+        "the worker was adopted:\n{serve_log}"
+    );
+    let adopted: Vec<i32> = server
+        .agent_pids()
+        .into_iter()
+        .filter(|p| agents_before.contains(p))
+        .collect();
+    assert!(
+        !adopted.is_empty(),
+        "agents from before the crash live on as adopted workers"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_with_a_forged_session_token_is_refused() {
+    use ebbtide_proto::worker::v1::agent_message::Kind as Up;
+    use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
+    use ebbtide_proto::worker::v1::{AgentMessage, Hello};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    wait_for_warm_agent(&server).await;
+    let mut client = WorkerApiClient::connect(server.grpc.clone())
+        .await
+        .expect("connect");
+    for token in ["1.99999999999999.00ff", "not-a-token"] {
+        let hello = AgentMessage {
+            kind: Some(Up::Hello(Hello {
+                worker_id: 1,
+                session_token: token.into(),
+                running_jobs: vec![],
+            })),
+        };
+        let err = client
+            .session(tokio_stream::iter(vec![hello]))
+            .await
+            .expect_err("forged session refused");
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
     }
 }
 
@@ -674,21 +822,7 @@ async fn an_agent_reconnects_after_a_network_blip_without_dropping_its_job() {
     let id = r.json::<Value>().await.expect("json")["id"]
         .as_u64()
         .expect("id");
-    let start = Instant::now();
-    while job(&server, KEYS[0].1, id)
-        .await
-        .json::<Value>()
-        .await
-        .expect("json")["status"]
-        != "running"
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "job never started: {}",
-            std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_running(&server, id).await;
     proxy.cut_all();
     let j = wait_final(&server, KEYS[0].1, id, Duration::from_secs(30)).await;
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
@@ -699,17 +833,9 @@ async fn an_agent_reconnects_after_a_network_blip_without_dropping_its_job() {
         j["attempts"], 1,
         "the same attempt finished: nothing was re-run"
     );
-    let log = client()
-        .get(format!("{}/v1/jobs/{id}/logs", server.http))
-        .bearer_auth(KEYS[0].1)
-        .send()
-        .await
-        .expect("logs")
-        .text()
-        .await
-        .expect("text");
     assert_eq!(
-        log, "before\nafter\n",
+        job_log(&server, id).await,
+        "before\nafter\n",
         "output from before and after the blip"
     );
 }

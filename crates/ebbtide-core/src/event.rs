@@ -101,6 +101,31 @@ pub enum Event {
     },
     /// Time passed: re-plan, expire timeouts, age the queue.
     Tick,
+    /// A restarted scheduler takes back a worker that outlived it: its
+    /// instance is still up and its agent reconnected with a valid session.
+    /// The jobs it reports running continue there instead of being re-run.
+    WorkerAdopted(Adoption),
+}
+
+/// A worker that survived a scheduler restart, with the jobs it still runs.
+///
+/// Why a separate event rather than launch + register + assign: the
+/// instance was launched and its jobs started by an earlier run, so the
+/// engine must not emit `Launch` or `Assign` for them, only take them back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    /// The worker id the earlier run gave it (never reused).
+    pub worker: WorkerId,
+    /// Its pool.
+    pub pool: crate::ids::PoolId,
+    /// The provider's instance.
+    pub instance: InstanceId,
+    /// Its zone, where the provider has zones.
+    pub zone: Option<String>,
+    /// The market it was bought on (for its cost rate).
+    pub market: Market,
+    /// Jobs it is running, each already admitted once by the earlier run.
+    pub running: Vec<JobSpec>,
 }
 
 /// Why a launch failed, in the terms that decide what to do next.

@@ -23,6 +23,11 @@ pub struct JobSpec {
     /// Run-time hint (e.g. from the project's history); helps decide
     /// whether a job can finish before a spot reclamation.
     pub expected_duration: Option<Duration>,
+    /// When the job was first accepted, if earlier than the event that
+    /// hands it to this engine: a restarted scheduler passes the stored
+    /// submission time so the SLA clock and FIFO order survive recovery.
+    /// `None` means "now".
+    pub submitted_at: Option<Timestamp>,
 }
 
 /// Where a live job is.

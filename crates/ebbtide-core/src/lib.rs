@@ -39,7 +39,7 @@ pub use config::{
 };
 pub use cost::{CostTotals, InstanceLifetime, PriceTable};
 pub use engine::{Engine, EngineError, PoolStatus, ReconfigureError, Stats};
-pub use event::{Event, LaunchFailure};
+pub use event::{Adoption, Event, LaunchFailure};
 pub use ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
 pub use job::{JobOutcome, JobSpec, JobState};
 pub use money::{CostAccum, Micros, PricePerHour};

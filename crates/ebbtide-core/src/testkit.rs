@@ -105,6 +105,7 @@ pub fn job(id: u64, tenant: u32, class: u8) -> JobSpec {
         requirements: Requirements::default(),
         max_attempts: 3,
         expected_duration: None,
+        submitted_at: None,
     }
 }
 

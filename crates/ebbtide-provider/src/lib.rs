@@ -93,6 +93,11 @@ pub struct InstanceInfo {
     pub worker: WorkerId,
     /// The pool it was launched for (from its tags).
     pub pool: String,
+    /// The market it was bought on, so a restarted scheduler that adopts it
+    /// books its cost at the right rate.
+    pub market: Market,
+    /// Its zone, where the provider has zones.
+    pub zone: Option<String>,
     /// Whether it is still alive.
     pub running: bool,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use ebbtide_config::{ClusterConfig, ServerConfig};
 use ebbtide_core::{
     ClassId, Command, Engine, Event, JobId, JobOutcome, JobSpec, JobState, LaunchFailure, PoolId,
-    Requirements, WorkerId,
+    Requirements, Timestamp, WorkerId,
 };
 use ebbtide_proto::worker::v1::scheduler_message::Kind as Down;
 use ebbtide_proto::worker::v1::{Assignment, Cancel, Drain, SchedulerMessage};
@@ -53,6 +53,8 @@ pub enum LoopMsg {
         sender: SessionSender,
         /// Jobs it says it is running.
         running: Vec<u64>,
+        /// `Err(reason)` if the worker is not (or no longer) wanted.
+        reply: oneshot::Sender<Result<(), String>>,
     },
     /// A Session stream closed.
     Disconnected {
@@ -112,6 +114,23 @@ pub struct PoolReport {
     pub retiring: u32,
 }
 
+/// An instance that outlived the previous run of the scheduler, waiting for
+/// its agent to reconnect so it can be adopted.
+struct Survivor {
+    pool: PoolId,
+    instance: ebbtide_core::InstanceId,
+    zone: Option<String>,
+    market: ebbtide_core::Market,
+    provider: String,
+    /// Jobs the store placed on it when the scheduler stopped.
+    jobs: Vec<JobRecord>,
+}
+
+/// How long an adopted job the agent did not report as running has to
+/// deliver its result (repeated by the agent after the reconnect) before it
+/// is counted as lost.
+const UNCONFIRMED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 struct JobInfo {
     command: String,
     timeout_ms: u64,
@@ -133,6 +152,13 @@ pub(crate) struct Control {
     jobs: HashMap<u64, JobInfo>,
     exit_codes: HashMap<u64, Option<i32>>,
     server: ServerConfig,
+    /// Adopted workers whose agent has not reconnected yet, with the jobs
+    /// they were given back. If the agent never comes, the engine's
+    /// heartbeat timeout declares the worker lost and requeues them.
+    awaiting_session: HashMap<WorkerId, Vec<u64>>,
+    /// Adopted jobs the agent did not list as running: their result should
+    /// follow right after the reconnect, or they are lost.
+    unconfirmed: HashMap<u64, (WorkerId, Timestamp)>,
 }
 
 impl Control {
@@ -159,22 +185,42 @@ impl Control {
                 }
             }
         });
-        for provider in providers.values() {
-            match provider.list().await {
-                Ok(left) if !left.is_empty() => {
-                    let ids: Vec<_> = left.into_iter().map(|i| i.instance).collect();
-                    tracing::warn!(
-                        provider = provider.name(),
-                        count = ids.len(),
-                        "terminating instances left from a previous run"
-                    );
-                    if let Err(e) = provider.terminate(&ids).await {
-                        tracing::error!(provider = provider.name(), error = %e, "could not terminate leftover instances");
-                    }
-                }
-                Ok(_) => {}
+        let mut survivors = HashMap::new();
+        for (name, provider) in &providers {
+            let listed = match provider.list().await {
+                Ok(l) => l,
                 Err(e) => {
-                    tracing::error!(provider = provider.name(), error = %e, "cannot list instances")
+                    tracing::error!(provider = %name, error = %e, "cannot list instances");
+                    continue;
+                }
+            };
+            let mut doomed = Vec::new();
+            for info in listed {
+                match engine.pool_id(&info.pool) {
+                    Some(pool) if info.running => {
+                        survivors.insert(
+                            info.worker,
+                            Survivor {
+                                pool,
+                                instance: info.instance,
+                                zone: info.zone,
+                                market: info.market,
+                                provider: name.clone(),
+                                jobs: Vec::new(),
+                            },
+                        );
+                    }
+                    _ => doomed.push(info.instance),
+                }
+            }
+            if !doomed.is_empty() {
+                tracing::warn!(
+                    provider = %name,
+                    count = doomed.len(),
+                    "terminating dead or unknown-pool instances left from a previous run"
+                );
+                if let Err(e) = provider.terminate(&doomed).await {
+                    tracing::error!(provider = %name, error = %e, "could not terminate leftover instances");
                 }
             }
         }
@@ -190,19 +236,28 @@ impl Control {
             jobs: HashMap::new(),
             exit_codes: HashMap::new(),
             server: config.server.clone(),
+            awaiting_session: HashMap::new(),
+            unconfirmed: HashMap::new(),
         };
         let live = store.live_jobs().await.map_err(|e| e.to_string())?;
         let recovered = live.len();
         for record in live {
-            if record.status != JobStatus::Queued {
-                control.write(
-                    record.id,
-                    JobUpdate::Requeued {
-                        attempts: record.attempts,
-                    },
-                );
+            let holder = record
+                .worker
+                .filter(|_| record.status != JobStatus::Queued)
+                .map(|w| WorkerId(w.0));
+            if let Some(w) = holder
+                && let Some(survivor) = survivors.get_mut(&w)
+            {
+                survivor.jobs.push(record);
+                continue;
             }
-            let _ = control.submit(record);
+            control.requeue_recovered(record);
+        }
+        // Survivors are adopted before the first tick, so the planner counts
+        // them and launches no duplicates for their pools.
+        for (worker, survivor) in survivors {
+            control.adopt(worker, survivor);
         }
         if recovered > 0 {
             tracing::info!(jobs = recovered, "recovered unfinished jobs from the store");
@@ -220,11 +275,136 @@ impl Control {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = tick.tick() => { self.apply(Event::Tick); }
+                _ = tick.tick() => {
+                    if !self.unconfirmed.is_empty() {
+                        self.expire_unconfirmed();
+                    }
+                    if !self.awaiting_session.is_empty() {
+                        // Adopted workers the engine declared lost stop waiting.
+                        let engine = &self.engine;
+                        self.awaiting_session.retain(|w, _| {
+                            matches!(
+                                engine.worker_state(*w),
+                                Some(ebbtide_core::WorkerState::Idle | ebbtide_core::WorkerState::Busy | ebbtide_core::WorkerState::Draining)
+                            )
+                        });
+                    }
+                    self.apply(Event::Tick);
+                }
                 msg = rx.recv() => match msg {
                     Some(m) => self.on_msg(m),
                     None => return,
                 },
+            }
+        }
+    }
+
+    /// Puts a job recovered from the store back in the queue, keeping its
+    /// submission time (SLA clock, FIFO place) and attempt count.
+    fn requeue_recovered(&mut self, record: JobRecord) {
+        if record.status != JobStatus::Queued {
+            self.write(
+                record.id,
+                JobUpdate::Requeued {
+                    attempts: record.attempts,
+                },
+            );
+        }
+        let id = record.id.0;
+        if let Err(reason) = self.submit(record) {
+            tracing::warn!(job = id, %reason, "recovered job refused by the engine");
+        }
+    }
+
+    /// Takes back a worker that outlived the previous run, with the jobs the
+    /// store placed on it: they continue there. Its agent must reconnect
+    /// within the heartbeat timeout, or the engine declares it lost, has it
+    /// terminated and requeues the jobs.
+    fn adopt(&mut self, worker: WorkerId, survivor: Survivor) {
+        let mut specs = Vec::with_capacity(survivor.jobs.len());
+        for record in &survivor.jobs {
+            specs.push(self.job_spec(record));
+            self.jobs.insert(
+                record.id.0,
+                JobInfo {
+                    command: record.command.clone(),
+                    timeout_ms: record.timeout_ms,
+                    attempts: record.attempts,
+                },
+            );
+        }
+        let adoption = ebbtide_core::Adoption {
+            worker,
+            pool: survivor.pool,
+            instance: survivor.instance.clone(),
+            zone: survivor.zone.clone(),
+            market: survivor.market,
+            running: specs,
+        };
+        match self.engine.handle(Event::WorkerAdopted(adoption), now()) {
+            Ok(cmds) => {
+                tracing::info!(
+                    worker = worker.0,
+                    instance = %survivor.instance.0,
+                    jobs = survivor.jobs.len(),
+                    "worker from before the restart adopted; waiting for its agent to reconnect"
+                );
+                self.awaiting_session
+                    .insert(worker, survivor.jobs.iter().map(|r| r.id.0).collect());
+                for c in cmds {
+                    self.execute(c);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(worker = worker.0, error = %e, "surviving worker not adopted; terminating it");
+                for record in &survivor.jobs {
+                    self.jobs.remove(&record.id.0);
+                }
+                self.retire_survivor(survivor);
+            }
+        }
+    }
+
+    /// Terminates an instance the engine never knew in this run and puts
+    /// its jobs back in the queue.
+    fn retire_survivor(&mut self, survivor: Survivor) {
+        if let Some(provider) = self.providers.get(&survivor.provider).cloned() {
+            let instance = survivor.instance;
+            tokio::spawn(async move {
+                if let Err(e) = provider.terminate(std::slice::from_ref(&instance)).await {
+                    tracing::error!(instance = %instance.0, error = %e, "terminate failed");
+                }
+            });
+        }
+        for record in survivor.jobs {
+            self.requeue_recovered(record);
+        }
+    }
+
+    /// Adopted jobs whose agent reconnected without them and never sent
+    /// their result are lost (and requeued).
+    fn expire_unconfirmed(&mut self) {
+        let t = now();
+        let silent: Vec<(u64, WorkerId)> = self
+            .unconfirmed
+            .iter()
+            .filter(|(_, (_, d))| *d <= t)
+            .map(|(j, (w, _))| (*j, *w))
+            .collect();
+        for (job, worker) in silent {
+            self.unconfirmed.remove(&job);
+            if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) == Some(worker) {
+                tracing::warn!(
+                    job,
+                    worker = worker.0,
+                    "adopted job neither running nor reported; counted as lost"
+                );
+                self.send(worker, Down::Cancel(Cancel { job_id: job }));
+                self.apply(Event::JobFinished {
+                    job: JobId(job),
+                    worker,
+                    outcome: JobOutcome::Lost,
+                });
             }
         }
     }
@@ -269,7 +449,36 @@ impl Control {
                 worker,
                 sender,
                 running,
+                reply,
             } => {
+                if !matches!(
+                    self.engine.worker_state(worker),
+                    Some(
+                        ebbtide_core::WorkerState::Idle
+                            | ebbtide_core::WorkerState::Busy
+                            | ebbtide_core::WorkerState::Draining
+                    )
+                ) {
+                    let _ = reply.send(Err(format!(
+                        "worker {} is not an active member of this cluster",
+                        worker.0
+                    )));
+                    return;
+                }
+                let _ = reply.send(Ok(()));
+                if let Some(adopted) = self.awaiting_session.remove(&worker) {
+                    tracing::info!(
+                        worker = worker.0,
+                        jobs = adopted.len(),
+                        "adopted worker reconnected; its jobs continue"
+                    );
+                    // A job it no longer runs finished while we were down: its
+                    // result follows on this session, or it is lost.
+                    let deadline = now() + UNCONFIRMED_GRACE;
+                    for job in adopted.into_iter().filter(|j| !running.contains(j)) {
+                        self.unconfirmed.insert(job, (worker, deadline));
+                    }
+                }
                 for job in running {
                     let ours =
                         self.engine.job_state(JobId(job)).and_then(|s| s.worker()) == Some(worker);
@@ -307,6 +516,7 @@ impl Control {
                 outcome,
                 exit_code,
             } => {
+                self.unconfirmed.remove(&job);
                 // Agents repeat recent results after a reconnect: only the first
                 // report of an attempt counts.
                 if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
@@ -395,17 +605,21 @@ impl Control {
         }
     }
 
-    fn submit(&mut self, record: JobRecord) -> Result<(), String> {
-        let engine = &self.engine;
-        let tenant = engine
-            .tenant_id(&record.tenant)
-            .ok_or_else(|| format!("unknown tenant {}", record.tenant))?;
-        let class = engine.class_id(&record.class).unwrap_or(ClassId(u8::MAX));
+    /// The engine's view of a stored job. A tenant or class the current
+    /// configuration no longer has maps to an id the engine rejects with
+    /// its reason.
+    fn job_spec(&self, record: &JobRecord) -> JobSpec {
         let r = &record.requirements;
-        let spec = JobSpec {
+        JobSpec {
             id: JobId(record.id.0),
-            tenant,
-            class,
+            tenant: self
+                .engine
+                .tenant_id(&record.tenant)
+                .unwrap_or(ebbtide_core::TenantId(u32::MAX)),
+            class: self
+                .engine
+                .class_id(&record.class)
+                .unwrap_or(ClassId(u8::MAX)),
             requirements: Requirements {
                 labels: r.labels.clone(),
                 cpu_millis: r.cpu_millis,
@@ -415,7 +629,12 @@ impl Control {
             },
             max_attempts: record.max_attempts.max(1),
             expected_duration: None,
-        };
+            submitted_at: Some(Timestamp::from_millis(record.submitted_at_ms)),
+        }
+    }
+
+    fn submit(&mut self, record: JobRecord) -> Result<(), String> {
+        let spec = self.job_spec(&record);
         self.jobs.insert(
             record.id.0,
             JobInfo {

@@ -12,6 +12,7 @@
 mod auth;
 mod control;
 mod http_api;
+mod session;
 mod tokens;
 mod worker_api;
 
@@ -159,7 +160,13 @@ pub async fn start(config: ClusterConfig) -> Result<ServerHandle, ServerError> {
     let control = control::Control::new(&config, store.clone(), providers, tx.clone())
         .await
         .map_err(ServerError::Config)?;
-    let sessions = worker_api::Sessions::default();
+    let sessions =
+        session::SessionKey::load_or_create(&data.join("session.key")).map_err(|source| {
+            ServerError::DataDir {
+                path: data.join("session.key").display().to_string(),
+                source,
+            }
+        })?;
     let mut tasks = vec![tokio::spawn(control.run(rx, shutdown_rx.clone()))];
     tasks.push(tokio::spawn(worker_api::serve(
         grpc,

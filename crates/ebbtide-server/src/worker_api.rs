@@ -1,8 +1,7 @@
 //! The worker API (gRPC): registration with one-time bootstrap tokens and
 //! the Session stream.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use ebbtide_config::ServerConfig;
 use ebbtide_core::{Event, JobId, JobOutcome, Timestamp, WorkerId};
@@ -17,35 +16,18 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::control::LoopMsg;
-use crate::tokens::random_token;
+use crate::session::SessionKey;
 use crate::{SESSION_TTL, now};
 
-/// Session tokens handed out at registration: token → (worker, expiry).
-#[derive(Clone, Default)]
-pub(crate) struct Sessions(Arc<Mutex<HashMap<String, (WorkerId, Timestamp)>>>);
-
-impl Sessions {
-    fn insert(&self, token: String, worker: WorkerId, expires: Timestamp) {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(token, (worker, expires));
-        }
-    }
-
-    fn check(&self, token: &str, worker: WorkerId, now: Timestamp) -> Result<(), &'static str> {
-        let m = self.0.lock().map_err(|_| "session table unavailable")?;
-        match m.get(token) {
-            None => Err("unknown session token"),
-            Some((w, _)) if *w != worker => Err("session token belongs to another worker"),
-            Some((_, exp)) if *exp <= now => Err("session token expired"),
-            Some(_) => Ok(()),
-        }
-    }
-}
+/// Orders queued for one worker's stream. A worker receives a handful of
+/// messages per job, so a small queue is plenty; with a thousand workers
+/// connected, every slot here is memory held per session.
+const SESSION_QUEUE: usize = 32;
 
 struct Service {
     tx: mpsc::Sender<LoopMsg>,
     store: Arc<dyn Store>,
-    sessions: Sessions,
+    sessions: SessionKey,
     heartbeat_ms: u32,
 }
 
@@ -53,7 +35,7 @@ pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     tx: mpsc::Sender<LoopMsg>,
     store: Arc<dyn Store>,
-    sessions: Sessions,
+    sessions: SessionKey,
     _server: ServerConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -116,9 +98,8 @@ impl WorkerApi for Service {
             .await
             .map_err(|_| Status::unavailable("scheduler stopping"))?
             .map_err(Status::failed_precondition)?;
-        let token = random_token();
         let expires = now() + SESSION_TTL;
-        self.sessions.insert(token.clone(), worker, expires);
+        let token = self.sessions.issue(worker, expires);
         tracing::info!(worker = r.worker_id, agent = %r.agent_version, "worker registered");
         Ok(Response::new(RegisterResponse {
             session_token: token,
@@ -144,18 +125,28 @@ impl WorkerApi for Service {
             ));
         };
         let worker = WorkerId(hello.worker_id);
-        self.sessions
-            .check(&hello.session_token, worker, now())
-            .map_err(Status::unauthenticated)?;
-        let (out, out_rx) = mpsc::channel(256);
+        if let Err(reason) = self.sessions.verify(&hello.session_token, worker, now()) {
+            tracing::warn!(worker = hello.worker_id, reason, "session refused");
+            return Err(Status::unauthenticated(reason));
+        }
+        let (out, out_rx) = mpsc::channel(SESSION_QUEUE);
+        let (reply, answer) = oneshot::channel();
         self.tx
             .send(LoopMsg::Connected {
                 worker,
                 sender: out,
                 running: hello.running_jobs,
+                reply,
             })
             .await
             .map_err(|_| Status::unavailable("scheduler stopping"))?;
+        answer
+            .await
+            .map_err(|_| Status::unavailable("scheduler stopping"))?
+            .map_err(|reason| {
+                tracing::warn!(worker = hello.worker_id, %reason, "session refused");
+                Status::unauthenticated(reason)
+            })?;
         let (tx, store) = (self.tx.clone(), self.store.clone());
         tokio::spawn(async move {
             while let Ok(Some(msg)) = inbound.message().await {

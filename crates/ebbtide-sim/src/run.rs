@@ -156,6 +156,7 @@ pub fn simulate(
             },
             max_attempts: 5,
             expected_duration: None,
+            submitted_at: None,
         });
     }
     let targets = cfg

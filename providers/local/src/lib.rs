@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use ebbtide_core::{InstanceId, WorkerId};
+use ebbtide_core::{InstanceId, Market, WorkerId};
 use ebbtide_provider::{InstanceInfo, LaunchRequest, LaunchedInstance, Provider, ProviderError};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -44,6 +44,10 @@ struct Record {
     worker: u64,
     pid: i32,
     start_time: u64,
+    /// The market the engine asked for (local processes have no spot
+    /// market, but the engine's books must match what it asked for).
+    #[serde(default)]
+    spot: bool,
 }
 
 /// Workers as local processes.
@@ -182,6 +186,7 @@ impl Provider for LocalProvider {
                 worker: w.worker.0,
                 pid,
                 start_time,
+                spot: request.market == Market::Spot,
             };
             write_atomically(&self.record_path(&instance), &record)?;
             launched.push(LaunchedInstance {
@@ -219,6 +224,12 @@ impl Provider for LocalProvider {
                 running: alive(&r),
                 instance,
                 worker: WorkerId(r.worker),
+                market: if r.spot {
+                    Market::Spot
+                } else {
+                    Market::OnDemand
+                },
+                zone: None,
                 pool: r.pool,
             })
             .collect())

@@ -18,43 +18,14 @@ impl Engine {
         now: Timestamp,
         out: &mut Vec<Command>,
     ) -> Result<(), EngineError> {
-        let sig = match self.admit(&spec, now) {
+        let sig = match self.admit(&spec, now, true) {
             Ok(sig) => sig,
             Err(reason) => {
-                self.stats.rejected += 1;
-                out.push(Command::Rejected {
-                    job: spec.id,
-                    reason,
-                });
+                self.reject(spec.id, reason, out);
                 return Ok(());
             }
         };
-        self.stats.submitted += 1;
-        let weight = self.tenants[spec.tenant.0 as usize].config.weight;
-        let tag = self.queue.next_tag(spec.class, spec.tenant, weight);
-        let seq = self.alloc_seq();
-        let req = &self.sigs.get(sig).requirements;
-        let job = Job {
-            tenant: spec.tenant,
-            class: spec.class,
-            sig,
-            cpu_millis: req.cpu_millis,
-            memory_mib: req.memory_mib,
-            submitted_at: now,
-            seq,
-            tag,
-            attempts: 0,
-            max_attempts: spec.max_attempts,
-            expected_duration: spec.expected_duration,
-            state: JobState::Queued,
-            cancel_requested: false,
-            cost: CostAccum::ZERO,
-        };
-        if let Some(first) = self.sigs.get(sig).chain.first() {
-            let pool = &mut self.pools[first.0 as usize];
-            pool.forecast.observe(now);
-            pool.recent_arrivals.observe(now);
-        }
+        let job = self.new_job(&spec, sig, now);
         let (cpu, mem) = (job.cpu_millis, job.memory_mib);
         self.jobs.insert(spec.id, job);
         // Dispatch is maximal before this event, so no queued job can use a
@@ -69,8 +40,54 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks everything that can refuse a job at the door.
-    fn admit(&mut self, spec: &JobSpec, now: Timestamp) -> Result<SignatureId, Rejection> {
+    /// Refuses a job at the door, with the reason the submitter is told.
+    pub(super) fn reject(&mut self, job: JobId, reason: Rejection, out: &mut Vec<Command>) {
+        self.stats.rejected += 1;
+        out.push(Command::Rejected { job, reason });
+    }
+
+    /// The engine's record of a job it has just admitted; counts it as
+    /// submitted and feeds the arrival forecast of its first pool.
+    pub(super) fn new_job(&mut self, spec: &JobSpec, sig: SignatureId, now: Timestamp) -> Job {
+        self.stats.submitted += 1;
+        let weight = self.tenants[spec.tenant.0 as usize].config.weight;
+        let tag = self.queue.next_tag(spec.class, spec.tenant, weight);
+        let seq = self.alloc_seq();
+        let req = &self.sigs.get(sig).requirements;
+        let job = Job {
+            tenant: spec.tenant,
+            class: spec.class,
+            sig,
+            cpu_millis: req.cpu_millis,
+            memory_mib: req.memory_mib,
+            submitted_at: spec.submitted_at.map_or(now, |t| t.min(now)),
+            seq,
+            tag,
+            attempts: 0,
+            max_attempts: spec.max_attempts,
+            expected_duration: spec.expected_duration,
+            state: JobState::Queued,
+            cancel_requested: false,
+            cost: CostAccum::ZERO,
+        };
+        if let Some(first) = self.sigs.get(sig).chain.first() {
+            let pool = &mut self.pools[first.0 as usize];
+            pool.forecast.observe(now);
+            pool.recent_arrivals.observe(now);
+        }
+        job
+    }
+
+    /// Checks everything that can refuse a job at the door. `at_door` is
+    /// false for a job an earlier run already admitted and that is running
+    /// (adoption): queue length and daily spend no longer apply to it, only
+    /// that the engine can still represent it.
+    pub(super) fn admit(
+        &mut self,
+        spec: &JobSpec,
+        now: Timestamp,
+        at_door: bool,
+    ) -> Result<SignatureId, Rejection> {
         let tenant = self
             .tenants
             .get_mut(spec.tenant.0 as usize)
@@ -86,6 +103,7 @@ impl Engine {
         }
         let quota = tenant.config.quota;
         if let Some(limit) = quota.max_queued_jobs
+            && at_door
             && tenant.queued >= limit
         {
             return Err(Rejection::QueueFull {
@@ -93,7 +111,7 @@ impl Engine {
                 limit,
             });
         }
-        if tenant.over_daily_spend(now) {
+        if at_door && tenant.over_daily_spend(now) {
             let limit = quota.max_daily_spend.unwrap_or_default();
             return Err(Rejection::DailySpendReached { limit });
         }

@@ -8,6 +8,7 @@
 //! allows could run on a free slot that fits it. Maximality is what lets a
 //! new submission be matched directly against free slots in microseconds.
 
+mod adopt;
 mod dispatch;
 mod jobs;
 mod pools;
@@ -63,6 +64,13 @@ pub enum EngineError {
         /// What the event wanted.
         action: &'static str,
     },
+    /// A worker id the engine already tracks was offered for adoption.
+    #[error("{0} is already known; only an unknown worker can be adopted")]
+    AlreadyKnown(WorkerId),
+    /// An adopted worker would take its pool above its maximum (the
+    /// configuration shrank while the scheduler was down).
+    #[error("{0} is at its maximum size; the surviving worker cannot be adopted")]
+    PoolAtMax(PoolId),
     /// The event names a pool that is not configured.
     #[error("unknown pool {0}")]
     UnknownPool(PoolId),
@@ -198,6 +206,7 @@ impl Engine {
                 self.on_set_desired(pool, desired, now, &mut out)?
             }
             Event::Tick => self.on_tick(now, &mut out)?,
+            Event::WorkerAdopted(adoption) => self.on_adopted(adoption, now, &mut out)?,
         }
         Ok(out)
     }

@@ -1,0 +1,136 @@
+//! Adoption: a restarted scheduler takes back workers that outlived it, and
+//! their running jobs continue rather than run twice.
+
+use std::time::Duration;
+
+use ebbtide_core::testkit::{self, Harness};
+use ebbtide_core::*;
+
+fn adoption(worker: u64, running: Vec<JobSpec>) -> Event {
+    Event::WorkerAdopted(Adoption {
+        worker: WorkerId(worker),
+        pool: PoolId(0),
+        instance: InstanceId(format!("i-{worker}")),
+        zone: None,
+        market: Market::OnDemand,
+        running,
+    })
+}
+
+fn harness() -> Harness {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::dynamic_pool("burst")];
+    Harness::new(cfg)
+}
+
+#[test]
+fn an_adopted_workers_running_job_continues_without_a_second_assignment() {
+    let mut h = harness();
+    let cmds = h.send(adoption(40, vec![testkit::job(7, 0, 1)]));
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::Assign { .. })),
+        "the job already runs there: {cmds:?}"
+    );
+    assert!(matches!(
+        h.engine.job_state(JobId(7)),
+        Some(JobState::Running {
+            worker: WorkerId(40),
+            ..
+        })
+    ));
+    assert_eq!(h.engine.worker_state(WorkerId(40)), Some(WorkerState::Busy));
+    h.engine.check_invariants().expect("invariants hold");
+    let cmds = h.finish(JobId(7), JobOutcome::Succeeded);
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Completed {
+            job: JobId(7),
+            outcome: JobOutcome::Succeeded,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn an_adopted_idle_worker_takes_queued_work_at_once() {
+    let mut h = harness();
+    h.submit(testkit::job(1, 0, 1));
+    let cmds = h.send(adoption(9, vec![]));
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Assign {
+            job: JobId(1),
+            worker: WorkerId(9)
+        }
+    )));
+}
+
+#[test]
+fn new_workers_get_ids_above_an_adopted_one() {
+    let mut h = harness();
+    h.send(adoption(500, vec![]));
+    h.send(Event::WorkerLost {
+        worker: WorkerId(500),
+    });
+    let mut launched = Vec::new();
+    for id in 1..=3 {
+        for c in h.submit(testkit::job(id, 0, 1)) {
+            if let Command::Launch { workers, .. } = c {
+                launched.extend(workers);
+            }
+        }
+    }
+    h.run_for(Duration::from_secs(5), Duration::from_secs(1));
+    for c in h.log.clone() {
+        if let Command::Launch { workers, .. } = c {
+            launched.extend(workers);
+        }
+    }
+    assert!(!launched.is_empty(), "queued jobs cause launches");
+    assert!(launched.iter().all(|w| w.0 > 500), "{launched:?}");
+}
+
+#[test]
+fn adopting_a_known_worker_is_refused() {
+    let mut h = harness();
+    h.send(adoption(3, vec![]));
+    let again = h.engine.handle(adoption(3, vec![]), h.now);
+    assert!(matches!(again, Err(EngineError::AlreadyKnown(WorkerId(3)))));
+}
+
+#[test]
+fn a_running_job_of_a_removed_tenant_is_rejected_and_stopped() {
+    let mut h = harness();
+    let cmds = h.send(adoption(4, vec![testkit::job(8, 99, 1)]));
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Rejected { job: JobId(8), .. }))
+    );
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::StopJob {
+            job: JobId(8),
+            worker: WorkerId(4)
+        }
+    )));
+}
+
+#[test]
+fn a_recovered_job_keeps_its_submission_time_for_its_sla() {
+    let mut h = harness();
+    h.run_for(Duration::from_secs(100), Duration::from_secs(10));
+    let mut old = testkit::job(1, 0, 1);
+    old.submitted_at = Some(Timestamp::from_millis(0));
+    h.submit(testkit::job(2, 0, 1));
+    h.submit(old);
+    // Both wait for a worker; the one submitted first (before the restart)
+    // is served first even though it was handed over second.
+    let cmds = h.send(adoption(70, vec![]));
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Assign {
+            job: JobId(1),
+            worker: WorkerId(70)
+        }
+    )));
+}
