@@ -63,7 +63,13 @@ type Running = Arc<Mutex<BTreeMap<u64, tokio::sync::oneshot::Sender<()>>>>;
 
 /// Runs the agent until it is drained (Ok) or refused (Err).
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let session = register(&config).await?;
+    // One HTTP/2 connection for registration and every session: it
+    // reconnects by itself after a blip, and the scheduler holds one
+    // connection per worker instead of one per call.
+    let channel = tonic::transport::Endpoint::from_shared(config.scheduler.clone())
+        .map_err(|e| AgentError::Refused(format!("scheduler address: {e}")))?
+        .connect_lazy();
+    let session = register(&config, &channel).await?;
     let (reports, mut queue) = mpsc::unbounded_channel::<AgentMessage>();
     let running: Running = Arc::default();
     let mut recent = RecentResults::default();
@@ -99,33 +105,33 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 }
 
 struct Session {
+    /// The connection registration used, kept for every session.
+    channel: tonic::transport::Channel,
     token: String,
     heartbeat: Duration,
 }
 
-async fn register(config: &AgentConfig) -> Result<Session, AgentError> {
+async fn register(
+    config: &AgentConfig,
+    channel: &tonic::transport::Channel,
+) -> Result<Session, AgentError> {
     let mut attempt = ExponentialBuilder::default()
         .with_max_times(20)
         .with_jitter()
         .build();
     loop {
-        let outcome = async {
-            let mut client = WorkerApiClient::connect(config.scheduler.clone())
-                .await
-                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-            client
-                .register(RegisterRequest {
-                    worker_id: config.worker_id,
-                    bootstrap_token: config.bootstrap_token.clone(),
-                    agent_version: env!("CARGO_PKG_VERSION").to_string(),
-                })
-                .await
-        }
-        .await;
+        let outcome = WorkerApiClient::new(channel.clone())
+            .register(RegisterRequest {
+                worker_id: config.worker_id,
+                bootstrap_token: config.bootstrap_token.clone(),
+                agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+            .await;
         match outcome {
             Ok(r) => {
                 let r = r.into_inner();
                 return Ok(Session {
+                    channel: channel.clone(),
                     token: r.session_token,
                     heartbeat: Duration::from_millis(u64::from(r.heartbeat_interval_ms.max(100))),
                 });
@@ -175,9 +181,7 @@ async fn session_once(
     draining: &mut bool,
     recent: &mut RecentResults,
 ) -> Result<SessionEnd, tonic::Status> {
-    let mut client = WorkerApiClient::connect(config.scheduler.clone())
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = WorkerApiClient::new(session.channel.clone());
     let (up, up_rx) = mpsc::channel::<AgentMessage>(256);
     let running_jobs: Vec<u64> = running.lock().await.keys().copied().collect();
     let hello = Hello {

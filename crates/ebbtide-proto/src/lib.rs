@@ -2,10 +2,12 @@
 //!
 //! The scheduler↔agent gRPC protocol (`proto/ebbtide/worker/v1/worker.proto`,
 //! documented there for agents written in other languages), compiled with
-//! tonic. Only generated code lives here; it must never depend on the
+//! tonic. Only generated code and its codec live here; it must never depend on the
 //! engine, the store or a provider.
 
 #![allow(missing_docs)] // generated code; the .proto file is the documentation
+
+pub mod codec;
 
 /// `ebbtide.worker.v1`.
 pub mod worker {

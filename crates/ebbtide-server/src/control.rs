@@ -19,7 +19,7 @@ use crate::now;
 use crate::tokens::random_token;
 
 /// Sender half of a worker's Session stream.
-pub type SessionSender = mpsc::Sender<Result<SchedulerMessage, tonic::Status>>;
+pub type SessionSender = mpsc::Sender<SchedulerMessage>;
 
 /// Everything the loop is told.
 pub enum LoopMsg {
@@ -485,9 +485,9 @@ impl Control {
                     if !ours {
                         // Requeued while the agent was away: stop the stale
                         // attempt so the job never runs twice.
-                        let _ = sender.try_send(Ok(SchedulerMessage {
+                        let _ = sender.try_send(SchedulerMessage {
                             kind: Some(Down::Cancel(Cancel { job_id: job })),
-                        }));
+                        });
                     }
                 }
                 self.sessions.insert(worker, sender);
@@ -674,9 +674,7 @@ impl Control {
 
     fn send(&self, worker: WorkerId, kind: Down) -> bool {
         match self.sessions.get(&worker) {
-            Some(s) => s
-                .try_send(Ok(SchedulerMessage { kind: Some(kind) }))
-                .is_ok(),
+            Some(s) => s.try_send(SchedulerMessage { kind: Some(kind) }).is_ok(),
             None => false,
         }
     }

@@ -120,15 +120,34 @@ pub(crate) fn now() -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
-/// Starts the store, the control loop and both APIs.
+/// Starts the store, the control loop and both APIs, with the providers
+/// this build has (see [`build_providers`]).
 pub async fn start(config: ClusterConfig) -> Result<ServerHandle, ServerError> {
+    let providers = build_providers(&config)?;
+    start_with_providers(config, providers).await
+}
+
+/// Starts the server with providers the caller built: how tests and
+/// benchmarks plug in an instrumented provider, and how an embedding
+/// program adds its own.
+pub async fn start_with_providers(
+    config: ClusterConfig,
+    providers: HashMap<String, Arc<dyn Provider>>,
+) -> Result<ServerHandle, ServerError> {
     let data = config.server.data_dir.clone();
     std::fs::create_dir_all(&data).map_err(|source| ServerError::DataDir {
         path: data.display().to_string(),
         source,
     })?;
+    for pool in &config.engine.pools {
+        if !providers.contains_key(&pool.provider) {
+            return Err(ServerError::UnknownProvider {
+                pool: pool.name.clone(),
+                provider: pool.provider.clone(),
+            });
+        }
+    }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.join("ebbtide.db")).await?);
-    let providers = build_providers(&config)?;
 
     let http = tokio::net::TcpListener::bind(&config.server.http_listen)
         .await
@@ -198,7 +217,8 @@ pub async fn start(config: ClusterConfig) -> Result<ServerHandle, ServerError> {
     })
 }
 
-fn build_providers(
+/// The providers the pools of `config` name, built from its settings.
+pub fn build_providers(
     config: &ClusterConfig,
 ) -> Result<HashMap<String, Arc<dyn Provider>>, ServerError> {
     let mut out: HashMap<String, Arc<dyn Provider>> = HashMap::new();

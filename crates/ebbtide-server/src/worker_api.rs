@@ -108,7 +108,12 @@ impl WorkerApi for Service {
         }))
     }
 
-    type SessionStream = ReceiverStream<Result<SchedulerMessage, Status>>;
+    /// Orders as a stream; the channel carries bare messages (a `Status`
+    /// would make every queued slot several times larger, per worker).
+    type SessionStream = tokio_stream::adapters::Map<
+        ReceiverStream<SchedulerMessage>,
+        fn(SchedulerMessage) -> Result<SchedulerMessage, Status>,
+    >;
 
     async fn session(
         &self,
@@ -197,6 +202,9 @@ impl WorkerApi for Service {
             }
             let _ = tx.send(LoopMsg::Disconnected { worker }).await;
         });
-        Ok(Response::new(ReceiverStream::new(out_rx)))
+        Ok(Response::new(tokio_stream::StreamExt::map(
+            ReceiverStream::new(out_rx),
+            Ok as fn(SchedulerMessage) -> Result<SchedulerMessage, Status>,
+        )))
     }
 }
