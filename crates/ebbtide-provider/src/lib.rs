@@ -9,9 +9,15 @@
 //! before a scheduler crash) and never anything else. This crate must never
 //! depend on a cloud SDK: those live in the provider crates.
 
+pub mod conformance;
+mod governed;
+pub mod labels;
+
 use std::fmt;
 
-use ebbtide_core::{InstanceId, LaunchFailure, Market, WorkerId};
+use ebbtide_core::{InstanceId, LaunchFailure, Market, PricePerHour, WorkerId};
+
+pub use governed::{Governed, GovernorConfig};
 
 /// A credential that must never be printed: its `Debug` and `Display` are
 /// redacted, so it cannot leak through a log line or an error message.
@@ -102,6 +108,23 @@ pub struct InstanceInfo {
     pub running: bool,
 }
 
+/// One thing a provider can sell: a shape in a zone on a market, at a
+/// price. The scheduler feeds these to the engine as prices, which the
+/// engine uses to pick where to launch and what to fall back to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offering {
+    /// Instance shape name (e.g. `m7i.large`, or a Docker shape name).
+    pub shape: String,
+    /// Zone, where the provider has zones.
+    pub zone: Option<String>,
+    /// Spot or on-demand.
+    pub market: Market,
+    /// What an instance-hour costs.
+    pub price: PricePerHour,
+    /// Whether the provider believes it can launch it now.
+    pub available: bool,
+}
+
 /// What went wrong, in the terms that decide what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
@@ -131,6 +154,18 @@ impl ProviderError {
         )
     }
 
+    /// The error's kind as a stable, low-cardinality name for logs and
+    /// metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Throttled(_) => "throttled",
+            ProviderError::Transient(_) => "transient",
+            ProviderError::Capacity(_) => "capacity",
+            ProviderError::Quota(_) => "quota",
+            ProviderError::Permanent(_) => "permanent",
+        }
+    }
+
     /// The engine's view of a failed launch.
     pub fn as_launch_failure(&self) -> LaunchFailure {
         match self {
@@ -158,6 +193,12 @@ pub trait Provider: Send + Sync {
 
     /// Every instance of this cluster the provider knows, alive or not.
     async fn list(&self) -> Result<Vec<InstanceInfo>, ProviderError>;
+
+    /// What it can launch and at what price. A provider without a price
+    /// list returns nothing and the pools' configured prices apply.
+    async fn offerings(&self) -> Result<Vec<Offering>, ProviderError> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! for the agent).
 
 use ebbtide_core::{InstanceId, Market, WorkerId};
-use ebbtide_provider::{LaunchRequest, Provider, Secret, WorkerLaunch};
+use std::sync::Arc;
+
+use ebbtide_provider::{LaunchRequest, Provider, Secret, WorkerLaunch, conformance};
 use ebbtide_provider_local::{LocalConfig, LocalProvider};
 
 fn provider(dir: &std::path::Path, cluster: &str) -> LocalProvider {
@@ -34,53 +36,66 @@ fn request(workers: &[u64]) -> LaunchRequest {
     }
 }
 
-#[tokio::test]
-async fn launched_processes_are_listed_survive_a_provider_restart_and_terminate_idempotently() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = provider(dir.path(), "c1");
-    let launched = p.launch(request(&[1, 2, 3])).await.expect("launch");
-    assert_eq!(launched.len(), 3);
-    let listed = p.list().await.expect("list");
-    assert_eq!(listed.iter().filter(|i| i.running).count(), 3);
+/// The shared conformance suite over real processes; the foreign
+/// instance is another cluster's process in the same state directory.
+struct Local {
+    dir: tempfile::TempDir,
+}
 
-    let restarted = provider(dir.path(), "c1");
-    let again = restarted.list().await.expect("list after restart");
-    assert_eq!(again.len(), 3, "found from the state directory");
-    assert!(again.iter().all(|i| i.pool == "local"));
+#[async_trait::async_trait]
+impl conformance::Harness for Local {
+    async fn provider(&self) -> Arc<dyn Provider> {
+        Arc::new(provider(self.dir.path(), "c1"))
+    }
 
-    let ids: Vec<InstanceId> = launched.iter().map(|l| l.instance.clone()).collect();
-    restarted.terminate(&ids).await.expect("terminate");
-    restarted
-        .terminate(&ids)
-        .await
-        .expect("terminate twice is fine");
-    restarted
-        .terminate(&[InstanceId("local-999-1".into())])
-        .await
-        .expect("unknown id is fine");
-    assert!(restarted.list().await.expect("list").is_empty());
+    fn request(&self, workers: &[u64]) -> LaunchRequest {
+        request(workers)
+    }
+
+    async fn failing_launch(&self) -> Option<(Arc<dyn Provider>, LaunchRequest, &'static str)> {
+        let missing = LocalProvider::new(LocalConfig {
+            cluster: "c1".into(),
+            program: "/nonexistent/ebbtide".into(),
+            args: vec![],
+            state_dir: self.dir.path().join("missing"),
+        })
+        .expect("provider");
+        Some((Arc::new(missing), request(&[1]), "permanent"))
+    }
+
+    async fn create_foreign(&self) -> InstanceId {
+        let mut req = request(&[1]);
+        req.cluster = "c2".into();
+        provider(self.dir.path(), "c2")
+            .launch(req)
+            .await
+            .expect("foreign launch")[0]
+            .instance
+            .clone()
+    }
+
+    async fn foreign_alive(&self, instance: &InstanceId) -> bool {
+        provider(self.dir.path(), "c2")
+            .list()
+            .await
+            .expect("list")
+            .iter()
+            .any(|i| &i.instance == instance && i.running)
+    }
+
+    async fn remove_foreign(&self, instance: &InstanceId) {
+        let _ = provider(self.dir.path(), "c2")
+            .terminate(std::slice::from_ref(instance))
+            .await;
+    }
 }
 
 #[tokio::test]
-async fn another_clusters_instances_are_never_listed_or_touched() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ours = provider(dir.path(), "c1");
-    let theirs = provider(dir.path(), "c2");
-    let mut req = request(&[1]);
-    req.cluster = "c2".into();
-    let launched = theirs.launch(req).await.expect("launch");
-    assert!(ours.list().await.expect("list").is_empty());
-    ours.terminate(&[launched[0].instance.clone()])
-        .await
-        .expect("terminate");
-    assert!(
-        theirs.list().await.expect("list")[0].running,
-        "c1 must not stop c2's process"
-    );
-    theirs
-        .terminate(&[launched[0].instance.clone()])
-        .await
-        .expect("cleanup");
+async fn the_local_provider_passes_the_conformance_suite() {
+    let harness = Local {
+        dir: tempfile::tempdir().expect("tempdir"),
+    };
+    conformance::run(&harness).await.expect("conformance");
 }
 
 #[tokio::test]
@@ -117,21 +132,4 @@ async fn the_bootstrap_token_is_in_the_environment_not_the_command_line() {
     p.terminate(&[launched[0].instance.clone()])
         .await
         .expect("cleanup");
-}
-
-#[tokio::test]
-async fn a_missing_program_is_a_permanent_error() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let p = LocalProvider::new(LocalConfig {
-        cluster: "c1".into(),
-        program: "/nonexistent/ebbtide".into(),
-        args: vec![],
-        state_dir: dir.path().to_path_buf(),
-    })
-    .expect("provider");
-    let err = p.launch(request(&[1])).await.expect_err("no program");
-    assert!(
-        matches!(err, ebbtide_provider::ProviderError::Permanent(_)),
-        "{err}"
-    );
 }

@@ -1,0 +1,208 @@
+//! The conformance suite every provider must pass.
+//!
+//! Why one suite: the scheduler and the reconciler rely on the same few
+//! promises from every infrastructure — `list` finds what was launched,
+//! also from a fresh provider object after a restart; `terminate` is
+//! idempotent; failures come back with the kind that decides what happens
+//! next; and nothing Ebbtide did not launch is ever listed or touched. A
+//! provider's tests implement [`Harness`] over a real backend (a Docker
+//! engine, an EC2 emulator, processes) and call [`run`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ebbtide_core::InstanceId;
+
+use crate::{LaunchRequest, LaunchedInstance, Provider};
+
+/// What the suite needs from a provider's test.
+#[async_trait::async_trait]
+pub trait Harness: Send + Sync {
+    /// A new provider object over the same backend (as after a scheduler
+    /// restart): it must find what an earlier object launched.
+    async fn provider(&self) -> Arc<dyn Provider>;
+
+    /// A launch request for `workers` on one of the harness's pools.
+    fn request(&self, workers: &[u64]) -> LaunchRequest;
+
+    /// A provider and request that must fail, and the error kind
+    /// ([`crate::ProviderError::kind`]) the failure must have.
+    async fn failing_launch(&self) -> Option<(Arc<dyn Provider>, LaunchRequest, &'static str)>;
+
+    /// Creates, in the same backend, an instance Ebbtide's cluster did not
+    /// launch (untagged, or another cluster's).
+    async fn create_foreign(&self) -> InstanceId;
+
+    /// Whether that foreign instance is still alive.
+    async fn foreign_alive(&self, instance: &InstanceId) -> bool;
+
+    /// Removes the foreign instance after the suite.
+    async fn remove_foreign(&self, instance: &InstanceId);
+}
+
+/// How long an instance may take to show as running or gone.
+const SETTLE: Duration = Duration::from_secs(20);
+
+/// Runs every scenario; the error names the scenario that failed and why.
+pub async fn run(h: &dyn Harness) -> Result<(), String> {
+    let launched = launch_and_list(h).await?;
+    let outcome = async {
+        listed_after_restart(h, &launched).await?;
+        terminate_twice_and_unknown(h, &launched).await?;
+        failure_kinds(h).await?;
+        foreign_untouched(h).await
+    }
+    .await;
+    // Whatever happened, leave nothing behind.
+    let ids: Vec<InstanceId> = launched.iter().map(|l| l.instance.clone()).collect();
+    let _ = h.provider().await.terminate(&ids).await;
+    outcome
+}
+
+async fn launch_and_list(h: &dyn Harness) -> Result<Vec<LaunchedInstance>, String> {
+    let p = h.provider().await;
+    let request = h.request(&[9_001, 9_002, 9_003]);
+    let pool = request.pool.clone();
+    let launched = p
+        .launch(request)
+        .await
+        .map_err(|e| format!("launch 3: {e}"))?;
+    let mut workers: Vec<u64> = launched.iter().map(|l| l.worker.0).collect();
+    workers.sort_unstable();
+    if workers != [9_001, 9_002, 9_003] {
+        return Err(format!("launch 3: got instances for workers {workers:?}"));
+    }
+    let mut ids: Vec<&InstanceId> = launched.iter().map(|l| &l.instance).collect();
+    ids.dedup();
+    if ids.len() != 3 {
+        return Err("launch 3: instance ids are not distinct".into());
+    }
+    settle("launched instances are listed as running", || async {
+        let listed = p.list().await.map_err(|e| format!("list: {e}"))?;
+        for l in &launched {
+            match listed.iter().find(|i| i.instance == l.instance) {
+                None => return Ok(Some(format!("{} not listed", l.instance.0))),
+                Some(i) if i.worker != l.worker || i.pool != pool => {
+                    return Ok(Some(format!(
+                        "{} listed with wrong tags: {i:?}",
+                        l.instance.0
+                    )));
+                }
+                Some(i) if !i.running => return Ok(Some(format!("{} not running", l.instance.0))),
+                Some(_) => {}
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    Ok(launched)
+}
+
+async fn listed_after_restart(
+    h: &dyn Harness,
+    launched: &[LaunchedInstance],
+) -> Result<(), String> {
+    let fresh = h.provider().await;
+    let listed = fresh
+        .list()
+        .await
+        .map_err(|e| format!("list after restart: {e}"))?;
+    for l in launched {
+        if !listed
+            .iter()
+            .any(|i| i.instance == l.instance && i.worker == l.worker)
+        {
+            return Err(format!(
+                "list after restart: {} (worker {}) missing",
+                l.instance.0, l.worker.0
+            ));
+        }
+    }
+    Ok(())
+}
+
+async fn terminate_twice_and_unknown(
+    h: &dyn Harness,
+    launched: &[LaunchedInstance],
+) -> Result<(), String> {
+    let p = h.provider().await;
+    let ids: Vec<InstanceId> = launched.iter().map(|l| l.instance.clone()).collect();
+    p.terminate(&ids)
+        .await
+        .map_err(|e| format!("terminate: {e}"))?;
+    p.terminate(&ids)
+        .await
+        .map_err(|e| format!("terminate again (must be idempotent): {e}"))?;
+    p.terminate(&[InstanceId("ebbtide-no-such-instance-42".into())])
+        .await
+        .map_err(|e| format!("terminate an unknown id (must be a no-op): {e}"))?;
+    settle("terminated instances stop running", || async {
+        let listed = p.list().await.map_err(|e| format!("list: {e}"))?;
+        Ok(listed
+            .iter()
+            .find(|i| ids.contains(&i.instance) && i.running)
+            .map(|i| format!("{} still running", i.instance.0)))
+    })
+    .await
+}
+
+async fn failure_kinds(h: &dyn Harness) -> Result<(), String> {
+    let Some((p, request, kind)) = h.failing_launch().await else {
+        return Ok(());
+    };
+    match p.launch(request).await {
+        Err(e) if e.kind() == kind => Ok(()),
+        Err(e) => Err(format!(
+            "failing launch: expected a {kind} error, got {} ({e})",
+            e.kind()
+        )),
+        Ok(l) => {
+            let ids: Vec<InstanceId> = l.into_iter().map(|l| l.instance).collect();
+            let _ = p.terminate(&ids).await;
+            Err(format!(
+                "failing launch: expected a {kind} error, it succeeded"
+            ))
+        }
+    }
+}
+
+async fn foreign_untouched(h: &dyn Harness) -> Result<(), String> {
+    let foreign = h.create_foreign().await;
+    let outcome = async {
+        let p = h.provider().await;
+        let listed = p.list().await.map_err(|e| format!("list: {e}"))?;
+        if listed.iter().any(|i| i.instance == foreign) {
+            return Err(format!("a foreign instance {} was listed", foreign.0));
+        }
+        p.terminate(std::slice::from_ref(&foreign))
+            .await
+            .map_err(|e| format!("terminate a foreign id: {e}"))?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !h.foreign_alive(&foreign).await {
+            return Err(format!("a foreign instance {} was terminated", foreign.0));
+        }
+        Ok(())
+    }
+    .await;
+    h.remove_foreign(&foreign).await;
+    outcome
+}
+
+/// Polls `check` until it reports nothing wrong (`Ok(None)`), or fails with
+/// its last complaint after [`SETTLE`].
+async fn settle<F, Fut>(what: &str, check: F) -> Result<(), String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, String>>,
+{
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        match check().await? {
+            None => return Ok(()),
+            Some(problem) if tokio::time::Instant::now() >= deadline => {
+                return Err(format!("{what}: {problem}"));
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
