@@ -103,13 +103,93 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         tick: srv.tick,
         bootstrap_token_ttl: srv.bootstrap_token_ttl,
         agent_program: srv.agent_program.map(Into::into),
+        reconcile_interval: srv.reconcile_interval,
+        orphan_grace: srv.orphan_grace,
     };
+    let providers = providers(file.providers, &engine, &mut issue);
     ClusterConfig {
         server,
         api_keys,
         engine,
         tenant_defaults,
+        providers,
     }
+}
+
+fn api_limits(
+    api: &crate::schema::ApiSection,
+    path: &str,
+    issue: &mut impl FnMut(String, String),
+) -> crate::ApiLimits {
+    for (key, value) in [
+        ("calls_per_second", api.calls_per_second),
+        ("burst", api.burst),
+    ] {
+        if value == 0 {
+            issue(format!("{path}.{key}"), "must be at least 1".into());
+        }
+    }
+    crate::ApiLimits {
+        calls_per_second: api.calls_per_second.max(1),
+        burst: api.burst.max(1),
+        max_retries: api.max_retries,
+    }
+}
+
+fn providers(
+    section: crate::schema::ProvidersSection,
+    engine: &EngineConfig,
+    issue: &mut impl FnMut(String, String),
+) -> crate::ProvidersConfig {
+    let mut out = crate::ProvidersConfig::default();
+    if let Some(local) = section.local {
+        out.api.insert(
+            "local".into(),
+            api_limits(&local.api, "providers.local.api", issue),
+        );
+    }
+    let uses_docker = engine.pools.iter().any(|p| p.provider == "docker");
+    match section.docker {
+        Some(d) => {
+            out.api.insert(
+                "docker".into(),
+                api_limits(&d.api, "providers.docker.api", issue),
+            );
+            let mut prices = std::collections::BTreeMap::new();
+            for (shape, dollars_per_hour) in &d.prices {
+                let path = format!("providers.docker.prices.{shape}");
+                prices.insert(
+                    shape.clone(),
+                    PricePerHour(dollars(*dollars_per_hour, &path, issue)),
+                );
+            }
+            for (i, p) in engine.pools.iter().enumerate() {
+                if p.provider == "docker" && !prices.contains_key(&p.shape.name) {
+                    issue(
+                        format!("pools[{i}].shape.name"),
+                        format!(
+                            "shape {:?} has no price in [providers.docker.prices] (Docker has no price list; give one per shape, 0.0 if free)",
+                            p.shape.name
+                        ),
+                    );
+                }
+            }
+            out.docker = Some(crate::DockerSettings {
+                socket: d.socket,
+                network: d.network,
+                image: d.image,
+                tools: d.tools.map(|t| t.into_iter().map(Into::into).collect()),
+                prices,
+                stop_grace_secs: d.stop_grace_secs,
+            });
+        }
+        None if uses_docker => issue(
+            "providers.docker".into(),
+            "a pool uses provider \"docker\": add a [providers.docker] table with at least its shape prices".into(),
+        ),
+        None => {}
+    }
+    out
 }
 
 /// Dollars as written in the file to exact micro-dollars.

@@ -36,6 +36,50 @@ pub struct ServerConfig {
     pub bootstrap_token_ttl: std::time::Duration,
     /// Program the local provider runs as agent (`None`: this binary).
     pub agent_program: Option<std::path::PathBuf>,
+    /// How often each provider's instances are compared with the engine's.
+    pub reconcile_interval: std::time::Duration,
+    /// How long an instance nobody knows (an orphan of a crash) may live
+    /// before the reconciler terminates it; covers launches in flight.
+    pub orphan_grace: std::time::Duration,
+}
+
+/// Settings of the providers the pools use.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProvidersConfig {
+    /// `[providers.docker]`, if given.
+    pub docker: Option<DockerSettings>,
+    /// API limits per provider name (defaults for any not listed).
+    pub api: std::collections::BTreeMap<String, ApiLimits>,
+}
+
+/// `[providers.docker]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerSettings {
+    /// Engine address (`unix:///var/run/docker.sock` when absent).
+    pub socket: Option<String>,
+    /// Network mode of worker containers (`host` by default).
+    pub network: String,
+    /// An existing image with the agent at `/ebbtide`; absent: one is
+    /// imported from local files.
+    pub image: Option<String>,
+    /// Programs to put in an imported image (absent: a shell and a few
+    /// coreutils).
+    pub tools: Option<Vec<std::path::PathBuf>>,
+    /// Price of an instance-hour per shape.
+    pub prices: std::collections::BTreeMap<String, ebbtide_core::PricePerHour>,
+    /// Seconds a stopping container gets before it is killed.
+    pub stop_grace_secs: u32,
+}
+
+/// A provider's API call budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Sustained calls per second (at least 1).
+    pub calls_per_second: u32,
+    /// Calls allowed at once above it (at least 1).
+    pub burst: u32,
+    /// Retries of throttled or transient failures.
+    pub max_retries: u32,
 }
 
 /// A tenant's API key. Its `Debug` is redacted.
@@ -65,6 +109,8 @@ pub struct ClusterConfig {
     /// Settings for tenants not listed by name (e.g. projects of a replayed
     /// trace), if the file gives `[tenant_defaults]`.
     pub tenant_defaults: Option<TenantConfig>,
+    /// `[providers.*]`.
+    pub providers: ProvidersConfig,
 }
 
 impl ClusterConfig {

@@ -21,6 +21,78 @@ pub(crate) struct File {
     pub tenant_defaults: Option<TenantDefaults>,
     #[serde(default)]
     pub pools: Vec<PoolSection>,
+    #[serde(default)]
+    pub providers: ProvidersSection,
+}
+
+/// Per-provider settings: `[providers.docker]`, `[providers.local]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProvidersSection {
+    pub docker: Option<DockerSection>,
+    pub local: Option<LocalSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LocalSection {
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DockerSection {
+    pub socket: Option<String>,
+    #[serde(default = "default_docker_network")]
+    pub network: String,
+    pub image: Option<String>,
+    pub tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, f64>,
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace_secs: u32,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+fn default_docker_network() -> String {
+    "host".into()
+}
+fn default_stop_grace() -> u32 {
+    5
+}
+
+/// Rate limit and retries of a provider's API calls.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiSection {
+    #[serde(default = "default_calls_per_second")]
+    pub calls_per_second: u32,
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            calls_per_second: default_calls_per_second(),
+            burst: default_burst(),
+            max_retries: default_retries(),
+        }
+    }
+}
+
+fn default_calls_per_second() -> u32 {
+    5
+}
+fn default_burst() -> u32 {
+    10
+}
+fn default_retries() -> u32 {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +354,17 @@ pub(crate) struct ServerSection {
     pub bootstrap_token_ttl: Duration,
     /// Program run as the local provider's agent (default: this binary).
     pub agent_program: Option<String>,
+    #[serde(with = "humantime_serde", default = "default_reconcile")]
+    pub reconcile_interval: Duration,
+    #[serde(with = "humantime_serde", default = "default_orphan_grace")]
+    pub orphan_grace: Duration,
+}
+
+fn default_reconcile() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_orphan_grace() -> Duration {
+    Duration::from_secs(120)
 }
 
 impl Default for ServerSection {
@@ -295,6 +378,8 @@ impl Default for ServerSection {
             tick: default_tick(),
             bootstrap_token_ttl: default_token_ttl(),
             agent_program: None,
+            reconcile_interval: default_reconcile(),
+            orphan_grace: default_orphan_grace(),
         }
     }
 }

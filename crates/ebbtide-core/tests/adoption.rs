@@ -134,3 +134,21 @@ fn a_recovered_job_keeps_its_submission_time_for_its_sla() {
         }
     )));
 }
+
+#[test]
+fn an_adopted_worker_retires_after_its_job_when_idle() {
+    let mut h = harness();
+    h.send(adoption(40, vec![testkit::job(7, 0, 1)]));
+    h.run_for(Duration::from_secs(5), Duration::from_secs(1));
+    h.finish(JobId(7), JobOutcome::Succeeded);
+    h.run_for(Duration::from_secs(600), Duration::from_secs(1));
+    assert_eq!(
+        h.engine.worker_state(WorkerId(40)),
+        None,
+        "retired and forgotten: {:?}",
+        h.log
+            .iter()
+            .filter(|c| matches!(c, Command::Scale(_) | Command::Drain { .. }))
+            .collect::<Vec<_>>()
+    );
+}

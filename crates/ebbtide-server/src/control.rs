@@ -79,6 +79,15 @@ pub enum LoopMsg {
         /// `Err(reason)` if refused; nothing changed then.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// A provider's list, for the reconciler.
+    Reconciled {
+        /// The provider.
+        provider: String,
+        /// When the list call started.
+        listed_at: Timestamp,
+        /// What it returned.
+        listed: Result<Vec<ebbtide_provider::InstanceInfo>, String>,
+    },
     /// Status for the API.
     Status {
         /// The answer.
@@ -159,6 +168,9 @@ pub(crate) struct Control {
     /// Adopted jobs the agent did not list as running: their result should
     /// follow right after the reconnect, or they are lost.
     unconfirmed: HashMap<u64, (WorkerId, Timestamp)>,
+    /// When the loop learned each worker's instance (for the reconciler).
+    launched_at: HashMap<WorkerId, Timestamp>,
+    reconciler: crate::reconcile::Reconciler,
 }
 
 impl Control {
@@ -196,6 +208,13 @@ impl Control {
             };
             let mut doomed = Vec::new();
             for info in listed {
+                // A worker id above every id we issued a credential for was
+                // never launched by this cluster's scheduler: not adopted;
+                // the reconciler removes it as an orphan after its grace.
+                if info.worker.0 > high_water {
+                    tracing::warn!(provider = %name, instance = %info.instance.0, worker = info.worker.0, "instance carries a worker id this scheduler never issued; leaving it to the reconciler");
+                    continue;
+                }
                 match engine.pool_id(&info.pool) {
                     Some(pool) if info.running => {
                         survivors.insert(
@@ -238,6 +257,8 @@ impl Control {
             server: config.server.clone(),
             awaiting_session: HashMap::new(),
             unconfirmed: HashMap::new(),
+            launched_at: HashMap::new(),
+            reconciler: Default::default(),
         };
         let live = store.live_jobs().await.map_err(|e| e.to_string())?;
         let recovered = live.len();
@@ -272,9 +293,12 @@ impl Control {
     ) {
         let mut tick = tokio::time::interval(self.server.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut reconcile = tokio::time::interval(self.server.reconcile_interval);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
+                _ = reconcile.tick() => self.start_reconcile(),
                 _ = tick.tick() => {
                     if !self.unconfirmed.is_empty() {
                         self.expire_unconfirmed();
@@ -351,6 +375,7 @@ impl Control {
                 );
                 self.awaiting_session
                     .insert(worker, survivor.jobs.iter().map(|r| r.id.0).collect());
+                self.launched_at.insert(worker, now());
                 for c in cmds {
                     self.execute(c);
                 }
@@ -409,6 +434,90 @@ impl Control {
         }
     }
 
+    /// Asks every provider for its instances and its offerings; the
+    /// answers come back as messages, so a slow API never blocks the loop.
+    fn start_reconcile(&self) {
+        for (name, provider) in &self.providers {
+            let (name, provider, tx) = (name.clone(), provider.clone(), self.tx.clone());
+            tokio::spawn(async move {
+                let listed_at = now();
+                let listed = provider.list().await.map_err(|e| e.to_string());
+                let _ = tx
+                    .send(LoopMsg::Reconciled {
+                        provider: name,
+                        listed_at,
+                        listed,
+                    })
+                    .await;
+                match provider.offerings().await {
+                    Ok(offerings) => {
+                        for o in offerings.into_iter().filter(|o| o.available) {
+                            let _ = tx
+                                .send(LoopMsg::Event(Event::PriceUpdate {
+                                    shape: o.shape,
+                                    market: o.market,
+                                    zone: o.zone,
+                                    price: o.price,
+                                }))
+                                .await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(provider = provider.name(), error = %e, "cannot read offerings")
+                    }
+                }
+            });
+        }
+    }
+
+    fn finish_reconcile(
+        &mut self,
+        provider: &str,
+        listed_at: Timestamp,
+        listed: Result<Vec<ebbtide_provider::InstanceInfo>, String>,
+    ) {
+        let instances = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(provider, error = %e, "reconcile skipped: cannot list instances");
+                return;
+            }
+        };
+        let engine = &self.engine;
+        self.launched_at
+            .retain(|w, _| engine.worker_state(*w).is_some());
+        let verdict = self.reconciler.pass(
+            &self.engine,
+            &crate::reconcile::Listing {
+                provider,
+                listed_at,
+                instances: &instances,
+            },
+            &self.launched_at,
+            now(),
+            self.server.orphan_grace,
+        );
+        for worker in verdict.lost {
+            tracing::warn!(
+                provider,
+                worker = worker.0,
+                "reconcile: the provider no longer runs this worker; declaring it lost"
+            );
+            self.apply(Event::WorkerLost { worker });
+        }
+        if !verdict.orphans.is_empty()
+            && let Some(p) = self.providers.get(provider).cloned()
+        {
+            tracing::warn!(provider, count = verdict.orphans.len(), instances = ?verdict.orphans.iter().map(|i| i.0.as_str()).collect::<Vec<_>>(), "reconcile: terminating instances no worker owns");
+            let orphans = verdict.orphans;
+            tokio::spawn(async move {
+                if let Err(e) = p.terminate(&orphans).await {
+                    tracing::error!(error = %e, "could not terminate orphaned instances");
+                }
+            });
+        }
+    }
+
     fn write(&self, id: ebbtide_store::JobId, update: JobUpdate) {
         let _ = self.writes.send((id, update));
     }
@@ -433,6 +542,9 @@ impl Control {
                     None
                 };
                 self.apply(e);
+                if let Some(w) = launched {
+                    self.launched_at.insert(w, now());
+                }
                 if let Some(job) = started
                     && matches!(self.engine.job_state(job), Some(JobState::Running { .. }))
                 {
@@ -555,6 +667,11 @@ impl Control {
                     }
                 }
             }
+            LoopMsg::Reconciled {
+                provider,
+                listed_at,
+                listed,
+            } => self.finish_reconcile(&provider, listed_at, listed),
             LoopMsg::Status { reply } => {
                 let pools = self
                     .engine

@@ -12,6 +12,7 @@
 mod auth;
 mod control;
 mod http_api;
+mod reconcile;
 mod session;
 mod tokens;
 mod worker_api;
@@ -23,7 +24,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ebbtide_config::ClusterConfig;
 use ebbtide_core::Timestamp;
-use ebbtide_provider::Provider;
+use std::num::NonZeroU32;
+
+use ebbtide_provider::{Governed, GovernorConfig, Provider};
+use ebbtide_provider_docker::{DockerConfig, DockerProvider, ImageSource};
 use ebbtide_provider_local::{LocalConfig, LocalProvider};
 use ebbtide_store::{SqliteStore, Store};
 use tokio::sync::{mpsc, watch};
@@ -55,8 +59,13 @@ pub enum ServerError {
     /// The engine refused the configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// A provider could not be set up (engine unreachable, image missing).
+    #[error("provider: {0}")]
+    Provider(String),
     /// A pool names a provider this build does not have.
-    #[error("pool {pool:?} uses provider {provider:?}, which is not available (known: local)")]
+    #[error(
+        "pool {pool:?} uses provider {provider:?}, which is not available (known: local, docker)"
+    )]
     UnknownProvider {
         /// The pool.
         pool: String,
@@ -123,7 +132,7 @@ pub(crate) fn now() -> Timestamp {
 /// Starts the store, the control loop and both APIs, with the providers
 /// this build has (see [`build_providers`]).
 pub async fn start(config: ClusterConfig) -> Result<ServerHandle, ServerError> {
-    let providers = build_providers(&config)?;
+    let providers = build_providers(&config).await?;
     start_with_providers(config, providers).await
 }
 
@@ -217,8 +226,9 @@ pub async fn start_with_providers(
     })
 }
 
-/// The providers the pools of `config` name, built from its settings.
-pub fn build_providers(
+/// The providers the pools of `config` name, built from its settings, each
+/// behind its API rate limit and retry policy (`[providers.NAME.api]`).
+pub async fn build_providers(
     config: &ClusterConfig,
 ) -> Result<HashMap<String, Arc<dyn Provider>>, ServerError> {
     let mut out: HashMap<String, Arc<dyn Provider>> = HashMap::new();
@@ -226,37 +236,85 @@ pub fn build_providers(
         if out.contains_key(&pool.provider) {
             continue;
         }
-        match pool.provider.as_str() {
-            "local" => {
-                let program = match &config.server.agent_program {
-                    Some(p) => p.clone(),
-                    None => std::env::current_exe().map_err(|source| ServerError::DataDir {
-                        path: "current executable".into(),
-                        source,
-                    })?,
-                };
-                let state_dir = config.server.data_dir.join("local-instances");
-                let local = LocalProvider::new(LocalConfig {
-                    cluster: config.server.cluster.clone(),
-                    program,
-                    args: vec!["agent".into()],
-                    state_dir,
-                })
-                .map_err(|source| ServerError::DataDir {
-                    path: config.server.data_dir.display().to_string(),
-                    source,
-                })?;
-                out.insert("local".into(), Arc::new(local));
-            }
+        let raw: Arc<dyn Provider> = match pool.provider.as_str() {
+            "local" => Arc::new(local_provider(config)?),
+            "docker" => Arc::new(docker_provider(config).await?),
             other => {
                 return Err(ServerError::UnknownProvider {
                     pool: pool.name.clone(),
                     provider: other.to_string(),
                 });
             }
-        }
+        };
+        let limits = config.providers.api.get(&pool.provider).copied().unwrap_or(
+            ebbtide_config::ApiLimits {
+                calls_per_second: 5,
+                burst: 10,
+                max_retries: 5,
+            },
+        );
+        let governed = Governed::new(
+            raw,
+            GovernorConfig {
+                calls_per_second: NonZeroU32::new(limits.calls_per_second)
+                    .unwrap_or(NonZeroU32::MIN),
+                burst: NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN),
+                max_retries: limits.max_retries as usize,
+                ..GovernorConfig::default()
+            },
+        );
+        out.insert(pool.provider.clone(), Arc::new(governed));
     }
     Ok(out)
+}
+
+fn agent_program(config: &ClusterConfig) -> Result<std::path::PathBuf, ServerError> {
+    match &config.server.agent_program {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe().map_err(|source| ServerError::DataDir {
+            path: "current executable".into(),
+            source,
+        }),
+    }
+}
+
+fn local_provider(config: &ClusterConfig) -> Result<LocalProvider, ServerError> {
+    LocalProvider::new(LocalConfig {
+        cluster: config.server.cluster.clone(),
+        program: agent_program(config)?,
+        args: vec!["agent".into()],
+        state_dir: config.server.data_dir.join("local-instances"),
+    })
+    .map_err(|source| ServerError::DataDir {
+        path: config.server.data_dir.display().to_string(),
+        source,
+    })
+}
+
+async fn docker_provider(config: &ClusterConfig) -> Result<DockerProvider, ServerError> {
+    let settings = config.providers.docker.clone().ok_or_else(|| {
+        ServerError::Config("a pool uses docker but [providers.docker] is missing".into())
+    })?;
+    let image = match settings.image {
+        Some(name) => ImageSource::Named(name),
+        None => {
+            let agent = agent_program(config)?;
+            match settings.tools {
+                Some(tools) => ImageSource::Import { agent, tools },
+                None => ImageSource::import_default(agent),
+            }
+        }
+    };
+    DockerProvider::connect(DockerConfig {
+        cluster: config.server.cluster.clone(),
+        socket: settings.socket,
+        network: settings.network,
+        image,
+        prices: settings.prices.into_iter().collect(),
+        stop_grace_secs: i32::try_from(settings.stop_grace_secs).unwrap_or(i32::MAX),
+    })
+    .await
+    .map_err(|e| ServerError::Provider(e.to_string()))
 }
 
 /// How long a session token lasts (agents re-register after it expires).

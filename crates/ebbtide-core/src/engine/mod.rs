@@ -23,7 +23,7 @@ use crate::command::Command;
 use crate::config::{ConfigError, EngineConfig, ScalingMode};
 use crate::cost::{CostTotals, PriceTable};
 use crate::event::Event;
-use crate::ids::{ClassId, JobId, PoolId, TenantId, WorkerId};
+use crate::ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
 use crate::job::{Job, JobState};
 use crate::queue::JobQueue;
 use crate::requirements::{DetHashMap, SignatureTable};
@@ -264,6 +264,14 @@ impl Engine {
     /// Current state of a worker; `None` once terminated and forgotten.
     pub fn worker_state(&self, worker: WorkerId) -> Option<WorkerState> {
         self.workers.get(&worker).map(|w| w.state)
+    }
+
+    /// A worker's pool and, once launched, its provider instance: what the
+    /// reconciler compares with the provider's own list.
+    pub fn worker_placement(&self, worker: WorkerId) -> Option<(PoolId, Option<&InstanceId>)> {
+        self.workers
+            .get(&worker)
+            .map(|w| (w.pool, w.instance.as_ref()))
     }
 
     /// Workers not yet terminated, in id order.
