@@ -1,0 +1,254 @@
+//! Release-mode benchmark of worker start times on the real Docker engine.
+//!
+//! `cargo bench -p ebbtide-cli --bench docker_start`
+//!
+//! The real `ebbtide serve` runs two Docker pools: `warm` (one pre-warmed
+//! container) and `cold` (none until a job asks). Each job prints the
+//! nanosecond clock as its first act inside the container; the figure is
+//! that clock minus the instant before the POST (same machine, same clock).
+//!
+//! * warm start: submit → running on the pre-warmed container;
+//! * cold start: submit → running when no container exists, which contains
+//!   the launch call, the container start, the agent's registration and
+//!   the assignment — an upper bound of "launch call → agent registered".
+//!
+//! 50 runs each (`BENCH_RUNS` to change); median, p99 and max are printed.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+const KEY: &str = "bench-key-0123456789abcdef";
+
+fn config(dir: &Path, cluster: &str) -> String {
+    format!(
+        r#"
+[server]
+cluster = "{cluster}"
+http_listen = "127.0.0.1:0"
+grpc_listen = "127.0.0.1:0"
+data_dir = "{data}"
+tick = "50ms"
+reconcile_interval = "5s"
+
+[engine]
+heartbeat_timeout = "10s"
+
+[[classes]]
+name = "now"
+sla_target = "1s"
+
+[[tenants]]
+name = "bench"
+api_key = "{KEY}"
+
+[[pools]]
+name = "warm"
+provider = "docker"
+kind = "static"
+warm = 1
+boot_estimate = "1s"
+labels = ["warm"]
+[pools.shape]
+name = "small"
+cpu_millis = 1000
+memory_mib = 256
+
+[[pools]]
+name = "cold"
+provider = "docker"
+kind = "dynamic"
+min = 0
+max = 1
+idle_timeout = "200ms"
+boot_estimate = "1s"
+labels = ["cold"]
+[pools.shape]
+name = "small"
+cpu_millis = 1000
+memory_mib = 256
+[pools.scaling]
+scale_up_cooldown = "0s"
+scale_down_cooldown = "0s"
+down_stabilization = "0s"
+
+[providers.docker]
+network = "host"
+stop_grace_secs = 1
+[providers.docker.prices]
+small = 0.01
+[providers.docker.api]
+calls_per_second = 100
+burst = 100
+"#,
+        data = dir.join("data").display()
+    )
+}
+
+struct Server {
+    child: Child,
+    http: String,
+    cluster: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=ebbtide.cluster={}", self.cluster))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let ids: Vec<&str> = ids.lines().collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+fn report(what: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "{what} ({} runs): median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms.len(),
+        at(0.5),
+        at(0.99),
+        ms.last().copied().unwrap_or(0.0)
+    );
+}
+
+async fn status(client: &reqwest::Client, s: &Server) -> Value {
+    client
+        .get(format!("{}/v1/status", s.http))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Submits `date +%s%N` for `label` and returns submit → running in ms.
+async fn one_job(client: &reqwest::Client, s: &Server, label: &str) -> f64 {
+    let sent = now_ns();
+    let r: Value = client
+        .post(format!("{}/v1/jobs", s.http))
+        .bearer_auth(KEY)
+        .json(&json!({ "class": "now", "command": "date +%s%N", "labels": [label] }))
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let id = r["id"].as_u64().expect("id");
+    let begin = Instant::now();
+    loop {
+        let text = client
+            .get(format!("{}/v1/jobs/{id}/logs", s.http))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("logs")
+            .text()
+            .await
+            .expect("text");
+        if let Ok(started) = text.trim().parse::<u128>() {
+            return started.saturating_sub(sent) as f64 / 1e6;
+        }
+        assert!(
+            begin.elapsed() < Duration::from_secs(30),
+            "job {id} never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cluster = format!("bench-docker-{}", std::process::id());
+        let path = dir.path().join("docker.toml");
+        std::fs::write(&path, config(dir.path(), &cluster)).expect("config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let http = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("http="))
+            .expect("http")
+            .to_string();
+        let server = Server {
+            child,
+            http: format!("http://{http}"),
+            cluster,
+        };
+        let client = reqwest::Client::new();
+        let start = Instant::now();
+        while status(&client, &server).await["pools"][0]["idle"] != 1 {
+            assert!(start.elapsed() < Duration::from_secs(60), "warm container never registered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut warm = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            warm.push(one_job(&client, &server, "warm").await);
+        }
+        report("warm start: submit -> running on a pre-warmed container", warm);
+        let mut cold = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            // Wait until the cold pool has retired its container.
+            let start = Instant::now();
+            loop {
+                let s = status(&client, &server).await;
+                let p = &s["pools"][1];
+                let total: u64 = ["requested", "booting", "idle", "busy", "retiring"]
+                    .iter()
+                    .map(|k| p[*k].as_u64().unwrap_or(0))
+                    .sum();
+                if total == 0 {
+                    break;
+                }
+                assert!(start.elapsed() < Duration::from_secs(60), "cold pool never emptied: {s}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            cold.push(one_job(&client, &server, "cold").await);
+        }
+        report(
+            "cold start: submit -> running with no container (launch, container start, registration, assignment)",
+            cold,
+        );
+    });
+}
