@@ -74,12 +74,9 @@ fn main() -> ExitCode {
             service::init_logging_quiet();
             demo::run(args)
         }
-        Command::Serve(args) => {
-            service::init_logging();
-            service::serve(args)
-        }
+        Command::Serve(args) => service::serve(args),
         Command::Agent(args) => {
-            service::init_logging();
+            service::init_logging(None, None);
             service::agent(args)
         }
         Command::Submit(args) => client::submit(args),

@@ -26,10 +26,13 @@ pub struct AgentArgs {
     token_file: Option<PathBuf>,
 }
 
-pub fn init_logging() {
+/// Structured logs on stderr. The level is `RUST_LOG` if set, else the
+/// configuration's `server.log_level`, else `info`; the format is JSON when
+/// `server.log_format = "json"` or `EBBTIDE_LOG_FORMAT=json`.
+pub fn init_logging(level: Option<&str>, format: Option<&str>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = std::env::var("EBBTIDE_LOG_FORMAT").is_ok_and(|f| f == "json");
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
+    let json = std::env::var("EBBTIDE_LOG_FORMAT").map_or(format == Some("json"), |f| f == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -57,6 +60,10 @@ pub fn pid_file(config: &ebbtide_config::ClusterConfig) -> PathBuf {
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = ebbtide_config::load(&args.config)?;
+    init_logging(
+        Some(&config.server.log_level),
+        Some(config.server.log_format.as_str()),
+    );
     let pid_path = pid_file(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

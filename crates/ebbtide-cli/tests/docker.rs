@@ -4,12 +4,13 @@
 //! scheduler SIGKILLed while containers run: after the restart every
 //! container is adopted or removed, and none is left at the end.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+mod support;
 
 const KEY: &str = "demo-key-0123456789abcdef";
 
@@ -62,38 +63,8 @@ impl Server {
     fn start(dir: &Path, text: &str) -> Server {
         let path = dir.join("docker.toml");
         std::fs::write(&path, text).expect("config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("serve.log"))
-            .expect("log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let http = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no address in {line:?}: {}",
-                    std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-                )
-            })
-            .to_string();
-        Server {
-            child,
-            http: format!("http://{http}"),
-        }
+        let (child, http) = support::serve(&path, &dir.join("serve.log"));
+        Server { child, http }
     }
 
     fn kill_hard(&mut self) {

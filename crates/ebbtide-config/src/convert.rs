@@ -104,6 +104,8 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         bootstrap_token_ttl: srv.bootstrap_token_ttl,
         agent_program: srv.agent_program.map(Into::into),
         reconcile_interval: srv.reconcile_interval,
+        log_level: srv.log_level,
+        log_format: srv.log_format,
         orphan_grace: srv.orphan_grace,
     };
     let providers = providers(file.providers, &engine, &mut issue);

@@ -12,6 +12,7 @@
 mod convert;
 mod locate;
 mod schema;
+pub use schema::LogFormat;
 
 use std::path::Path;
 
@@ -38,6 +39,11 @@ pub struct ServerConfig {
     pub agent_program: Option<std::path::PathBuf>,
     /// How often each provider's instances are compared with the engine's.
     pub reconcile_interval: std::time::Duration,
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info` or
+    /// `info,ebbtide_server=debug`); `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Text or JSON log lines.
+    pub log_format: LogFormat,
     /// How long an instance nobody knows (an orphan of a crash) may live
     /// before the reconciler terminates it; covers launches in flight.
     pub orphan_grace: std::time::Duration,

@@ -356,10 +356,38 @@ pub(crate) struct ServerSection {
     pub agent_program: Option<String>,
     #[serde(with = "humantime_serde", default = "default_reconcile")]
     pub reconcile_interval: Duration,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub log_format: LogFormat,
     #[serde(with = "humantime_serde", default = "default_orphan_grace")]
     pub orphan_grace: Duration,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+impl LogFormat {
+    /// The name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
 fn default_reconcile() -> Duration {
     Duration::from_secs(30)
 }
@@ -379,6 +407,8 @@ impl Default for ServerSection {
             bootstrap_token_ttl: default_token_ttl(),
             agent_program: None,
             reconcile_interval: default_reconcile(),
+            log_level: default_log_level(),
+            log_format: LogFormat::Text,
             orphan_grace: default_orphan_grace(),
         }
     }

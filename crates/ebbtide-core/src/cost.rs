@@ -98,6 +98,8 @@ pub struct CostTotals {
     pub by_tenant: Vec<CostAccum>,
     /// Spent per pool, by pool index.
     pub by_pool: Vec<CostAccum>,
+    /// Spent on spot instances (the rest of `fleet` was on-demand).
+    pub spot: CostAccum,
 }
 
 impl CostTotals {

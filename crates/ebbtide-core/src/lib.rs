@@ -38,7 +38,7 @@ pub use config::{
     PoolKind, PrewarmConfig, ScalingMode, ScalingPolicy, Shape, TenantConfig, TenantQuota,
 };
 pub use cost::{CostTotals, InstanceLifetime, PriceTable};
-pub use engine::{Engine, EngineError, PoolStatus, ReconfigureError, Stats};
+pub use engine::{Engine, EngineError, PoolStatus, QueueStat, ReconfigureError, Stats};
 pub use event::{Adoption, Event, LaunchFailure};
 pub use ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
 pub use job::{JobOutcome, JobSpec, JobState};

@@ -285,3 +285,55 @@ fn a_job_about_to_breach_its_sla_goes_before_a_fairer_but_less_urgent_one() {
     // the earlier deadline wins over the smaller fair-share tag.
     assert_eq!(drain_order(&mut h, 1, 2), vec![2, 3]);
 }
+
+#[test]
+fn queue_stats_count_waiting_jobs_per_class_and_tenant_with_the_oldest() {
+    let mut cfg = testkit::config();
+    cfg.tenants.push(testkit::tenant("beta"));
+    let mut h = Harness::new(cfg);
+    h.obedient = false; // nothing boots: everything stays queued
+    let first = h.now;
+    h.submit(testkit::job(1, 0, 1));
+    h.now = h.now + Duration::from_secs(5);
+    h.submit(testkit::job(2, 0, 1));
+    h.submit(testkit::job(3, 1, 0));
+    let mut stats = h.engine.queue_stats();
+    stats.sort_by_key(|s| (s.class, s.tenant));
+    assert_eq!(
+        stats,
+        vec![
+            QueueStat {
+                class: ClassId(0),
+                tenant: TenantId(1),
+                depth: 1,
+                oldest: Some(h.now)
+            },
+            QueueStat {
+                class: ClassId(1),
+                tenant: TenantId(0),
+                depth: 2,
+                oldest: Some(first)
+            },
+        ]
+    );
+}
+
+#[test]
+fn cost_rates_sum_the_launched_instances_per_pool_and_market() {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::static_pool("metal", 2)];
+    cfg.pools[0].on_demand_price = PricePerHour(Micros(50_000));
+    let price = cfg.pools[0].on_demand_price;
+    let mut h = Harness::new(cfg);
+    assert!(h.engine.cost_rates().is_empty(), "nothing launched yet");
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    assert_eq!(
+        h.engine.cost_rates(),
+        vec![(
+            PoolId(0),
+            Market::OnDemand,
+            PricePerHour(Micros(price.0.0 * 2))
+        )],
+        "two warm instances at $0.05/h each"
+    );
+}

@@ -17,7 +17,7 @@ use std::fmt;
 
 use ebbtide_core::{InstanceId, LaunchFailure, Market, PricePerHour, WorkerId};
 
-pub use governed::{Governed, GovernorConfig};
+pub use governed::{CallObserver, Governed, GovernorConfig};
 
 /// A credential that must never be printed: its `Debug` and `Display` are
 /// redacted, so it cannot leak through a log line or an error message.

@@ -144,6 +144,22 @@ struct JobInfo {
     command: String,
     timeout_ms: u64,
     attempts: u32,
+    tenant: String,
+    class: String,
+    submitted_at: Timestamp,
+}
+
+impl JobInfo {
+    fn of(record: &JobRecord) -> JobInfo {
+        JobInfo {
+            command: record.command.clone(),
+            timeout_ms: record.timeout_ms,
+            attempts: record.attempts,
+            tenant: record.tenant.clone(),
+            class: record.class.clone(),
+            submitted_at: Timestamp::from_millis(record.submitted_at_ms),
+        }
+    }
 }
 
 pub(crate) struct Control {
@@ -168,6 +184,11 @@ pub(crate) struct Control {
     /// Adopted jobs the agent did not list as running: their result should
     /// follow right after the reconnect, or they are lost.
     unconfirmed: HashMap<u64, (WorkerId, Timestamp)>,
+    /// When each worker's launch was requested, until it registers.
+    launch_requested: HashMap<WorkerId, Timestamp>,
+    /// (class, tenant) queue series last exported, to zero emptied ones.
+    queue_series: Vec<(String, String)>,
+    last_refresh: Timestamp,
     /// When the loop learned each worker's instance (for the reconciler).
     launched_at: HashMap<WorkerId, Timestamp>,
     reconciler: crate::reconcile::Reconciler,
@@ -259,6 +280,9 @@ impl Control {
             unconfirmed: HashMap::new(),
             launched_at: HashMap::new(),
             reconciler: Default::default(),
+            launch_requested: HashMap::new(),
+            queue_series: Vec::new(),
+            last_refresh: Timestamp::from_millis(0),
         };
         let live = store.live_jobs().await.map_err(|e| e.to_string())?;
         let recovered = live.len();
@@ -314,6 +338,9 @@ impl Control {
                         });
                     }
                     self.apply(Event::Tick);
+                    if now().saturating_since(self.last_refresh) >= std::time::Duration::from_secs(1) {
+                        self.refresh_metrics();
+                    }
                 }
                 msg = rx.recv() => match msg {
                     Some(m) => self.on_msg(m),
@@ -348,14 +375,7 @@ impl Control {
         let mut specs = Vec::with_capacity(survivor.jobs.len());
         for record in &survivor.jobs {
             specs.push(self.job_spec(record));
-            self.jobs.insert(
-                record.id.0,
-                JobInfo {
-                    command: record.command.clone(),
-                    timeout_ms: record.timeout_ms,
-                    attempts: record.attempts,
-                },
-            );
+            self.jobs.insert(record.id.0, JobInfo::of(record));
         }
         let adoption = ebbtide_core::Adoption {
             worker,
@@ -518,6 +538,152 @@ impl Control {
         }
     }
 
+    /// The span job log lines are written in: one per job, carrying who it
+    /// belongs to, so a log pipeline can follow a job from start to end.
+    fn job_span(&self, job: u64) -> tracing::Span {
+        match self.jobs.get(&job) {
+            Some(info) => {
+                tracing::info_span!("job", id = job, tenant = %info.tenant, class = %info.class)
+            }
+            None => tracing::info_span!("job", id = job),
+        }
+    }
+
+    /// Exports the engine's state as gauges and its cost books as
+    /// counters (at most once a second; called from the tick).
+    fn refresh_metrics(&mut self) {
+        use crate::telemetry::{self as t, set_counter, set_gauge};
+        let at = now();
+        self.last_refresh = at;
+        self.launch_requested.retain(|w, _| {
+            matches!(
+                self.engine.worker_state(*w),
+                Some(ebbtide_core::WorkerState::Requested | ebbtide_core::WorkerState::Booting)
+            )
+        });
+        self.engine.accrue_all(at);
+        let engine = &self.engine;
+        let config = engine.config();
+        for (i, p) in config.pools.iter().enumerate() {
+            let Some(s) = engine.pool_status(PoolId(i as u32)) else {
+                continue;
+            };
+            let pool = || ("pool", p.name.clone());
+            for (state, n) in [
+                ("requested", s.requested),
+                ("booting", s.booting),
+                ("idle", s.idle),
+                ("busy", s.busy),
+                ("draining", s.draining),
+                ("terminating", s.terminating),
+                ("lost", s.lost),
+            ] {
+                set_gauge(t::WORKERS, &[pool(), ("state", state.into())], f64::from(n));
+            }
+            set_gauge(t::POOL_DESIRED, &[pool()], f64::from(s.desired));
+            let actual = s.requested + s.booting + s.idle + s.busy + s.draining;
+            set_gauge(t::POOL_ACTUAL, &[pool()], f64::from(actual));
+            set_gauge(t::POOL_MAX, &[pool()], f64::from(p.max));
+            let warm = match p.kind {
+                ebbtide_core::PoolKind::Static { warm } => warm,
+                ebbtide_core::PoolKind::Dynamic { .. } => 0,
+            };
+            set_gauge(t::POOL_WARM, &[pool()], f64::from(warm));
+            for market in [ebbtide_core::Market::OnDemand, ebbtide_core::Market::Spot] {
+                let rate = engine
+                    .cost_rates()
+                    .into_iter()
+                    .filter(|(pid, m, _)| pid.0 as usize == i && *m == market)
+                    .map(|(_, _, r)| r.0.0)
+                    .sum::<i64>();
+                set_gauge(
+                    t::COST_RATE,
+                    &[pool(), ("market", market_name(market).into())],
+                    rate as f64,
+                );
+            }
+            let spent = engine.costs().by_pool.get(i).map_or(0, |c| c.to_micros().0);
+            set_counter(t::COST_POOL, &[pool()], u64::try_from(spent).unwrap_or(0));
+        }
+        let mut series = Vec::new();
+        for q in engine.queue_stats() {
+            let (Some(class), Some(tenant)) = (
+                config.classes.get(usize::from(q.class.0)),
+                config.tenants.get(q.tenant.0 as usize),
+            ) else {
+                continue;
+            };
+            let labels = [
+                ("class", class.name.clone()),
+                ("tenant", tenant.name.clone()),
+            ];
+            set_gauge(t::QUEUE_DEPTH, &labels, q.depth as f64);
+            let oldest = q
+                .oldest
+                .map_or(0.0, |o| at.saturating_since(o).as_secs_f64());
+            set_gauge(t::QUEUE_OLDEST, &labels, oldest);
+            series.push((class.name.clone(), tenant.name.clone()));
+        }
+        for (class, tenant) in std::mem::take(&mut self.queue_series) {
+            if !series.contains(&(class.clone(), tenant.clone())) {
+                let labels = [("class", class), ("tenant", tenant)];
+                set_gauge(t::QUEUE_DEPTH, &labels, 0.0);
+                set_gauge(t::QUEUE_OLDEST, &labels, 0.0);
+            }
+        }
+        self.queue_series = series;
+        let engine = &self.engine;
+        let config = engine.config();
+        for c in &config.classes {
+            set_gauge(
+                t::SLA_TARGET,
+                &[("class", c.name.clone())],
+                c.sla_target.as_secs_f64(),
+            );
+        }
+        let costs = engine.costs();
+        for (i, tenant) in config.tenants.iter().enumerate() {
+            let spent = costs.by_tenant.get(i).map_or(0, |c| c.to_micros().0);
+            set_counter(
+                t::COST_TENANT,
+                &[("tenant", tenant.name.clone())],
+                u64::try_from(spent).unwrap_or(0),
+            );
+            if let (Some(limit), Some(usage)) = (
+                tenant.quota.max_running_jobs,
+                engine.tenant_usage(ebbtide_core::TenantId(i as u32)),
+            ) && limit > 0
+            {
+                set_gauge(
+                    t::QUOTA_USED,
+                    &[("tenant", tenant.name.clone())],
+                    f64::from(usage.running_jobs) / f64::from(limit),
+                );
+            }
+        }
+        let fleet = costs.fleet.to_micros().0;
+        let spot = costs.spot.to_micros().0;
+        set_counter(
+            t::COST_MARKET,
+            &[("market", "spot".into())],
+            u64::try_from(spot).unwrap_or(0),
+        );
+        set_counter(
+            t::COST_MARKET,
+            &[("market", "on-demand".into())],
+            u64::try_from(fleet - spot).unwrap_or(0),
+        );
+        set_counter(
+            t::SAVINGS,
+            &[],
+            u64::try_from(costs.savings().0).unwrap_or(0),
+        );
+        if let Some(budget) = config.max_cost_per_hour {
+            set_gauge(t::BUDGET, &[], budget.0.0 as f64);
+        }
+        set_gauge(t::LEADER, &[], 1.0);
+    }
+
     fn write(&self, id: ebbtide_store::JobId, update: JobUpdate) {
         let _ = self.writes.send((id, update));
     }
@@ -536,6 +702,13 @@ impl Control {
                 } else {
                     None
                 };
+                if let Event::ReclamationNotice { worker, .. } = &e
+                    && let Some((pool, _)) = self.engine.worker_placement(*worker)
+                {
+                    crate::telemetry::reclamation(
+                        &self.engine.config().pools[pool.0 as usize].name,
+                    );
+                }
                 let started = if let Event::JobStarted { job, .. } = &e {
                     Some(*job)
                 } else {
@@ -706,6 +879,12 @@ impl Control {
                 self.pending_register.insert(worker, reply);
             }
             Some(ebbtide_core::WorkerState::Booting) => {
+                if let Some(at) = self.launch_requested.remove(&worker)
+                    && let Some((pool, _)) = self.engine.worker_placement(worker)
+                {
+                    let name = &self.engine.config().pools[pool.0 as usize].name;
+                    crate::telemetry::registered(name, now().saturating_since(at));
+                }
                 self.apply(Event::WorkerRegistered { worker });
                 let _ = reply.send(Ok(()));
             }
@@ -752,14 +931,7 @@ impl Control {
 
     fn submit(&mut self, record: JobRecord) -> Result<(), String> {
         let spec = self.job_spec(&record);
-        self.jobs.insert(
-            record.id.0,
-            JobInfo {
-                command: record.command,
-                timeout_ms: record.timeout_ms,
-                attempts: record.attempts,
-            },
-        );
+        self.jobs.insert(record.id.0, JobInfo::of(&record));
         let cmds = match self.engine.handle(Event::JobSubmitted(spec), now()) {
             Ok(c) => c,
             Err(e) => return Err(e.to_string()),
@@ -771,6 +943,9 @@ impl Control {
             {
                 verdict = Err(reason.to_string());
             }
+        }
+        if verdict.is_ok() && record.status == JobStatus::Queued && record.attempts == 0 {
+            crate::telemetry::job_submitted(&record.tenant, &record.class);
         }
         for c in cmds {
             self.execute(c);
@@ -831,6 +1006,18 @@ impl Control {
     fn execute(&mut self, command: Command) {
         match command {
             Command::Assign { job, worker } => {
+                if let Some(info) = self.jobs.get(&job.0) {
+                    let target = self
+                        .engine
+                        .class_id(&info.class)
+                        .and_then(|c| self.engine.sla_target(c));
+                    crate::telemetry::job_started(
+                        &info.tenant,
+                        &info.class,
+                        now().saturating_since(info.submitted_at),
+                        target,
+                    );
+                }
                 if let Some(info) = self.jobs.get_mut(&job.0) {
                     info.attempts += 1;
                     let attempts = info.attempts;
@@ -844,6 +1031,7 @@ impl Control {
                 }
                 if let Some(a) = self.assignment(job.0) {
                     let delivered = self.send(worker, a);
+                    let _span = self.job_span(job.0).entered();
                     tracing::info!(job = job.0, worker = worker.0, delivered, "job assigned");
                 }
             }
@@ -863,6 +1051,12 @@ impl Control {
                 worker,
                 instance,
             } => {
+                // Heartbeat expiry and the reconciler both end here.
+                if self.engine.worker_state(worker) == Some(ebbtide_core::WorkerState::Lost)
+                    && let Some(p) = self.engine.config().pools.get(pool.0 as usize)
+                {
+                    crate::telemetry::worker_lost(&p.name);
+                }
                 let Some(provider) = self.provider_of(pool) else {
                     return;
                 };
@@ -900,7 +1094,9 @@ impl Control {
                 );
             }
             Command::Rejected { job, reason } => {
-                self.jobs.remove(&job.0);
+                if let Some(info) = self.jobs.remove(&job.0) {
+                    crate::telemetry::job_finished(&info.tenant, &info.class, "rejected");
+                }
                 tracing::info!(job = job.0, %reason, "job rejected");
                 self.write(
                     ebbtide_store::JobId(job.0),
@@ -916,7 +1112,23 @@ impl Control {
             Command::Completed {
                 job, outcome, cost, ..
             } => {
-                self.jobs.remove(&job.0);
+                let _span = self.job_span(job.0).entered();
+                if let Some(info) = self.jobs.remove(&job.0) {
+                    let name = match outcome {
+                        JobOutcome::Succeeded => "succeeded",
+                        JobOutcome::Failed => "failed",
+                        JobOutcome::Cancelled => "cancelled",
+                        JobOutcome::Lost => "lost",
+                    };
+                    crate::telemetry::job_finished(&info.tenant, &info.class, name);
+                    tracing::info!(
+                        job = job.0,
+                        outcome = name,
+                        attempts = info.attempts,
+                        cost_micros = cost.0,
+                        "job finished"
+                    );
+                }
                 let exit_code = self.exit_codes.remove(&job.0).flatten();
                 let (status, reason) = match outcome {
                     JobOutcome::Succeeded => (JobStatus::Succeeded, None),
@@ -940,7 +1152,11 @@ impl Control {
             }
             Command::Scale(d) => {
                 let pool = &self.engine.config().pools[d.pool.0 as usize].name;
+                let span =
+                    tracing::info_span!("scale_decision", pool = %pool, kind = d.reason.kind());
+                let _entered = span.enter();
                 tracing::info!(pool = %pool, from = d.from, to = d.to, active = d.active, kind = d.reason.kind(), reason = %d.reason, "scale decision");
+                crate::telemetry::scale_decision(pool, d.from, d.to, d.reason.kind());
             }
             Command::LaunchFailed {
                 pool,
@@ -948,9 +1164,26 @@ impl Control {
                 reason,
                 count,
             } => {
-                tracing::warn!(pool = pool.0, ?market, ?reason, count, "launch failed");
+                let cfg = &self.engine.config().pools[pool.0 as usize];
+                let kind = match reason {
+                    LaunchFailure::Capacity => "capacity",
+                    LaunchFailure::Throttled => "throttled",
+                    LaunchFailure::Quota => "quota",
+                    LaunchFailure::Permanent => "permanent",
+                };
+                crate::telemetry::launch_failed(
+                    &cfg.provider,
+                    &cfg.name,
+                    market_name(market),
+                    kind,
+                    u64::from(count),
+                );
+                tracing::warn!(pool = %cfg.name, ?market, ?reason, count, "launch failed");
             }
             Command::InstanceCost(l) => {
+                if let Some(p) = self.engine.config().pools.get(l.pool.0 as usize) {
+                    crate::telemetry::worker_retired(&p.name, l.jobs_served);
+                }
                 tracing::info!(
                     worker = l.worker.0,
                     cost_micros = l.cost.0,
@@ -971,6 +1204,16 @@ impl Control {
             return;
         };
         let cfg = &self.engine.config().pools[pool.0 as usize];
+        crate::telemetry::launched(
+            &cfg.provider,
+            &cfg.name,
+            market_name(market),
+            workers.len() as u64,
+        );
+        let requested = now();
+        for w in &workers {
+            self.launch_requested.insert(*w, requested);
+        }
         let launches: Vec<WorkerLaunch> = workers
             .iter()
             .map(|w| WorkerLaunch {
@@ -1046,4 +1289,9 @@ impl Control {
             }
         });
     }
+}
+
+/// The market as a metric label value.
+fn market_name(market: ebbtide_core::Market) -> &'static str {
+    ebbtide_provider::labels::market_value(market)
 }

@@ -39,6 +39,7 @@ pub(crate) async fn serve(
     store: Arc<dyn Store>,
     auth: ApiKeys,
     classes: Arc<std::sync::RwLock<Vec<ClassConfig>>>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let state = AppState {
@@ -55,7 +56,35 @@ pub(crate) async fn serve(
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/status", get(status))
-        .with_state(state);
+        .with_state(state)
+        // Unauthenticated, as Prometheus scrapes it; it carries no job data
+        // beyond tenant and class names.
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = metrics.clone();
+                async move {
+                    match handle {
+                        Some(h) => (
+                            axum::http::StatusCode::OK,
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            h.render(),
+                        ),
+                        None => (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            "# metrics recorder unavailable\n".to_string(),
+                        ),
+                    }
+                }
+            }),
+        );
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = shutdown.changed().await;

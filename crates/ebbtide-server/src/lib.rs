@@ -14,6 +14,7 @@ mod control;
 mod http_api;
 mod reconcile;
 mod session;
+mod telemetry;
 mod tokens;
 mod worker_api;
 
@@ -206,12 +207,34 @@ pub async fn start_with_providers(
     )));
     let auth = auth::ApiKeys::new(&config.api_keys);
     let classes = Arc::new(std::sync::RwLock::new(config.engine.classes.clone()));
+    let metrics = match telemetry::install() {
+        Ok(h) => {
+            let upkeep = h.clone();
+            let mut stop = shutdown_rx.clone();
+            // Histograms are drained into their buckets by the upkeep.
+            tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        _ = every.tick() => upkeep.run_upkeep(),
+                    }
+                }
+            }));
+            Some(h)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "metrics recorder unavailable; /metrics will answer 503");
+            None
+        }
+    };
     tasks.push(tokio::spawn(http_api::serve(
         http,
         tx.clone(),
         store,
         auth.clone(),
         classes.clone(),
+        metrics,
         shutdown_rx,
     )));
     tracing::info!(%http_addr, %grpc_addr, cluster = %config.server.cluster, "ebbtide serving");
@@ -262,7 +285,8 @@ pub async fn build_providers(
                 max_retries: limits.max_retries as usize,
                 ..GovernorConfig::default()
             },
-        );
+        )
+        .with_observer(Arc::new(telemetry::ProviderCalls));
         out.insert(pool.provider.clone(), Arc::new(governed));
     }
     Ok(out)

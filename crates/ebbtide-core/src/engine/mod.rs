@@ -16,6 +16,7 @@ mod reconfigure;
 mod scaling;
 mod workers;
 
+use crate::{CostAccum, Market, PricePerHour};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -33,6 +34,19 @@ use crate::worker::{Worker, WorkerState};
 
 use pools::PoolState;
 pub use pools::PoolStatus;
+
+/// Queued jobs of one tenant in one class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStat {
+    /// The class.
+    pub class: ClassId,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Jobs waiting.
+    pub depth: usize,
+    /// Submission time of the one waiting longest.
+    pub oldest: Option<Timestamp>,
+}
 pub use reconfigure::ReconfigureError;
 
 /// An event the engine could not apply. The state is unchanged: the caller
@@ -147,6 +161,7 @@ impl Engine {
         let costs = CostTotals {
             by_tenant: vec![Default::default(); config.tenants.len()],
             by_pool: vec![Default::default(); config.pools.len()],
+            spot: CostAccum::ZERO,
             ..Default::default()
         };
         Ok(Engine {
@@ -272,6 +287,56 @@ impl Engine {
         self.workers
             .get(&worker)
             .map(|w| (w.pool, w.instance.as_ref()))
+    }
+
+    /// Queued jobs per (class, tenant) with the oldest submission time, for
+    /// queue-depth and oldest-wait gauges. Allocates; meant for a metrics
+    /// scrape, not the hot path.
+    pub fn queue_stats(&self) -> Vec<QueueStat> {
+        let mut out: Vec<QueueStat> = Vec::new();
+        for id in self.queue.nonempty_cells() {
+            let cell = self.queue.cell(id);
+            let oldest = cell.jobs.iter().map(|r| r.submitted).min();
+            let depth = cell.jobs.len();
+            match out
+                .iter_mut()
+                .find(|s| s.class == cell.class && s.tenant == cell.tenant)
+            {
+                Some(s) => {
+                    s.depth += depth;
+                    s.oldest = match (s.oldest, oldest) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                None => out.push(QueueStat {
+                    class: cell.class,
+                    tenant: cell.tenant,
+                    depth,
+                    oldest,
+                }),
+            }
+        }
+        out
+    }
+
+    /// What the fleet costs per hour right now, per pool and market: the
+    /// sum of the rates of every launched, not yet terminated instance.
+    pub fn cost_rates(&self) -> Vec<(PoolId, Market, PricePerHour)> {
+        let mut out: Vec<(PoolId, Market, PricePerHour)> = Vec::new();
+        for w in self.workers.values() {
+            if w.launched_at.is_none() || w.state == WorkerState::Terminated {
+                continue;
+            }
+            match out
+                .iter_mut()
+                .find(|(p, m, _)| *p == w.pool && *m == w.market)
+            {
+                Some((_, _, rate)) => rate.0 += w.rate.0,
+                None => out.push((w.pool, w.market, w.rate)),
+            }
+        }
+        out
     }
 
     /// Workers not yet terminated, in id order.

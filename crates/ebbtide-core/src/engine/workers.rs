@@ -520,5 +520,8 @@ impl Engine {
         self.costs.on_demand_equivalent += on_demand;
         self.costs.idle += idle;
         self.costs.by_pool[w.pool.0 as usize] += total;
+        if w.market == Market::Spot {
+            self.costs.spot += total;
+        }
     }
 }
