@@ -191,7 +191,10 @@ pub fn parse(text: &str) -> Result<ClusterConfig, ConfigErrors> {
     let file: schema::File = toml::from_str(text).map_err(|e| ConfigErrors {
         issues: vec![Issue {
             line: e.span().map(|s| locate::line_at(text, s.start)),
-            path: String::new(),
+            path: e
+                .span()
+                .and_then(|s| locate::path_at(text, s.start))
+                .unwrap_or_default(),
             message: e.message().trim().to_string(),
         }],
     })?;

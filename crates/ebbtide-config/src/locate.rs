@@ -25,6 +25,53 @@ pub(crate) fn fill_lines(text: &str, issues: &mut [crate::Issue]) {
     }
 }
 
+/// The key path (`pools[1].foo`) of the key or value at byte `offset`, so
+/// an error serde reports by position also names the setting.
+pub(crate) fn path_at(text: &str, offset: usize) -> Option<String> {
+    let doc = toml_edit::Document::parse(text).ok()?;
+    let path = path_in(doc.as_table(), offset, String::new());
+    (!path.is_empty()).then_some(path)
+}
+
+fn path_in(table: &Table, offset: usize, prefix: String) -> String {
+    let join = |key: &str| {
+        if prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{prefix}.{key}")
+        }
+    };
+    let contains = |span: Option<std::ops::Range<usize>>| span.is_some_and(|s| s.contains(&offset));
+    let mut found = prefix.clone();
+    for (key, item) in table.iter() {
+        let key_span = table.key(key).and_then(|k| k.span());
+        // Table spans may cover only their header: look inside each.
+        match item {
+            Item::Table(t) => {
+                let here = join(key);
+                let inner = path_in(t, offset, here.clone());
+                if inner != here || contains(t.span()) || contains(key_span) {
+                    return inner;
+                }
+            }
+            Item::ArrayOfTables(aot) => {
+                for (i, t) in aot.iter().enumerate() {
+                    let here = format!("{}[{i}]", join(key));
+                    let inner = path_in(t, offset, here.clone());
+                    if inner != here || contains(t.span()) {
+                        return inner;
+                    }
+                }
+            }
+            other if contains(key_span) || contains(other.span()) => {
+                found = join(key);
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
 fn span_of(root: &Table, path: &str) -> Option<usize> {
     let mut table = root;
     let mut best = None;

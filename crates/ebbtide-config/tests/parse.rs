@@ -42,6 +42,37 @@ fn an_unknown_key_is_an_error_with_its_line() {
         .expect("present")
         + 1;
     assert_eq!(issue.line, Some(expected));
+    assert!(
+        issue.path.starts_with("pools[") && issue.path.ends_with("].idle_timout"),
+        "the key path is named too: {issue}"
+    );
+}
+
+#[test]
+fn an_unknown_engine_key_names_its_table() {
+    let err = ebbtide_config::parse("[engine]\nboot_timeout = \"5s\"\n").expect_err("refused");
+    assert_eq!(err.issues[0].path, "engine.boot_timeout");
+    assert_eq!(err.issues[0].line, Some(2));
+}
+
+#[test]
+fn a_docker_pool_needs_a_price_for_its_shape() {
+    let text = "[[pools]]\nname = \"c\"\nprovider = \"docker\"\nkind = \"dynamic\"\nmax = 2\n[pools.shape]\nname = \"small\"\ncpu_millis = 1000\nmemory_mib = 256\n\n[providers.docker]\n[providers.docker.prices]\nlarge = 0.1\n";
+    let err = ebbtide_config::parse(text).expect_err("no price for small");
+    let issue = err
+        .issues
+        .iter()
+        .find(|i| i.path == "pools[0].shape.name")
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(issue.message.contains("no price"), "{issue}");
+    let ok = text.replace("large = 0.1", "small = 0.012");
+    let config = ebbtide_config::parse(&ok).expect("valid");
+    let docker = config.providers.docker.expect("docker settings");
+    assert_eq!(docker.network, "host");
+    assert_eq!(
+        docker.prices["small"],
+        ebbtide_core::PricePerHour(ebbtide_core::Micros(12_000))
+    );
 }
 
 #[test]
