@@ -603,3 +603,30 @@ fn a_reload_that_removes_a_pool_is_refused_and_changes_nothing() {
         Err(ReconfigureError::Invalid(_))
     ));
 }
+
+#[test]
+fn each_launch_batch_has_consecutive_worker_ids() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].market.spot_percent = 50;
+    let mut h = Harness::new(cfg);
+    h.obedient = false;
+    for id in 1..=12 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.send(Event::Tick);
+    let batches: Vec<Vec<u64>> = h
+        .log
+        .iter()
+        .filter_map(|c| match c {
+            Command::Launch { workers, .. } => Some(workers.iter().map(|w| w.0).collect()),
+            _ => None,
+        })
+        .collect();
+    assert!(!batches.is_empty());
+    for b in &batches {
+        assert!(
+            b.windows(2).all(|w| w[1] == w[0] + 1),
+            "a batch's ids are consecutive (a provider derives them from launch indexes): {batches:?}"
+        );
+    }
+}

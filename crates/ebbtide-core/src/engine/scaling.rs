@@ -383,7 +383,7 @@ impl Engine {
         let spot_usable = policy.spot_percent > 0
             && now >= pool.spot_blocked_until
             && !(urgent && spot_recently_failed);
-        let mut batches: [Vec<WorkerId>; 2] = [Vec::new(), Vec::new()];
+        let mut per_market = [0u32; 2];
         for _ in 0..count {
             let above_base = (on_demand + spot + 1).saturating_sub(policy.on_demand_base);
             let want_spot = (above_base * u32::from(policy.spot_percent)).div_ceil(100);
@@ -396,13 +396,22 @@ impl Engine {
                 Market::Spot => spot += 1,
                 Market::OnDemand => on_demand += 1,
             }
-            let id = WorkerId(self.next_worker);
-            self.next_worker += 1;
-            self.workers
-                .insert(id, Worker::requested(id, pid, market, now));
-            self.pools[pid.0 as usize].workers.insert(id);
-            batches[usize::from(market == Market::Spot)].push(id);
-            self.stats.launched += 1;
+            per_market[usize::from(market == Market::Spot)] += 1;
+        }
+        // Ids are consecutive within each batch, so a provider that launches
+        // a batch in one call can tag the first id and derive each
+        // instance's worker from its launch index.
+        let mut batches: [Vec<WorkerId>; 2] = [Vec::new(), Vec::new()];
+        for (slot, market) in [(0, Market::OnDemand), (1, Market::Spot)] {
+            for _ in 0..per_market[slot] {
+                let id = WorkerId(self.next_worker);
+                self.next_worker += 1;
+                self.workers
+                    .insert(id, Worker::requested(id, pid, market, now));
+                self.pools[pid.0 as usize].workers.insert(id);
+                batches[slot].push(id);
+                self.stats.launched += 1;
+            }
         }
         for (market, workers) in [
             (Market::OnDemand, std::mem::take(&mut batches[0])),
