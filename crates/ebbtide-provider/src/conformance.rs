@@ -206,3 +206,15 @@ where
         }
     }
 }
+
+/// Launch entries for `workers`, each with the token `token-{id}`: what a
+/// harness's request builder needs.
+pub fn launches(workers: &[u64]) -> Vec<crate::WorkerLaunch> {
+    workers
+        .iter()
+        .map(|w| crate::WorkerLaunch {
+            worker: ebbtide_core::WorkerId(*w),
+            bootstrap_token: crate::Secret::new(format!("token-{w}")),
+        })
+        .collect()
+}

@@ -157,6 +157,15 @@ pub async fn start_with_providers(
             });
         }
     }
+    // Before anything can count: the control loop's first tick launches
+    // warm pools, and a metric recorded before the recorder exists is lost.
+    let metrics = match telemetry::install() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!(error = %e, "metrics recorder unavailable; /metrics will answer 503");
+            None
+        }
+    };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.join("ebbtide.db")).await?);
 
     let http = tokio::net::TcpListener::bind(&config.server.http_listen)
@@ -207,27 +216,19 @@ pub async fn start_with_providers(
     )));
     let auth = auth::ApiKeys::new(&config.api_keys);
     let classes = Arc::new(std::sync::RwLock::new(config.engine.classes.clone()));
-    let metrics = match telemetry::install() {
-        Ok(h) => {
-            let upkeep = h.clone();
-            let mut stop = shutdown_rx.clone();
-            // Histograms are drained into their buckets by the upkeep.
-            tasks.push(tokio::spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        _ = every.tick() => upkeep.run_upkeep(),
-                    }
+    if let Some(h) = metrics.clone() {
+        let mut stop = shutdown_rx.clone();
+        // Histograms are drained into their buckets by the upkeep.
+        tasks.push(tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = every.tick() => h.run_upkeep(),
                 }
-            }));
-            Some(h)
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "metrics recorder unavailable; /metrics will answer 503");
-            None
-        }
-    };
+            }
+        }));
+    }
     tasks.push(tokio::spawn(http_api::serve(
         http,
         tx.clone(),

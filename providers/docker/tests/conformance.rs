@@ -14,8 +14,8 @@ use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions, StartContainerOptions,
 };
-use ebbtide_core::{InstanceId, Market, PricePerHour, WorkerId};
-use ebbtide_provider::{LaunchRequest, Provider, Secret, WorkerLaunch, conformance, labels};
+use ebbtide_core::{InstanceId, Market, PricePerHour};
+use ebbtide_provider::{LaunchRequest, Provider, conformance, labels};
 use ebbtide_provider_docker::{DockerConfig, DockerProvider, ImageSource};
 
 /// A stand-in agent: sleeps, whatever its arguments.
@@ -53,13 +53,7 @@ fn request(cluster: &str, workers: &[u64]) -> LaunchRequest {
         memory_mib: 64,
         market: Market::OnDemand,
         scheduler_url: "http://127.0.0.1:1".into(),
-        workers: workers
-            .iter()
-            .map(|w| WorkerLaunch {
-                worker: WorkerId(*w),
-                bootstrap_token: Secret::new(format!("token-{w}")),
-            })
-            .collect(),
+        workers: conformance::launches(workers),
     }
 }
 

@@ -1,10 +1,10 @@
 //! The local provider with real processes (a shell that sleeps stands in
 //! for the agent).
 
-use ebbtide_core::{InstanceId, Market, WorkerId};
+use ebbtide_core::{InstanceId, Market};
 use std::sync::Arc;
 
-use ebbtide_provider::{LaunchRequest, Provider, Secret, WorkerLaunch, conformance};
+use ebbtide_provider::{LaunchRequest, Provider, conformance};
 use ebbtide_provider_local::{LocalConfig, LocalProvider};
 
 fn provider(dir: &std::path::Path, cluster: &str) -> LocalProvider {
@@ -26,13 +26,7 @@ fn request(workers: &[u64]) -> LaunchRequest {
         memory_mib: 512,
         market: Market::OnDemand,
         scheduler_url: "http://127.0.0.1:1".into(),
-        workers: workers
-            .iter()
-            .map(|w| WorkerLaunch {
-                worker: WorkerId(*w),
-                bootstrap_token: Secret::new(format!("token-for-{w}")),
-            })
-            .collect(),
+        workers: conformance::launches(workers),
     }
 }
 
@@ -127,8 +121,8 @@ async fn the_bootstrap_token_is_in_the_environment_not_the_command_line() {
         String::from_utf8_lossy(&cmdline).contains("sleep"),
         "the agent program is running"
     );
-    assert!(!String::from_utf8_lossy(&cmdline).contains("token-for-7"));
-    assert!(String::from_utf8_lossy(&environ).contains("EBBTIDE_BOOTSTRAP_TOKEN=token-for-7"));
+    assert!(!String::from_utf8_lossy(&cmdline).contains("token-7"));
+    assert!(String::from_utf8_lossy(&environ).contains("EBBTIDE_BOOTSTRAP_TOKEN=token-7"));
     p.terminate(&[launched[0].instance.clone()])
         .await
         .expect("cleanup");

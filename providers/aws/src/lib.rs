@@ -1,0 +1,546 @@
+//! # ebbtide-provider-aws
+//!
+//! Workers as EC2 instances. A launch batch is one `RunInstances` call per
+//! (instance type, subnet) it has to try: spot through
+//! `InstanceMarketOptions`, falling back along the pool's instance types
+//! and subnets (zones) when EC2 answers with a capacity error; when every
+//! combination is out of capacity the engine sees a `Capacity` error and
+//! falls back to on-demand itself (so its cost books always match the
+//! market it asked for).
+//!
+//! Every instance and its volumes carry the ownership tags
+//! ([`ebbtide_provider::labels`]) plus the batch's launch id and first
+//! worker id: the engine gives a batch consecutive worker ids, so an
+//! instance's worker is `first + AmiLaunchIndex`, and `list` rebuilds it
+//! from tags alone, paging through `DescribeInstances` with a tag filter.
+//!
+//! Credentials come from the standard chain (environment, profile,
+//! instance role); an endpoint override exists for tests against an
+//! emulator only.
+
+mod errors;
+mod userdata;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::Client;
+use aws_sdk_ec2::types::{
+    Filter, IamInstanceProfileSpecification, InstanceMarketOptionsRequest, InstanceStateName,
+    InstanceType, MarketType, ResourceType, SpotMarketOptions, Tag, TagSpecification,
+};
+use ebbtide_core::{InstanceId, Market, Micros, PricePerHour, WorkerId};
+use ebbtide_provider::{
+    InstanceInfo, LaunchRequest, LaunchedInstance, Offering, Provider, ProviderError, labels,
+};
+use tokio::sync::Mutex;
+
+pub use errors::classify_code;
+pub use userdata::{BatchFile, render_user_data};
+
+/// Tag holding the id of the launch batch.
+pub const LAUNCH_TAG: &str = "ebbtide.launch";
+/// Tag holding the first worker id of the batch.
+pub const FIRST_WORKER_TAG: &str = "ebbtide.first-worker";
+
+/// One subnet a pool may launch into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubnetConfig {
+    /// `subnet-…`.
+    pub id: String,
+    /// Its availability zone (for prices and reports).
+    pub zone: String,
+}
+
+/// How one pool launches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolLaunch {
+    /// The AMI.
+    pub ami: String,
+    /// Instance types in order of preference (diversification).
+    pub instance_types: Vec<String>,
+    /// Subnets in order of preference; each is one zone.
+    pub subnets: Vec<SubnetConfig>,
+    /// Security groups.
+    pub security_groups: Vec<String>,
+    /// IAM instance profile name.
+    pub iam_instance_profile: Option<String>,
+    /// Highest spot price to pay, $/h as EC2 writes it (`None`: up to the
+    /// on-demand price, EC2's default).
+    pub max_spot_price: Option<String>,
+    /// Extra tags (cost allocation and the like).
+    pub tags: Vec<(String, String)>,
+    /// Shell lines in user-data that install the agent at
+    /// `/usr/local/bin/ebbtide` (an AMI with it baked in leaves it empty).
+    pub agent_install: String,
+}
+
+/// Settings of the EC2 provider.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsConfig {
+    /// Cluster id, tagged on every instance.
+    pub cluster: String,
+    /// Region.
+    pub region: String,
+    /// Endpoint override, for an emulator in tests only.
+    pub endpoint: Option<String>,
+    /// Per pool name.
+    pub pools: HashMap<String, PoolLaunch>,
+    /// On-demand price per instance type (the Pricing API is not consulted).
+    pub on_demand_prices: HashMap<String, PricePerHour>,
+    /// How long spot prices are reused before asking again.
+    pub spot_price_ttl: Duration,
+    /// Static credentials, for an emulator in tests only; `None` uses the
+    /// standard chain (environment, profile, instance role).
+    pub test_credentials: Option<(String, String)>,
+}
+
+/// The provider.
+pub struct AwsProvider {
+    client: Client,
+    config: AwsConfig,
+    spot_prices: Mutex<Option<(Instant, Vec<Offering>)>>,
+    calls: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AwsProvider {
+    /// A provider using the standard credential chain.
+    pub async fn new(config: AwsConfig) -> AwsProvider {
+        // Retries are the Governed wrapper's (one policy, counted in the
+        // metrics), so the SDK's own are off.
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(config.region.clone()))
+            .retry_config(aws_config::retry::RetryConfig::disabled());
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some((key, secret)) = &config.test_credentials {
+            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                key,
+                secret,
+                None,
+                None,
+                "ebbtide-test",
+            ));
+        }
+        let shared = loader.load().await;
+        AwsProvider {
+            client: Client::new(&shared),
+            config,
+            spot_prices: Mutex::new(None),
+            calls: Arc::default(),
+        }
+    }
+
+    /// EC2 API calls made so far (for the benchmark's calls-per-scale-up).
+    pub fn api_calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_call(&self) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn pool(&self, name: &str) -> Result<&PoolLaunch, ProviderError> {
+        self.config.pools.get(name).ok_or_else(|| {
+            ProviderError::Permanent(format!(
+                "pool {name:?} has no [providers.aws.pools.{name}] launch settings"
+            ))
+        })
+    }
+
+    fn tags(
+        &self,
+        request: &LaunchRequest,
+        launch: &str,
+        first: WorkerId,
+        extra: &[(String, String)],
+    ) -> Vec<Tag> {
+        let mut tags = vec![
+            (labels::CLUSTER.to_string(), self.config.cluster.clone()),
+            (labels::POOL.to_string(), request.pool.clone()),
+            (
+                labels::MARKET.to_string(),
+                labels::market_value(request.market).to_string(),
+            ),
+            (LAUNCH_TAG.to_string(), launch.to_string()),
+            (FIRST_WORKER_TAG.to_string(), first.0.to_string()),
+        ];
+        tags.extend(extra.iter().cloned());
+        tags.into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect()
+    }
+
+    /// One `RunInstances` for `workers` (consecutive ids) on one type and
+    /// subnet; returns what EC2 started.
+    async fn run(
+        &self,
+        request: &LaunchRequest,
+        pool: &PoolLaunch,
+        workers: &[ebbtide_provider::WorkerLaunch],
+        instance_type: &str,
+        subnet: &SubnetConfig,
+        attempt: usize,
+    ) -> Result<Vec<LaunchedInstance>, ProviderError> {
+        let Some(first) = workers.first().map(|w| w.worker) else {
+            return Ok(Vec::new());
+        };
+        // Idempotency: a retried call with the same token returns the same
+        // instances instead of launching more.
+        let launch = format!("{}-w{}-a{attempt}", self.config.cluster, first.0);
+        let tags = self.tags(request, &launch, first, &pool.tags);
+        let user_data = render_user_data(
+            &BatchFile {
+                scheduler: request.scheduler_url.clone(),
+                first_worker: first.0,
+                tokens: workers
+                    .iter()
+                    .map(|w| w.bootstrap_token.expose().to_string())
+                    .collect(),
+            },
+            &pool.agent_install,
+        );
+        let count = i32::try_from(workers.len()).unwrap_or(i32::MAX);
+        let mut call = self
+            .client
+            .run_instances()
+            .image_id(&pool.ami)
+            .instance_type(InstanceType::from(instance_type))
+            // All or nothing: a batch that does not fit moves whole to the
+            // next type or zone, so instances stay consecutive by index.
+            .min_count(count)
+            .max_count(count)
+            .subnet_id(&subnet.id)
+            .set_security_group_ids(Some(pool.security_groups.clone()))
+            .user_data(user_data)
+            .client_token(&launch)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .set_tags(Some(tags.clone()))
+                    .build(),
+            )
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Volume)
+                    .set_tags(Some(tags))
+                    .build(),
+            );
+        if let Some(profile) = &pool.iam_instance_profile {
+            call = call.iam_instance_profile(
+                IamInstanceProfileSpecification::builder()
+                    .name(profile)
+                    .build(),
+            );
+        }
+        if request.market == Market::Spot {
+            let mut spot = SpotMarketOptions::builder();
+            if let Some(max) = &pool.max_spot_price {
+                spot = spot.max_price(max);
+            }
+            call = call.instance_market_options(
+                InstanceMarketOptionsRequest::builder()
+                    .market_type(MarketType::Spot)
+                    .spot_options(spot.build())
+                    .build(),
+            );
+        }
+        self.count_call();
+        let out = call.send().await.map_err(|e| errors::classify(&e))?;
+        let mut launched = Vec::new();
+        for i in out.instances() {
+            let (Some(id), Some(index)) = (i.instance_id(), i.ami_launch_index()) else {
+                continue;
+            };
+            let Some(w) = usize::try_from(index).ok().and_then(|ix| workers.get(ix)) else {
+                continue;
+            };
+            launched.push(LaunchedInstance {
+                worker: w.worker,
+                instance: InstanceId(id.to_string()),
+                zone: i
+                    .placement()
+                    .and_then(|p| p.availability_zone())
+                    .map(str::to_string)
+                    .or_else(|| Some(subnet.zone.clone())),
+            });
+        }
+        Ok(launched)
+    }
+
+    /// Every instance matching `filters`, paging through DescribeInstances.
+    async fn describe(
+        &self,
+        filters: Vec<Filter>,
+    ) -> Result<Vec<aws_sdk_ec2::types::Instance>, ProviderError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .describe_instances()
+            .set_filters(Some(filters))
+            .max_results(500)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.count_call();
+            let page = page.map_err(|e| errors::classify(&e))?;
+            for r in page.reservations() {
+                out.extend(r.instances().iter().cloned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Our instances among `ids` (so nothing else is ever terminated).
+    async fn ours_among(&self, ids: &[InstanceId]) -> Result<Vec<String>, ProviderError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(200) {
+            let by_id = Filter::builder()
+                .name("instance-id")
+                .set_values(Some(chunk.iter().map(|i| i.0.clone()).collect()))
+                .build();
+            for i in self.describe(vec![by_id, self.cluster_filter()]).await? {
+                let gone = matches!(
+                    i.state().and_then(|s| s.name()),
+                    Some(InstanceStateName::Terminated)
+                );
+                if let (Some(id), false) = (i.instance_id(), gone) {
+                    out.push(id.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn cluster_filter(&self) -> Filter {
+        Filter::builder()
+            .name(format!("tag:{}", labels::CLUSTER))
+            .values(&self.config.cluster)
+            .build()
+    }
+
+    async fn spot_offerings(&self) -> Result<Vec<Offering>, ProviderError> {
+        let mut cache = self.spot_prices.lock().await;
+        if let Some((at, offerings)) = cache.as_ref()
+            && at.elapsed() < self.config.spot_price_ttl
+        {
+            return Ok(offerings.clone());
+        }
+        let mut types: Vec<&String> = self
+            .config
+            .pools
+            .values()
+            .flat_map(|p| &p.instance_types)
+            .collect();
+        types.sort();
+        types.dedup();
+        let mut latest: HashMap<
+            (String, String),
+            (aws_sdk_ec2::primitives::DateTime, PricePerHour),
+        > = HashMap::new();
+        let mut pages = self
+            .client
+            .describe_spot_price_history()
+            .set_instance_types(Some(
+                types
+                    .iter()
+                    .map(|t| InstanceType::from(t.as_str()))
+                    .collect(),
+            ))
+            .product_descriptions("Linux/UNIX")
+            .start_time(aws_sdk_ec2::primitives::DateTime::from(
+                std::time::SystemTime::now(),
+            ))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            self.count_call();
+            let page = page.map_err(|e| errors::classify(&e))?;
+            for p in page.spot_price_history() {
+                let (Some(t), Some(zone), Some(price), Some(at)) = (
+                    p.instance_type(),
+                    p.availability_zone(),
+                    p.spot_price().and_then(parse_dollars),
+                    p.timestamp(),
+                ) else {
+                    continue;
+                };
+                let key = (t.as_str().to_string(), zone.to_string());
+                if latest
+                    .get(&key)
+                    .is_none_or(|(seen, _)| seen.secs() < at.secs())
+                {
+                    latest.insert(key, (*at, price));
+                }
+            }
+        }
+        let offerings: Vec<Offering> = latest
+            .into_iter()
+            .map(|((shape, zone), (_, price))| Offering {
+                shape,
+                zone: Some(zone),
+                market: Market::Spot,
+                price,
+                available: true,
+            })
+            .collect();
+        *cache = Some((Instant::now(), offerings.clone()));
+        Ok(offerings)
+    }
+}
+
+/// `"0.0832"` dollars to micro-dollars.
+fn parse_dollars(text: &str) -> Option<PricePerHour> {
+    let dollars: f64 = text.parse().ok()?;
+    (dollars.is_finite() && dollars >= 0.0)
+        .then(|| PricePerHour(Micros((dollars * 1e6).round() as i64)))
+}
+
+#[async_trait::async_trait]
+impl Provider for AwsProvider {
+    fn name(&self) -> &str {
+        "aws"
+    }
+
+    async fn launch(&self, request: LaunchRequest) -> Result<Vec<LaunchedInstance>, ProviderError> {
+        let pool = self.pool(&request.pool)?.clone();
+        let mut launched: Vec<LaunchedInstance> = Vec::new();
+        let mut last_capacity = None;
+        let mut attempt = 0;
+        'types: for instance_type in &pool.instance_types {
+            for subnet in &pool.subnets {
+                // The workers still without an instance: a suffix of the
+                // batch, so still consecutive.
+                let remaining: Vec<ebbtide_provider::WorkerLaunch> = request
+                    .workers
+                    .iter()
+                    .filter(|w| !launched.iter().any(|l| l.worker == w.worker))
+                    .cloned()
+                    .collect();
+                if remaining.is_empty() {
+                    break 'types;
+                }
+                attempt += 1;
+                match self
+                    .run(&request, &pool, &remaining, instance_type, subnet, attempt)
+                    .await
+                {
+                    Ok(more) => launched.extend(more),
+                    Err(ProviderError::Capacity(why)) => {
+                        tracing::info!(instance_type, subnet = %subnet.id, market = ?request.market, reason = %why, "no capacity; trying the next type/zone");
+                        last_capacity = Some(why);
+                    }
+                    Err(e) if launched.is_empty() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "launch stopped after a partial batch");
+                        break 'types;
+                    }
+                }
+            }
+        }
+        if launched.is_empty()
+            && let Some(why) = last_capacity
+        {
+            return Err(ProviderError::Capacity(format!(
+                "every instance type and zone of pool {} is out of {} capacity: {why}",
+                request.pool,
+                labels::market_value(request.market)
+            )));
+        }
+        Ok(launched)
+    }
+
+    async fn terminate(&self, instances: &[InstanceId]) -> Result<(), ProviderError> {
+        let ours = self.ours_among(instances).await?;
+        for chunk in ours.chunks(1000) {
+            self.count_call();
+            match self
+                .client
+                .terminate_instances()
+                .set_instance_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if errors::code(&e).as_deref() == Some("InvalidInstanceID.NotFound") => {}
+                Err(e) => return Err(errors::classify(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<InstanceInfo>, ProviderError> {
+        let alive = Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(
+                ["pending", "running", "stopping", "stopped", "shutting-down"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ))
+            .build();
+        let mut out = Vec::new();
+        for i in self.describe(vec![self.cluster_filter(), alive]).await? {
+            let tag = |k: &str| {
+                i.tags()
+                    .iter()
+                    .find(|t| t.key() == Some(k))
+                    .and_then(|t| t.value())
+                    .map(str::to_string)
+            };
+            if tag(labels::CLUSTER).as_deref() != Some(self.config.cluster.as_str()) {
+                continue;
+            }
+            let (Some(id), Some(first), Some(index), Some(pool)) = (
+                i.instance_id(),
+                tag(FIRST_WORKER_TAG).and_then(|f| f.parse::<u64>().ok()),
+                i.ami_launch_index().and_then(|x| u64::try_from(x).ok()),
+                tag(labels::POOL),
+            ) else {
+                continue;
+            };
+            out.push(InstanceInfo {
+                instance: InstanceId(id.to_string()),
+                worker: WorkerId(first + index),
+                pool,
+                market: labels::parse_market(tag(labels::MARKET).as_deref()),
+                zone: i
+                    .placement()
+                    .and_then(|p| p.availability_zone())
+                    .map(str::to_string),
+                running: matches!(
+                    i.state().and_then(|s| s.name()),
+                    Some(InstanceStateName::Pending | InstanceStateName::Running)
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn offerings(&self) -> Result<Vec<Offering>, ProviderError> {
+        let mut out: Vec<Offering> = Vec::new();
+        for pool in self.config.pools.values() {
+            for t in &pool.instance_types {
+                if let Some(price) = self.config.on_demand_prices.get(t) {
+                    for s in &pool.subnets {
+                        let o = Offering {
+                            shape: t.clone(),
+                            zone: Some(s.zone.clone()),
+                            market: Market::OnDemand,
+                            price: *price,
+                            available: true,
+                        };
+                        if !out.contains(&o) {
+                            out.push(o);
+                        }
+                    }
+                }
+            }
+        }
+        out.extend(self.spot_offerings().await?);
+        Ok(out)
+    }
+}
