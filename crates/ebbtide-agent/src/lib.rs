@@ -12,6 +12,7 @@
 //! the jobs it is running. It must never depend on the scheduler's crates:
 //! the protocol is the contract.
 
+pub mod imds;
 mod job;
 
 use std::collections::BTreeMap;
@@ -22,7 +23,9 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use ebbtide_proto::worker::v1::agent_message::Kind as Up;
 use ebbtide_proto::worker::v1::scheduler_message::Kind as Down;
 use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
-use ebbtide_proto::worker::v1::{AgentMessage, DrainAck, Heartbeat, Hello, RegisterRequest};
+use ebbtide_proto::worker::v1::{
+    AgentMessage, DrainAck, Heartbeat, Hello, ReclamationNotice, RegisterRequest,
+};
 use tokio::sync::{Mutex, mpsc};
 use tonic::Code;
 
@@ -35,6 +38,9 @@ pub struct AgentConfig {
     pub worker_id: u64,
     /// The one-time bootstrap token (never logged).
     pub bootstrap_token: String,
+    /// On a cloud instance: where to watch for a spot interruption notice,
+    /// reported to the scheduler so it drains this worker in time.
+    pub interruptions: Option<imds::Imds>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -43,6 +49,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("scheduler", &self.scheduler)
             .field("worker_id", &self.worker_id)
             .field("bootstrap_token", &"<redacted>")
+            .field("interruptions", &self.interruptions)
             .finish()
     }
 }
@@ -71,6 +78,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         .connect_lazy();
     let session = register(&config, &channel).await?;
     let (reports, mut queue) = mpsc::unbounded_channel::<AgentMessage>();
+    if let Some(imds) = config.interruptions.clone() {
+        tokio::spawn(watch_interruptions(imds, reports.clone()));
+    }
     let running: Running = Arc::default();
     let mut recent = RecentResults::default();
     let mut draining = false;
@@ -101,6 +111,29 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         }
         let delay = backoff.next().unwrap_or(Duration::from_secs(5));
         tokio::time::sleep(delay).await;
+    }
+}
+
+/// Polls IMDS every 5 s (EC2 gives two minutes' notice) and reports the
+/// first interruption notice; the report queue survives reconnects.
+async fn watch_interruptions(imds: imds::Imds, reports: mpsc::UnboundedSender<AgentMessage>) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        every.tick().await;
+        match imds.interruption().await {
+            Ok(Some(deadline_ms)) => {
+                tracing::warn!(
+                    deadline_ms,
+                    "spot interruption notice; telling the scheduler"
+                );
+                let _ = reports.send(AgentMessage {
+                    kind: Some(Up::Reclamation(ReclamationNotice { deadline_ms })),
+                });
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "cannot read the interruption notice"),
+        }
     }
 }
 

@@ -16,11 +16,19 @@ pub struct ServeArgs {
 #[derive(clap::Args)]
 pub struct AgentArgs {
     /// Worker API address of the scheduler.
-    #[arg(long, env = "EBBTIDE_SCHEDULER")]
-    scheduler: String,
+    #[arg(long, env = "EBBTIDE_SCHEDULER", required_unless_present = "ec2_batch")]
+    scheduler: Option<String>,
     /// The worker id this instance was launched for.
-    #[arg(long, env = "EBBTIDE_WORKER_ID")]
-    worker_id: u64,
+    #[arg(long, env = "EBBTIDE_WORKER_ID", required_unless_present = "ec2_batch")]
+    worker_id: Option<u64>,
+    /// On EC2: the batch file the user-data wrote; the worker id and token
+    /// are picked by this instance's launch index from IMDSv2, and spot
+    /// interruption notices are watched.
+    #[arg(long, conflicts_with_all = ["worker_id", "token_file"])]
+    ec2_batch: Option<PathBuf>,
+    /// Instance metadata endpoint (tests point it at a stand-in).
+    #[arg(long, env = "EBBTIDE_IMDS_ENDPOINT", default_value = ebbtide_agent::imds::DEFAULT_ENDPOINT)]
+    imds_endpoint: String,
     /// File holding the bootstrap token (else EBBTIDE_BOOTSTRAP_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
@@ -123,6 +131,49 @@ pub fn reload(file: &std::path::Path) -> anyhow::Result<()> {
 }
 
 pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let config = match &args.ec2_batch {
+        Some(path) => runtime.block_on(ec2_agent_config(path, &args))?,
+        None => local_agent_config(&args)?,
+    };
+    runtime.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = ebbtide_agent::run(config) => r.map_err(Into::into),
+            _ = term.recv() => Ok(()),
+        }
+    })
+}
+
+/// An EC2 instance: its entry of the batch file, by launch index.
+async fn ec2_agent_config(
+    path: &std::path::Path,
+    args: &AgentArgs,
+) -> anyhow::Result<ebbtide_agent::AgentConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let batch = ebbtide_proto::bootstrap::BatchFile::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let imds = ebbtide_agent::imds::Imds::new(args.imds_endpoint.clone());
+    let index = imds.launch_index().await?;
+    let (worker_id, token) = batch.for_index(index).with_context(|| {
+        format!(
+            "launch index {index} has no token in {} ({} tokens)",
+            path.display(),
+            batch.tokens.len()
+        )
+    })?;
+    Ok(ebbtide_agent::AgentConfig {
+        scheduler: args.scheduler.clone().unwrap_or(batch.scheduler.clone()),
+        worker_id,
+        bootstrap_token: token.to_string(),
+        interruptions: Some(imds),
+    })
+}
+
+fn local_agent_config(args: &AgentArgs) -> anyhow::Result<ebbtide_agent::AgentConfig> {
     let token = match &args.token_file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("reading {}", path.display()))?
@@ -131,19 +182,10 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
         None => std::env::var("EBBTIDE_BOOTSTRAP_TOKEN")
             .context("no bootstrap token: set EBBTIDE_BOOTSTRAP_TOKEN or --token-file")?,
     };
-    let config = ebbtide_agent::AgentConfig {
-        scheduler: args.scheduler,
-        worker_id: args.worker_id,
+    Ok(ebbtide_agent::AgentConfig {
+        scheduler: args.scheduler.clone().context("--scheduler is required")?,
+        worker_id: args.worker_id.context("--worker-id is required")?,
         bootstrap_token: token,
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = ebbtide_agent::run(config) => r.map_err(Into::into),
-            _ = term.recv() => Ok(()),
-        }
+        interruptions: None,
     })
 }

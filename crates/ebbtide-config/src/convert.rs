@@ -150,46 +150,102 @@ fn providers(
             api_limits(&local.api, "providers.local.api", issue),
         );
     }
-    let uses_docker = engine.pools.iter().any(|p| p.provider == "docker");
-    match section.docker {
-        Some(d) => {
-            out.api.insert(
-                "docker".into(),
-                api_limits(&d.api, "providers.docker.api", issue),
-            );
-            let mut prices = std::collections::BTreeMap::new();
-            for (shape, dollars_per_hour) in &d.prices {
-                let path = format!("providers.docker.prices.{shape}");
-                prices.insert(
-                    shape.clone(),
-                    PricePerHour(dollars(*dollars_per_hour, &path, issue)),
+    if let Some(a) = section.aws {
+        out.api
+            .insert("aws".into(), api_limits(&a.api, "providers.aws.api", issue));
+        let mut prices = std::collections::BTreeMap::new();
+        for (t, d) in &a.on_demand_prices {
+            let path = format!("providers.aws.on_demand_prices.{t}");
+            prices.insert(t.clone(), PricePerHour(dollars(*d, &path, issue)));
+        }
+        let mut pools = std::collections::BTreeMap::new();
+        for (name, p) in a.pools {
+            let at = |k: &str| format!("providers.aws.pools.{name}.{k}");
+            if p.instance_types.is_empty() {
+                issue(
+                    at("instance_types"),
+                    "list at least one instance type".into(),
                 );
             }
-            for (i, p) in engine.pools.iter().enumerate() {
-                if p.provider == "docker" && !prices.contains_key(&p.shape.name) {
+            if p.subnets.is_empty() {
+                issue(
+                    at("subnets"),
+                    "list at least one subnet (one per zone)".into(),
+                );
+            }
+            for t in &p.instance_types {
+                if !prices.contains_key(t) {
                     issue(
-                        format!("pools[{i}].shape.name"),
-                        format!(
-                            "shape {:?} has no price in [providers.docker.prices] (Docker has no price list; give one per shape, 0.0 if free)",
-                            p.shape.name
-                        ),
+                        at("instance_types"),
+                        format!("{t} has no price in [providers.aws.on_demand_prices]"),
                     );
                 }
             }
-            out.docker = Some(crate::DockerSettings {
-                socket: d.socket,
-                network: d.network,
-                image: d.image,
-                tools: d.tools.map(|t| t.into_iter().map(Into::into).collect()),
-                prices,
-                stop_grace_secs: d.stop_grace_secs,
-            });
+            pools.insert(
+                name,
+                crate::AwsPoolSettings {
+                    ami: p.ami,
+                    instance_types: p.instance_types,
+                    subnets: p.subnets.into_iter().map(|s| (s.id, s.zone)).collect(),
+                    security_groups: p.security_groups,
+                    iam_instance_profile: p.iam_instance_profile,
+                    max_spot_price: p.max_spot_price,
+                    tags: p.tags,
+                    agent_install: p.agent_install,
+                },
+            );
         }
-        None if uses_docker => issue(
-            "providers.docker".into(),
-            "a pool uses provider \"docker\": add a [providers.docker] table with at least its shape prices".into(),
-        ),
-        None => {}
+        for (i, p) in engine.pools.iter().enumerate() {
+            if p.provider == "aws" && !pools.contains_key(&p.name) {
+                issue(
+                    format!("pools[{i}].provider"),
+                    format!(
+                        "pool {:?} uses aws but has no [providers.aws.pools.{}] launch settings",
+                        p.name, p.name
+                    ),
+                );
+            }
+        }
+        out.aws = Some(crate::AwsSettings {
+            region: a.region,
+            endpoint: a.endpoint,
+            on_demand_prices: prices,
+            spot_price_ttl: a.spot_price_ttl,
+            pools,
+        });
+    }
+    if let Some(d) = section.docker {
+        out.api.insert(
+            "docker".into(),
+            api_limits(&d.api, "providers.docker.api", issue),
+        );
+        let mut prices = std::collections::BTreeMap::new();
+        for (shape, dollars_per_hour) in &d.prices {
+            let path = format!("providers.docker.prices.{shape}");
+            prices.insert(
+                shape.clone(),
+                PricePerHour(dollars(*dollars_per_hour, &path, issue)),
+            );
+        }
+        for (i, p) in engine.pools.iter().enumerate() {
+            if p.provider == "docker" && !prices.contains_key(&p.shape.name) {
+                issue(
+                    format!("pools[{i}].shape.name"),
+                    format!(
+                        "shape {:?} has no price in [providers.docker.prices] (Docker has no price list; give one per shape, 0.0 if free)",
+                        p.shape.name
+                    ),
+                );
+            }
+        }
+        out.docker = Some(crate::DockerSettings {
+            socket: d.socket,
+            network: d.network,
+            image: d.image,
+            tools: d.tools.map(|t| t.into_iter().map(Into::into).collect()),
+            prices,
+            stop_grace_secs: d.stop_grace_secs,
+        });
     }
     out
 }

@@ -54,8 +54,46 @@ pub struct ServerConfig {
 pub struct ProvidersConfig {
     /// `[providers.docker]`, if given.
     pub docker: Option<DockerSettings>,
+    /// `[providers.aws]`, if given.
+    pub aws: Option<AwsSettings>,
     /// API limits per provider name (defaults for any not listed).
     pub api: std::collections::BTreeMap<String, ApiLimits>,
+}
+
+/// `[providers.aws]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsSettings {
+    /// Region.
+    pub region: String,
+    /// Endpoint override, for an emulator in tests only.
+    pub endpoint: Option<String>,
+    /// On-demand price per instance type.
+    pub on_demand_prices: std::collections::BTreeMap<String, ebbtide_core::PricePerHour>,
+    /// How long spot prices are reused.
+    pub spot_price_ttl: std::time::Duration,
+    /// Launch settings per pool name.
+    pub pools: std::collections::BTreeMap<String, AwsPoolSettings>,
+}
+
+/// `[providers.aws.pools.NAME]`: how one pool launches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsPoolSettings {
+    /// AMI id.
+    pub ami: String,
+    /// Instance types, in order of preference.
+    pub instance_types: Vec<String>,
+    /// (subnet id, zone), in order of preference.
+    pub subnets: Vec<(String, String)>,
+    /// Security group ids.
+    pub security_groups: Vec<String>,
+    /// IAM instance profile name.
+    pub iam_instance_profile: Option<String>,
+    /// Highest spot price, $/h as EC2 writes it.
+    pub max_spot_price: Option<String>,
+    /// Extra tags.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// User-data lines that install the agent at /usr/local/bin/ebbtide.
+    pub agent_install: String,
 }
 
 /// `[providers.docker]`.

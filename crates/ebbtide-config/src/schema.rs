@@ -31,6 +31,51 @@ pub(crate) struct File {
 pub(crate) struct ProvidersSection {
     pub docker: Option<DockerSection>,
     pub local: Option<LocalSection>,
+    pub aws: Option<AwsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AwsSection {
+    pub region: String,
+    /// For an emulator in tests only.
+    pub endpoint: Option<String>,
+    /// On-demand $/h per instance type.
+    #[serde(default)]
+    pub on_demand_prices: std::collections::BTreeMap<String, f64>,
+    #[serde(with = "humantime_serde", default = "default_spot_ttl")]
+    pub spot_price_ttl: Duration,
+    #[serde(default)]
+    pub pools: std::collections::BTreeMap<String, AwsPoolSection>,
+    #[serde(default)]
+    pub api: ApiSection,
+}
+
+fn default_spot_ttl() -> Duration {
+    Duration::from_secs(300)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AwsPoolSection {
+    pub ami: String,
+    pub instance_types: Vec<String>,
+    pub subnets: Vec<AwsSubnetSection>,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    pub iam_instance_profile: Option<String>,
+    pub max_spot_price: Option<String>,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub agent_install: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AwsSubnetSection {
+    pub id: String,
+    pub zone: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -179,3 +179,36 @@ fn an_api_key_from_an_unset_variable_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn every_example_configuration_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        // Keys read from the environment are stood in for by a literal one.
+        let text: String = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .map(|l| {
+                if l.starts_with("api_key_env") {
+                    "api_key = \"example-key-0123456789abcdef\"".to_string()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        if let Err(e) = ebbtide_config::parse(&text) {
+            panic!("{}: {e}", path.display());
+        }
+        checked += 1;
+    }
+    assert!(
+        checked >= 4,
+        "local, docker, aws and the simulator scenario"
+    );
+}

@@ -7,6 +7,7 @@
 
 #![allow(missing_docs)] // generated code; the .proto file is the documentation
 
+pub mod bootstrap;
 pub mod codec;
 
 /// `ebbtide.worker.v1`.

@@ -28,6 +28,7 @@ use ebbtide_core::Timestamp;
 use std::num::NonZeroU32;
 
 use ebbtide_provider::{Governed, GovernorConfig, Provider};
+use ebbtide_provider_aws::{AwsConfig, AwsProvider, PoolLaunch, SubnetConfig};
 use ebbtide_provider_docker::{DockerConfig, DockerProvider, ImageSource};
 use ebbtide_provider_local::{LocalConfig, LocalProvider};
 use ebbtide_store::{SqliteStore, Store};
@@ -65,7 +66,7 @@ pub enum ServerError {
     Provider(String),
     /// A pool names a provider this build does not have.
     #[error(
-        "pool {pool:?} uses provider {provider:?}, which is not available (known: local, docker)"
+        "pool {pool:?} uses provider {provider:?}, which is not available (known: local, docker, aws)"
     )]
     UnknownProvider {
         /// The pool.
@@ -263,6 +264,7 @@ pub async fn build_providers(
         let raw: Arc<dyn Provider> = match pool.provider.as_str() {
             "local" => Arc::new(local_provider(config)?),
             "docker" => Arc::new(docker_provider(config).await?),
+            "aws" => Arc::new(aws_provider(config).await?),
             other => {
                 return Err(ServerError::UnknownProvider {
                     pool: pool.name.clone(),
@@ -314,6 +316,45 @@ fn local_provider(config: &ClusterConfig) -> Result<LocalProvider, ServerError> 
         path: config.server.data_dir.display().to_string(),
         source,
     })
+}
+
+async fn aws_provider(config: &ClusterConfig) -> Result<AwsProvider, ServerError> {
+    let settings = config.providers.aws.clone().ok_or_else(|| {
+        ServerError::Config("a pool uses aws but [providers.aws] is missing".into())
+    })?;
+    let pools = settings
+        .pools
+        .into_iter()
+        .map(|(name, p)| {
+            (
+                name,
+                PoolLaunch {
+                    ami: p.ami,
+                    instance_types: p.instance_types,
+                    subnets: p
+                        .subnets
+                        .into_iter()
+                        .map(|(id, zone)| SubnetConfig { id, zone })
+                        .collect(),
+                    security_groups: p.security_groups,
+                    iam_instance_profile: p.iam_instance_profile,
+                    max_spot_price: p.max_spot_price,
+                    tags: p.tags.into_iter().collect(),
+                    agent_install: p.agent_install,
+                },
+            )
+        })
+        .collect();
+    Ok(AwsProvider::new(AwsConfig {
+        cluster: config.server.cluster.clone(),
+        region: settings.region,
+        endpoint: settings.endpoint,
+        pools,
+        on_demand_prices: settings.on_demand_prices.into_iter().collect(),
+        spot_price_ttl: settings.spot_price_ttl,
+        test_credentials: None,
+    })
+    .await)
 }
 
 async fn docker_provider(config: &ClusterConfig) -> Result<DockerProvider, ServerError> {

@@ -4,57 +4,7 @@
 //! and starts it. The agent picks its own token by its launch index.
 
 use base64::Engine;
-
-/// What the agent reads at boot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BatchFile {
-    /// Worker API address.
-    pub scheduler: String,
-    /// Worker id of launch index 0.
-    pub first_worker: u64,
-    /// One-time bootstrap tokens, by launch index.
-    pub tokens: Vec<String>,
-}
-
-impl BatchFile {
-    /// The file's text: `key=value` lines.
-    pub fn render(&self) -> String {
-        format!(
-            "scheduler={}\nfirst_worker={}\ntokens={}\n",
-            self.scheduler,
-            self.first_worker,
-            self.tokens.join(",")
-        )
-    }
-
-    /// Parses [`BatchFile::render`]'s output; the error names the line.
-    pub fn parse(text: &str) -> Result<BatchFile, String> {
-        let mut scheduler = None;
-        let mut first = None;
-        let mut tokens = None;
-        for (n, line) in text.lines().enumerate() {
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            match k {
-                "scheduler" => scheduler = Some(v.to_string()),
-                "first_worker" => {
-                    first =
-                        Some(v.parse().map_err(|_| {
-                            format!("line {}: first_worker must be a number", n + 1)
-                        })?)
-                }
-                "tokens" => tokens = Some(v.split(',').map(str::to_string).collect()),
-                _ => {}
-            }
-        }
-        Ok(BatchFile {
-            scheduler: scheduler.ok_or("missing scheduler=")?,
-            first_worker: first.ok_or("missing first_worker=")?,
-            tokens: tokens.ok_or("missing tokens=")?,
-        })
-    }
-}
+pub use ebbtide_proto::bootstrap::BatchFile;
 
 /// Base64 user-data (a cloud-init shell script) for a batch.
 pub fn render_user_data(batch: &BatchFile, agent_install: &str) -> String {

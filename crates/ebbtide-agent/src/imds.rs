@@ -1,0 +1,175 @@
+//! The EC2 instance metadata service, version 2 (session tokens): the
+//! agent's launch index (which token of its batch is its own) and the spot
+//! interruption notice (`spot/instance-action`), which it reports so the
+//! scheduler drains it and launches a replacement before the instance goes.
+
+use std::time::Duration;
+
+/// Where IMDS answers on every EC2 instance.
+pub const DEFAULT_ENDPOINT: &str = "http://169.254.169.254";
+
+/// IMDS could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImdsError {
+    /// The request failed.
+    #[error("instance metadata {path}: {reason}")]
+    Request {
+        /// What was asked.
+        path: String,
+        /// Why it failed.
+        reason: String,
+    },
+}
+
+/// An IMDSv2 client.
+#[derive(Debug, Clone)]
+pub struct Imds {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Imds {
+    /// A client for `base` (normally [`DEFAULT_ENDPOINT`]).
+    pub fn new(base: impl Into<String>) -> Imds {
+        Imds {
+            base: base.into().trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn fail(path: &str, reason: impl std::fmt::Display) -> ImdsError {
+        ImdsError::Request {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn session(&self) -> Result<String, ImdsError> {
+        let path = "/latest/api/token";
+        let r = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header("X-aws-ec2-metadata-token-ttl-seconds", "300")
+            .send()
+            .await
+            .map_err(|e| Self::fail(path, e))?;
+        if !r.status().is_success() {
+            return Err(Self::fail(path, r.status()));
+        }
+        r.text().await.map_err(|e| Self::fail(path, e))
+    }
+
+    /// A metadata value; `None` when IMDS says it does not exist (404).
+    pub async fn get(&self, path: &str) -> Result<Option<String>, ImdsError> {
+        let token = self.session().await?;
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("X-aws-ec2-metadata-token", token)
+            .send()
+            .await
+            .map_err(|e| Self::fail(path, e))?;
+        if r.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !r.status().is_success() {
+            return Err(Self::fail(path, r.status()));
+        }
+        r.text().await.map(Some).map_err(|e| Self::fail(path, e))
+    }
+
+    /// This instance's index in its launch batch.
+    pub async fn launch_index(&self) -> Result<u64, ImdsError> {
+        let path = "/latest/meta-data/ami-launch-index";
+        self.get(path)
+            .await?
+            .ok_or_else(|| Self::fail(path, "missing"))?
+            .trim()
+            .parse()
+            .map_err(|e| Self::fail(path, e))
+    }
+
+    /// The spot interruption deadline (ms since the epoch), if EC2 has
+    /// announced one.
+    pub async fn interruption(&self) -> Result<Option<u64>, ImdsError> {
+        let path = "/latest/meta-data/spot/instance-action";
+        let Some(body) = self.get(path).await? else {
+            return Ok(None);
+        };
+        let notice: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| Self::fail(path, e))?;
+        let time = notice["time"]
+            .as_str()
+            .ok_or_else(|| Self::fail(path, "no time in the notice"))?;
+        let at = humantime::parse_rfc3339_weak(time).map_err(|e| Self::fail(path, e))?;
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| Self::fail(path, e))?
+            .as_millis();
+        Ok(Some(u64::try_from(ms).unwrap_or(u64::MAX)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A stand-in for IMDS that insists on v2 session tokens.
+    async fn fake_imds(action: Option<&'static str>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+                let (status, body) = if req.starts_with("put /latest/api/token") {
+                    ("200 OK", "session-123".to_string())
+                } else if !req.contains("x-aws-ec2-metadata-token: session-123") {
+                    ("401 Unauthorized", String::new())
+                } else if req.starts_with("get /latest/meta-data/ami-launch-index") {
+                    ("200 OK", "3".to_string())
+                } else if req.starts_with("get /latest/meta-data/spot/instance-action") {
+                    match action {
+                        Some(a) => ("200 OK", a.to_string()),
+                        None => ("404 Not Found", String::new()),
+                    }
+                } else {
+                    ("404 Not Found", String::new())
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn the_launch_index_is_read_with_a_session_token() {
+        let imds = Imds::new(fake_imds(None).await);
+        assert_eq!(imds.launch_index().await.expect("index"), 3);
+        assert_eq!(imds.interruption().await.expect("no notice"), None);
+    }
+
+    #[tokio::test]
+    async fn a_spot_interruption_notice_gives_its_deadline() {
+        let imds = Imds::new(
+            fake_imds(Some(
+                r#"{"action": "terminate", "time": "2026-11-28T13:40:00Z"}"#,
+            ))
+            .await,
+        );
+        let deadline = imds.interruption().await.expect("notice").expect("some");
+        assert_eq!(deadline, 1_795_873_200_000);
+    }
+}
