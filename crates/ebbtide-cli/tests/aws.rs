@@ -1,0 +1,416 @@
+//! End to end with an AWS pool against moto (the real AWS SDK on both
+//! sides): the scheduler launches EC2 instances tagged as ours with
+//! user-data holding valid one-time tokens; the test "boots" each instance
+//! by running `ebbtide agent --ec2-batch` with that user-data and a
+//! stand-in for the instance metadata service; jobs run; idle instances
+//! are terminated; an orphan left by a simulated crash is found and
+//! terminated by the reconciler.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod support;
+
+const KEY: &str = "demo-key-0123456789abcdef";
+
+struct Kill(Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+    l.local_addr().expect("addr").port()
+}
+
+async fn moto() -> (Child, String) {
+    let port = free_port();
+    let child = Command::new(std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into()))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server (PyPI moto[server,ec2,s3]) on PATH or named by MOTO_SERVER");
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "moto did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+async fn ec2(endpoint: &str) -> aws_sdk_ec2::Client {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "t",
+        ))
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&shared)
+}
+
+/// A stand-in for one instance's metadata service: IMDSv2 tokens, its
+/// launch index, no interruption notice.
+async fn imds(launch_index: i32) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
+            let (status, body) = if req.starts_with("put /latest/api/token") {
+                ("200 OK", "t0k".to_string())
+            } else if req.starts_with("get /latest/meta-data/ami-launch-index")
+                && req.contains("x-aws-ec2-metadata-token: t0k")
+            {
+                ("200 OK", launch_index.to_string())
+            } else {
+                ("404 Not Found", String::new())
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn cluster_filter(cluster: &str) -> Filter {
+    Filter::builder()
+        .name("tag:ebbtide.cluster")
+        .values(cluster)
+        .build()
+}
+
+/// Our instances that are pending or running.
+async fn live_instances(
+    ec2: &aws_sdk_ec2::Client,
+    cluster: &str,
+) -> Vec<aws_sdk_ec2::types::Instance> {
+    let out = ec2
+        .describe_instances()
+        .filters(cluster_filter(cluster))
+        .send()
+        .await
+        .expect("describe");
+    out.reservations()
+        .iter()
+        .flat_map(|r| r.instances().iter().cloned())
+        .filter(|i| {
+            matches!(
+                i.state().and_then(|s| s.name()),
+                Some(InstanceStateName::Pending | InstanceStateName::Running)
+            )
+        })
+        .collect()
+}
+
+/// The batch file inside an instance's user-data.
+async fn batch_file(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
+    let attr = ec2
+        .describe_instance_attribute()
+        .instance_id(instance)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .expect("user-data");
+    let data = attr
+        .user_data()
+        .and_then(|u| u.value())
+        .expect("user-data set");
+    let script = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64"),
+    )
+    .expect("utf-8");
+    script
+        .split("<<'EBBTIDE_BATCH'\n")
+        .nth(1)
+        .and_then(|s| s.split("EBBTIDE_BATCH").next())
+        .expect("batch file in user-data")
+        .to_string()
+}
+
+async fn job(http: &str, id: u64) -> Value {
+    reqwest::Client::new()
+        .get(format!("{http}/v1/jobs/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aws_pool_launches_tagged_instances_whose_agents_register_run_jobs_and_are_terminated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (moto_child, endpoint) = moto().await;
+    let mut children = Kill(vec![moto_child]);
+    let ec2 = ec2(&endpoint).await;
+    let ami = ec2.describe_images().send().await.expect("images").images()[0]
+        .image_id()
+        .expect("ami")
+        .to_string();
+    let subnets = ec2.describe_subnets().send().await.expect("subnets");
+    let subnet = &subnets.subnets()[0];
+    let (subnet_id, zone) = (
+        subnet.subnet_id().expect("id").to_string(),
+        subnet.availability_zone().expect("zone").to_string(),
+    );
+    let cluster = format!("e2e-aws-{}", std::process::id());
+    let config = format!(
+        r#"
+[server]
+cluster = "{cluster}"
+http_listen = "127.0.0.1:0"
+grpc_listen = "127.0.0.1:0"
+data_dir = "{data}"
+tick = "200ms"
+reconcile_interval = "1s"
+orphan_grace = "2s"
+
+[engine]
+heartbeat_timeout = "10s"
+
+[[classes]]
+name = "high"
+sla_target = "20s"
+
+[[tenants]]
+name = "demo"
+api_key = "{KEY}"
+
+[[pools]]
+name = "ec2"
+provider = "aws"
+kind = "dynamic"
+min = 0
+max = 3
+idle_timeout = "2s"
+boot_estimate = "1s"
+on_demand_price = 0.096
+[pools.shape]
+name = "m5.large"
+cpu_millis = 2000
+memory_mib = 8192
+[pools.market]
+spot_percent = 50
+[pools.scaling]
+scale_up_cooldown = "0s"
+scale_down_cooldown = "1s"
+down_stabilization = "1s"
+
+[providers.aws]
+region = "us-east-1"
+endpoint = "{endpoint}"
+[providers.aws.on_demand_prices]
+"m5.large" = 0.096
+[providers.aws.pools.ec2]
+ami = "{ami}"
+instance_types = ["m5.large"]
+subnets = [{{ id = "{subnet_id}", zone = "{zone}" }}]
+[providers.aws.pools.ec2.tags]
+team = "e2e"
+"#,
+        data = dir.path().join("data").display()
+    );
+    let path = dir.path().join("aws.toml");
+    std::fs::write(&path, config).expect("config");
+    let log = dir.path().join("serve.log");
+    // The standard credential chain, from the environment as on a host.
+    let serve = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("serve");
+    children.0.push(serve);
+    let http = {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let out = children.0[1].stdout.take().expect("stdout");
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("line");
+        format!(
+            "http://{}",
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix("http="))
+                .unwrap_or_else(|| panic!(
+                    "{line}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ))
+        )
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let r: Value = reqwest::Client::new()
+            .post(format!("{http}/v1/jobs"))
+            .bearer_auth(KEY)
+            .json(&json!({ "class": "high", "command": format!("sleep 1; echo hello-ec2-{i}") }))
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        ids.push(r["id"].as_u64().expect("id"));
+    }
+
+    // "Boot" every instance the scheduler launches: its agent starts with
+    // the user-data's batch file and its own launch index.
+    let mut booted: HashSet<String> = HashSet::new();
+    let mut tokens: Vec<String> = Vec::new();
+    let mut tags_seen: Vec<HashMap<String, String>> = Vec::new();
+    let start = Instant::now();
+    loop {
+        for i in live_instances(&ec2, &cluster).await {
+            let id = i.instance_id().expect("id").to_string();
+            if !booted.insert(id.clone()) {
+                continue;
+            }
+            tags_seen.push(
+                i.tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect(),
+            );
+            let batch = dir.path().join(format!("{id}.batch"));
+            let text = batch_file(&ec2, &id).await;
+            let parsed = ebbtide_proto::bootstrap::BatchFile::parse(&text).expect("batch file");
+            tokens.extend(parsed.tokens);
+            std::fs::write(&batch, text).expect("batch");
+            let meta = imds(i.ami_launch_index().expect("launch index")).await;
+            let agent = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+                .args(["agent", "--ec2-batch"])
+                .arg(&batch)
+                .args(["--imds-endpoint", &meta])
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(dir.path().join(format!("{id}.agent.log"))).expect("log"),
+                )
+                .spawn()
+                .expect("agent");
+            children.0.push(agent);
+        }
+        let mut open = 0;
+        for id in &ids {
+            let j = job(&http, *id).await;
+            if ["queued", "assigned", "running"].contains(&j["status"].as_str().unwrap_or("")) {
+                open += 1;
+            }
+        }
+        if open == 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{open} jobs unfinished:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for id in &ids {
+        let j = job(&http, *id).await;
+        assert_eq!(j["status"], "succeeded", "{j}");
+    }
+    assert!(!booted.is_empty(), "instances were launched");
+    for tags in &tags_seen {
+        assert_eq!(tags.get("ebbtide.cluster"), Some(&cluster));
+        assert_eq!(tags.get("ebbtide.pool").map(String::as_str), Some("ec2"));
+        assert_eq!(tags.get("team").map(String::as_str), Some("e2e"));
+        assert!(tags.contains_key("ebbtide.launch") && tags.contains_key("ebbtide.first-worker"));
+    }
+
+    // An orphan: tagged as ours, with a worker id this scheduler never
+    // issued, as a crash between launch and record would leave.
+    let orphan_tags = vec![
+        Tag::builder()
+            .key("ebbtide.cluster")
+            .value(&cluster)
+            .build(),
+        Tag::builder().key("ebbtide.pool").value("ec2").build(),
+        Tag::builder()
+            .key("ebbtide.first-worker")
+            .value("999999")
+            .build(),
+    ];
+    let orphan = ec2
+        .run_instances()
+        .image_id(&ami)
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            TagSpecification::builder()
+                .resource_type(ResourceType::Instance)
+                .set_tags(Some(orphan_tags))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("orphan");
+    let orphan_id = orphan.instances()[0].instance_id().expect("id").to_string();
+
+    // Idle instances retire and the orphan is removed: nothing of ours runs.
+    let start = Instant::now();
+    loop {
+        let live: Vec<String> = live_instances(&ec2, &cluster)
+            .await
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        if live.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "still running: {live:?} (orphan {orphan_id})\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("terminating instances no worker owns"),
+        "{log_text}"
+    );
+    assert!(!tokens.is_empty());
+    for t in &tokens {
+        assert!(
+            !log_text.contains(t.as_str()),
+            "a bootstrap token leaked into the scheduler's log"
+        );
+    }
+}
