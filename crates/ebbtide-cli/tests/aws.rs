@@ -30,45 +30,6 @@ impl Drop for Kill {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    l.local_addr().expect("addr").port()
-}
-
-async fn moto() -> (Child, String) {
-    let port = free_port();
-    let child = Command::new(std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into()))
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server (PyPI moto[server,ec2,s3]) on PATH or named by MOTO_SERVER");
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "moto did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
-async fn ec2(endpoint: &str) -> aws_sdk_ec2::Client {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "t",
-        ))
-        .load()
-        .await;
-    aws_sdk_ec2::Client::new(&shared)
-}
-
 /// A stand-in for one instance's metadata service: IMDSv2 tokens, its
 /// launch index, no interruption notice.
 async fn imds(launch_index: i32) -> String {
@@ -172,9 +133,10 @@ async fn job(http: &str, id: u64) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_aws_pool_launches_tagged_instances_whose_agents_register_run_jobs_and_are_terminated() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (moto_child, endpoint) = moto().await;
-    let mut children = Kill(vec![moto_child]);
-    let ec2 = ec2(&endpoint).await;
+    let moto = ebbtide_provider_aws::emulator::start().await.expect("moto");
+    let endpoint = moto.url.clone();
+    let mut children = Kill(vec![]);
+    let ec2 = ebbtide_provider_aws::emulator::ec2_client(&endpoint).await;
     let ami = ec2.describe_images().send().await.expect("images").images()[0]
         .image_id()
         .expect("ami")
@@ -260,7 +222,7 @@ team = "e2e"
     let http = {
         use std::io::BufRead;
         let mut line = String::new();
-        let out = children.0[1].stdout.take().expect("stdout");
+        let out = children.0[0].stdout.take().expect("stdout");
         std::io::BufReader::new(out)
             .read_line(&mut line)
             .expect("line");

@@ -18,6 +18,7 @@
 //! instance role); an endpoint override exists for tests against an
 //! emulator only.
 
+pub mod emulator;
 mod errors;
 mod userdata;
 

@@ -5,68 +5,22 @@
 //! small HTTP layer in front of it.
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ebbtide_core::{InstanceId, Market};
 use ebbtide_provider::{LaunchRequest, Provider, conformance};
 use ebbtide_provider_aws::{AwsConfig, AwsProvider, PoolLaunch, SubnetConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto_server() -> String {
-    std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into())
-}
-
-async fn start_moto() -> Moto {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-    let port = free.local_addr().expect("addr").port();
-    drop(free);
-    let child = Command::new(moto_server())
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server (PyPI moto[server,ec2,s3]) must be on PATH or named by MOTO_SERVER");
-    let url = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "moto did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Moto { child, url }
+async fn start_moto() -> ebbtide_provider_aws::emulator::Moto {
+    ebbtide_provider_aws::emulator::start().await.expect("moto")
 }
 
 /// An AMI and the default subnets moto offers.
 async fn environment(endpoint: &str) -> (String, Vec<SubnetConfig>) {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "t",
-        ))
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&shared);
+    let ec2 = ebbtide_provider_aws::emulator::ec2_client(endpoint).await;
     let images = ec2.describe_images().send().await.expect("images");
     let ami = images
         .images()
@@ -241,15 +195,7 @@ async fn instances_carry_tags_user_data_and_workers_from_their_launch_index() {
             .all(|i| i.market == Market::Spot && i.pool == "ci")
     );
     // The user-data holds the batch's tokens for the agent to pick from.
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&moto.url)
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "t",
-        ))
-        .load()
-        .await;
-    let ec2 = aws_sdk_ec2::Client::new(&shared);
+    let ec2 = ebbtide_provider_aws::emulator::ec2_client(&moto.url).await;
     let attr = ec2
         .describe_instance_attribute()
         .instance_id(&launched[0].instance.0)

@@ -1,0 +1,66 @@
+//! Starting moto, the local AWS emulator, for this crate's tests and
+//! benchmarks and for the scheduler's end-to-end tests: one definition of
+//! how it is found (`MOTO_SERVER` or `moto_server` on the PATH), started
+//! on a free loopback port and reached with static test credentials.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running moto server; stopped when dropped.
+pub struct Moto {
+    child: Child,
+    /// Its endpoint, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts moto on a free loopback port and waits until it accepts.
+pub async fn start() -> Result<Moto, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let program = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+    let child = Command::new(&program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| {
+            format!("cannot start {program} (PyPI moto[server,ec2,s3]; put it on PATH or name it in MOTO_SERVER): {e}")
+        })?;
+    let moto = Moto {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("moto did not start within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(moto)
+}
+
+/// An EC2 client for `endpoint` with static test credentials.
+pub async fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
+    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            "test", "test", None, None, "emulator",
+        ))
+        .load()
+        .await;
+    aws_sdk_ec2::Client::new(&shared)
+}
