@@ -19,7 +19,9 @@ use crate::now;
 use crate::tokens::random_token;
 
 /// Sender half of a worker's Session stream.
-pub type SessionSender = mpsc::Sender<SchedulerMessage>;
+/// Boxed: a channel reserves a block of 32 slots up front, so a small slot
+/// keeps a thousand idle sessions from pinning megabytes.
+pub type SessionSender = mpsc::Sender<Box<SchedulerMessage>>;
 
 /// Everything the loop is told.
 pub enum LoopMsg {
@@ -770,9 +772,9 @@ impl Control {
                     if !ours {
                         // Requeued while the agent was away: stop the stale
                         // attempt so the job never runs twice.
-                        let _ = sender.try_send(SchedulerMessage {
+                        let _ = sender.try_send(Box::new(SchedulerMessage {
                             kind: Some(Down::Cancel(Cancel { job_id: job })),
-                        });
+                        }));
                     }
                 }
                 self.sessions.insert(worker, sender);
@@ -966,7 +968,9 @@ impl Control {
 
     fn send(&self, worker: WorkerId, kind: Down) -> bool {
         match self.sessions.get(&worker) {
-            Some(s) => s.try_send(SchedulerMessage { kind: Some(kind) }).is_ok(),
+            Some(s) => s
+                .try_send(Box::new(SchedulerMessage { kind: Some(kind) }))
+                .is_ok(),
             None => false,
         }
     }

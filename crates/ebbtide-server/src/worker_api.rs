@@ -111,8 +111,8 @@ impl WorkerApi for Service {
     /// Orders as a stream; the channel carries bare messages (a `Status`
     /// would make every queued slot several times larger, per worker).
     type SessionStream = tokio_stream::adapters::Map<
-        ReceiverStream<SchedulerMessage>,
-        fn(SchedulerMessage) -> Result<SchedulerMessage, Status>,
+        ReceiverStream<Box<SchedulerMessage>>,
+        fn(Box<SchedulerMessage>) -> Result<SchedulerMessage, Status>,
     >;
 
     async fn session(
@@ -204,7 +204,17 @@ impl WorkerApi for Service {
         });
         Ok(Response::new(tokio_stream::StreamExt::map(
             ReceiverStream::new(out_rx),
-            Ok as fn(SchedulerMessage) -> Result<SchedulerMessage, Status>,
+            unbox as fn(Box<SchedulerMessage>) -> Result<SchedulerMessage, Status>,
         )))
     }
+}
+
+/// The session channel carries boxes (small slots); the stream yields the
+/// message itself.
+#[expect(
+    clippy::boxed_local,
+    reason = "the box is what the session channel carries"
+)]
+fn unbox(m: Box<SchedulerMessage>) -> Result<SchedulerMessage, Status> {
+    Ok(*m)
 }
