@@ -566,6 +566,7 @@ impl Control {
         self.engine.accrue_all(at);
         let engine = &self.engine;
         let config = engine.config();
+        let rates = engine.cost_rates();
         for (i, p) in config.pools.iter().enumerate() {
             let Some(s) = engine.pool_status(PoolId(i as u32)) else {
                 continue;
@@ -592,9 +593,8 @@ impl Control {
             };
             set_gauge(t::POOL_WARM, &[pool()], f64::from(warm));
             for market in [ebbtide_core::Market::OnDemand, ebbtide_core::Market::Spot] {
-                let rate = engine
-                    .cost_rates()
-                    .into_iter()
+                let rate = rates
+                    .iter()
                     .filter(|(pid, m, _)| pid.0 as usize == i && *m == market)
                     .map(|(_, _, r)| r.0.0)
                     .sum::<i64>();
