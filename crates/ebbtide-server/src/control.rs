@@ -332,12 +332,8 @@ impl Control {
                     if !self.awaiting_session.is_empty() {
                         // Adopted workers the engine declared lost stop waiting.
                         let engine = &self.engine;
-                        self.awaiting_session.retain(|w, _| {
-                            matches!(
-                                engine.worker_state(*w),
-                                Some(ebbtide_core::WorkerState::Idle | ebbtide_core::WorkerState::Busy | ebbtide_core::WorkerState::Draining)
-                            )
-                        });
+                        self.awaiting_session
+                            .retain(|w, _| may_hold_session(engine.worker_state(*w)));
                     }
                     self.apply(Event::Tick);
                     if now().saturating_since(self.last_refresh) >= std::time::Duration::from_secs(1) {
@@ -738,14 +734,7 @@ impl Control {
                 running,
                 reply,
             } => {
-                if !matches!(
-                    self.engine.worker_state(worker),
-                    Some(
-                        ebbtide_core::WorkerState::Idle
-                            | ebbtide_core::WorkerState::Busy
-                            | ebbtide_core::WorkerState::Draining
-                    )
-                ) {
+                if !may_hold_session(self.engine.worker_state(worker)) {
                     let _ = reply.send(Err(format!(
                         "worker {} is not an active member of this cluster",
                         worker.0
@@ -1298,4 +1287,17 @@ impl Control {
 /// The market as a metric label value.
 fn market_name(market: ebbtide_core::Market) -> &'static str {
     ebbtide_provider::labels::market_value(market)
+}
+
+/// Whether a worker in `state` may have a session open: it is registered
+/// and not yet retired or lost.
+fn may_hold_session(state: Option<ebbtide_core::WorkerState>) -> bool {
+    matches!(
+        state,
+        Some(
+            ebbtide_core::WorkerState::Idle
+                | ebbtide_core::WorkerState::Busy
+                | ebbtide_core::WorkerState::Draining
+        )
+    )
 }
