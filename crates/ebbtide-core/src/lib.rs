@@ -20,6 +20,7 @@ pub mod event;
 pub mod forecast;
 pub mod ids;
 pub mod job;
+pub mod ledger;
 pub mod money;
 pub mod planner;
 pub(crate) mod queue;
@@ -42,6 +43,7 @@ pub use engine::{Engine, EngineError, PoolStatus, QueueStat, ReconfigureError, S
 pub use event::{Adoption, Event, LaunchFailure};
 pub use ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
 pub use job::{JobOutcome, JobSpec, JobState};
+pub use ledger::{LedgerKey, LedgerLine};
 pub use money::{CostAccum, Micros, PricePerHour};
 pub use reason::{ScaleDecision, ScaleReason};
 pub use requirements::Requirements;

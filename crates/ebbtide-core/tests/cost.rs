@@ -122,3 +122,60 @@ fn a_tenant_past_its_daily_spend_is_refused_until_the_next_day() {
     let cmds = h.submit(testkit::job(3, 0, 1));
     assert!(!cmds.iter().any(|c| matches!(c, Command::Rejected { .. })));
 }
+
+#[test]
+fn the_ledger_cuts_an_instance_at_midnight_into_tenant_and_idle_lines() {
+    let mut h = Harness::new(testkit::config());
+    let midnight = Timestamp::from_secs(12 * 86_400);
+    h.now = Timestamp::from_millis(midnight.as_millis() - 60_000);
+    let day = h.now.utc_day();
+    h.submit(testkit::job(1, 0, 1));
+    // Launched at the first tick (1 s in), boots for 30 s (idle), runs the
+    // job 29 s before and 30 s after midnight, then idles 20 s (under the
+    // 60 s idle timeout).
+    h.run_for(90 * SEC, SEC);
+    h.finish(JobId(1), JobOutcome::Succeeded);
+    h.run_for(20 * SEC, SEC);
+    let lines = h.engine.take_ledger(h.now);
+    let price = PricePerHour(Micros(96_000));
+    let expect = |day: u64, tenant: Option<TenantId>, secs: u64, idle: u64, jobs: u32| {
+        (
+            day,
+            tenant,
+            price.cost_for(Duration::from_secs(secs)),
+            secs * 1000,
+            idle * 1000,
+            jobs,
+        )
+    };
+    let got: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l.key.day,
+                l.key.tenant,
+                l.cost,
+                l.slot_millis,
+                l.idle_millis,
+                l.jobs_started,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            expect(day, None, 30, 30, 0),
+            expect(day, Some(TenantId(0)), 29, 0, 1),
+            expect(day + 1, None, 20, 20, 0),
+            expect(day + 1, Some(TenantId(0)), 30, 0, 0),
+        ]
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.instance.is_some() && l.market == Market::OnDemand)
+    );
+    let total = lines.iter().fold(CostAccum::ZERO, |a, l| a + l.cost);
+    assert_eq!(total, h.engine.costs().fleet);
+    assert_eq!(total.to_micros(), Micros(109 * 96_000 / 3600));
+}

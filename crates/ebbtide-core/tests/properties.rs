@@ -295,6 +295,51 @@ fn event_for(op: &Op, engine: &Engine, obs: &mut Observer, now: Timestamp) -> Op
     })
 }
 
+/// The ledger's daily lines add up, to the unit, to the engine's running
+/// totals: fleet, idle, per tenant, on-demand equivalent; and it counts
+/// every assignment as a job started.
+fn check_ledger_matches_the_books(
+    engine: &mut Engine,
+    start: Timestamp,
+    now: Timestamp,
+) -> Result<(), TestCaseError> {
+    let lines = engine.take_ledger(now);
+    let books = engine.costs().clone();
+    let sum = |f: &dyn Fn(&LedgerLine) -> bool| {
+        lines
+            .iter()
+            .filter(|l| f(l))
+            .fold(CostAccum::ZERO, |a, l| a + l.cost)
+    };
+    prop_assert_eq!(sum(&|_| true), books.fleet);
+    prop_assert_eq!(sum(&|l| l.key.tenant.is_none()), books.idle);
+    for (t, spent) in books.by_tenant.iter().enumerate() {
+        prop_assert_eq!(sum(&|l| l.key.tenant == Some(TenantId(t as u32))), *spent);
+    }
+    prop_assert_eq!(sum(&|l| l.market == Market::Spot), books.spot);
+    let od = lines
+        .iter()
+        .fold(CostAccum::ZERO, |a, l| a + l.on_demand_cost);
+    prop_assert_eq!(od, books.on_demand_equivalent);
+    let started: u64 = lines.iter().map(|l| u64::from(l.jobs_started)).sum();
+    prop_assert_eq!(started, engine.stats().assignments);
+    for l in &lines {
+        prop_assert!(
+            (start.utc_day()..=now.utc_day()).contains(&l.key.day),
+            "{l:?} outside the run"
+        );
+        prop_assert!(
+            l.idle_millis == 0 || l.key.tenant.is_none(),
+            "idle time on a tenant line: {l:?}"
+        );
+    }
+    prop_assert!(
+        engine.take_ledger(now).is_empty(),
+        "a second take finds nothing new"
+    );
+    Ok(())
+}
+
 fn heartbeat_all(engine: &mut Engine, now: Timestamp) {
     let alive = workers_in(
         engine,
@@ -316,7 +361,9 @@ proptest! {
 
     #[test]
     fn invariants_hold_after_every_event(ops in proptest::collection::vec(op(), 1..250)) {
-        let mut now = Timestamp::from_secs(2_000_000);
+        // An hour before a UTC midnight, so the ledger's day cut is exercised.
+        let start = Timestamp::from_secs(2_073_600 - 3_600);
+        let mut now = start;
         let mut engine = Engine::new(config(), now).expect("valid");
         let mut obs = Observer::default();
         for op in &ops {
@@ -353,6 +400,7 @@ proptest! {
                 prop_assert!(active >= 2 || metal.physical() >= 3 || recently_failed, "static pool below warm size: {metal:?}");
             }
         }
+        check_ledger_matches_the_books(&mut engine, start, now)?;
     }
 
     #[test]

@@ -168,6 +168,7 @@ impl Engine {
             .max_uses
             .is_some_and(|m| w.uses >= m);
         self.transition(wid, WorkerTransition::JobAssigned)?;
+        self.book_job_start(wid, tenant, now);
         out.push(Command::Assign {
             job: job_id,
             worker: wid,

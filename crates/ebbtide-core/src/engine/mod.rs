@@ -26,6 +26,7 @@ use crate::cost::{CostTotals, PriceTable};
 use crate::event::Event;
 use crate::ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
 use crate::job::{Job, JobState};
+use crate::ledger::{Ledger, LedgerLine};
 use crate::queue::JobQueue;
 use crate::requirements::{DetHashMap, SignatureTable};
 use crate::tenant::{TenantState, Usage};
@@ -116,6 +117,7 @@ pub struct Engine {
     workers: BTreeMap<WorkerId, Worker>,
     prices: PriceTable,
     costs: CostTotals,
+    ledger: Ledger,
     next_worker: u64,
     next_seq: u64,
     stats: Stats,
@@ -175,6 +177,7 @@ impl Engine {
             workers: BTreeMap::new(),
             prices: PriceTable::default(),
             costs,
+            ledger: Ledger::default(),
             next_worker: 1,
             next_seq: 0,
             stats: Stats::default(),
@@ -405,6 +408,14 @@ impl Engine {
         for w in ids {
             self.accrue(w, now);
         }
+    }
+
+    /// Books every instance's cost up to `now` and hands over the ledger
+    /// lines booked since the last call, for the adapter to add to its
+    /// durable ledger. Lines of the same key from two calls add up.
+    pub fn take_ledger(&mut self, now: Timestamp) -> Vec<LedgerLine> {
+        self.accrue_all(now);
+        self.ledger.take()
     }
 
     /// Queue wait target of a class.

@@ -8,8 +8,10 @@ use super::{Engine, EngineError};
 use crate::command::Command;
 use crate::cost::InstanceLifetime;
 use crate::event::LaunchFailure;
-use crate::ids::{InstanceId, JobId, WorkerId};
+use crate::ids::{InstanceId, JobId, TenantId, WorkerId};
 use crate::job::{JobOutcome, JobState};
+use crate::ledger::{Booking, InstanceFacts, day_spans};
+use crate::money::CostAccum;
 use crate::money::PricePerHour;
 use crate::time::Timestamp;
 use crate::worker::{DrainReason, Market, WorkerState, WorkerTransition};
@@ -482,7 +484,8 @@ impl Engine {
     }
 
     /// Books the cost of a worker since its last accrual, split exactly
-    /// between the jobs in its slots and idle waste.
+    /// between the jobs in its slots and idle waste, and cut at UTC
+    /// midnights into the ledger's daily lines.
     pub(super) fn accrue(&mut self, wid: WorkerId, now: Timestamp) {
         let Some(w) = self.workers.get_mut(&wid) else {
             return;
@@ -490,8 +493,9 @@ impl Engine {
         if w.launched_at.is_none() || now <= w.last_accrual || w.state == WorkerState::Terminated {
             return;
         }
-        let dt = now.saturating_since(w.last_accrual);
+        let from = w.last_accrual;
         w.last_accrual = now;
+        let w = &self.workers[&wid];
         let cfg = &self.pools[w.pool.0 as usize].config;
         let od_rate = self.prices.lookup(
             &cfg.shape.name,
@@ -499,29 +503,83 @@ impl Engine {
             w.zone.as_deref(),
             cfg.on_demand_price,
         );
-        let total = w.rate.cost_for(dt);
-        let on_demand = od_rate.cost_for(dt);
         let cap = cfg.capacity_per_instance;
-        let (share, remainder) = total.split(cap);
         let busy = u32::try_from(w.jobs.len()).unwrap_or(u32::MAX).min(cap);
-        let idle = share.times(cap - busy) + remainder;
+        let facts = InstanceFacts::of(w, cap);
+        let mut total = CostAccum::ZERO;
+        let mut on_demand = CostAccum::ZERO;
+        let mut idle = CostAccum::ZERO;
+        // Every job holds one slot, so each gets the same share of a span.
+        let mut job_share = CostAccum::ZERO;
+        for (day, start, end) in day_spans(from.as_millis(), now.as_millis()) {
+            let dt = Duration::from_millis(end - start);
+            let span = w.rate.cost_for(dt);
+            let span_od = od_rate.cost_for(dt);
+            let (share, remainder) = span.split(cap);
+            let (od_share, od_remainder) = span_od.split(cap);
+            let span_idle = share.times(cap - busy) + remainder;
+            for tenant in w
+                .jobs
+                .iter()
+                .filter_map(|j| self.jobs.get(j))
+                .map(|j| j.tenant)
+            {
+                let booking = Booking {
+                    cost: share,
+                    on_demand_cost: od_share,
+                    slot_millis: end - start,
+                    ..Booking::default()
+                };
+                self.ledger.book(day, &facts, Some(tenant), booking);
+            }
+            job_share += share;
+            let idle_booking = Booking {
+                cost: span_idle,
+                on_demand_cost: od_share.times(cap - busy) + od_remainder,
+                slot_millis: (end - start) * u64::from(cap - busy),
+                idle_millis: if busy == 0 { end - start } else { 0 },
+                jobs_started: 0,
+            };
+            self.ledger.book(day, &facts, None, idle_booking);
+            total += span;
+            on_demand += span_od;
+            idle += span_idle;
+        }
+        let (pool, market) = (w.pool, w.market);
         for j in &w.jobs {
             if let Some(job) = self.jobs.get_mut(j) {
-                job.cost += share;
+                job.cost += job_share;
                 let t = job.tenant.0 as usize;
-                self.costs.by_tenant[t] += share;
-                self.tenants[t].add_spend(now, share);
+                self.costs.by_tenant[t] += job_share;
+                self.tenants[t].add_spend(now, job_share);
             }
         }
-        w.cost += total;
-        w.on_demand_cost += on_demand;
-        w.idle_cost += idle;
+        if let Some(w) = self.workers.get_mut(&wid) {
+            w.cost += total;
+            w.on_demand_cost += on_demand;
+            w.idle_cost += idle;
+        }
         self.costs.fleet += total;
         self.costs.on_demand_equivalent += on_demand;
         self.costs.idle += idle;
-        self.costs.by_pool[w.pool.0 as usize] += total;
-        if w.market == Market::Spot {
+        self.costs.by_pool[pool.0 as usize] += total;
+        if market == Market::Spot {
             self.costs.spot += total;
         }
+    }
+
+    /// Records in the ledger that `worker` started a job of `tenant`.
+    pub(super) fn book_job_start(&mut self, wid: WorkerId, tenant: TenantId, now: Timestamp) {
+        let Some(w) = self.workers.get(&wid) else {
+            return;
+        };
+        let capacity = self.pools[w.pool.0 as usize].config.capacity_per_instance;
+        let facts = InstanceFacts::of(w, capacity);
+        let booking = Booking {
+            jobs_started: 1,
+            ..Booking::default()
+        };
+        self.ledger
+            .book(now.utc_day(), &facts, Some(tenant), booking);
     }
 }
