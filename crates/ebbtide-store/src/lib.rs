@@ -2,7 +2,7 @@
 //!
 //! Durable state for the scheduler: every accepted job (durable before the
 //! API answers), its log, and the one-time bootstrap tokens workers
-//! register with. The [`Store`] trait is what the server uses; SQLite (WAL,
+//! register with, and the cost ledger daily reports are built from. The [`Store`] trait is what the server uses; SQLite (WAL,
 //! group commit) is the embedded default and PostgreSQL follows behind the
 //! same trait for several scheduler replicas.
 //!
@@ -10,8 +10,11 @@
 //! it stores records, it does not interpret them. Tokens are stored only as
 //! SHA-256 hashes, so a database dump never reveals a usable credential.
 
+mod costs;
 mod sqlite;
 mod types;
+
+pub use costs::{CostLine, ReportDue};
 
 pub use sqlite::SqliteStore;
 pub use types::*;
@@ -54,4 +57,15 @@ pub trait Store: Send + Sync {
         worker: WorkerId,
         now_ms: u64,
     ) -> Result<TokenCheck, StoreError>;
+    /// Adds cost ledger lines (amounts of the same day, worker and tenant
+    /// sum up) and marks their days' reports due.
+    async fn record_costs(&self, lines: Vec<CostLine>) -> Result<(), StoreError>;
+    /// Ledger lines of the UTC days `from..=to`, ordered by day, worker and
+    /// tenant (the idle line first).
+    async fn cost_lines(&self, from: u64, to: u64) -> Result<Vec<CostLine>, StoreError>;
+    /// Days before `before` whose ledger changed since their report was
+    /// last published, oldest first.
+    async fn reports_due(&self, before: u64) -> Result<Vec<ReportDue>, StoreError>;
+    /// Records that a day's report was published as of a revision.
+    async fn mark_reported(&self, due: ReportDue) -> Result<(), StoreError>;
 }

@@ -18,9 +18,10 @@ use sqlx::sqlite::{
 use sqlx::{Connection, Row, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::costs;
 use crate::{
-    JobFilter, JobId, JobRecord, JobStatus, JobUpdate, NewJob, RequirementsRecord, Store,
-    StoreError, TokenCheck, WorkerId,
+    CostLine, JobFilter, JobId, JobRecord, JobStatus, JobUpdate, NewJob, ReportDue,
+    RequirementsRecord, Store, StoreError, TokenCheck, WorkerId,
 };
 
 /// Requests that may wait for the writer; beyond this, callers wait.
@@ -47,6 +48,8 @@ enum WriteOp {
         now_ms: u64,
         reply: Reply<TokenCheck>,
     },
+    RecordCosts(Vec<CostLine>, Reply<()>),
+    MarkReported(ReportDue, Reply<()>),
 }
 
 /// An answer computed inside the transaction, sent after the commit.
@@ -176,6 +179,12 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<WriteOp>) {
                 now_ms,
                 reply,
             } => Done::Token(reply, redeem(&mut tx, hash, worker, now_ms).await),
+            WriteOp::RecordCosts(lines, reply) => {
+                Done::Unit(reply, costs::record(&mut tx, lines).await)
+            }
+            WriteOp::MarkReported(due, reply) => {
+                Done::Unit(reply, costs::mark_reported(&mut tx, due).await)
+            }
         };
         done.push(d);
     }
@@ -195,7 +204,9 @@ fn into_done(op: WriteOp) -> Done {
         WriteOp::Submit(_, r) => Done::Job(r, Box::new(Err(StoreError::Closed))),
         WriteOp::Update(_, _, r)
         | WriteOp::AppendLog(_, _, r)
-        | WriteOp::IssueToken { reply: r, .. } => Done::Unit(r, Err(StoreError::Closed)),
+        | WriteOp::IssueToken { reply: r, .. }
+        | WriteOp::RecordCosts(_, r)
+        | WriteOp::MarkReported(_, r) => Done::Unit(r, Err(StoreError::Closed)),
         WriteOp::RedeemToken { reply, .. } => Done::Token(reply, Err(StoreError::Closed)),
     }
 }
@@ -438,6 +449,34 @@ impl Store for SqliteStore {
             reply,
         })
         .await
+    }
+
+    async fn record_costs(&self, lines: Vec<CostLine>) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        self.write(|r| WriteOp::RecordCosts(lines, r)).await
+    }
+
+    async fn cost_lines(&self, from: u64, to: u64) -> Result<Vec<CostLine>, StoreError> {
+        let rows = sqlx::query(costs::LINES_BETWEEN)
+            .bind(from as i64)
+            .bind(to as i64)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(costs::line_from).collect()
+    }
+
+    async fn reports_due(&self, before: u64) -> Result<Vec<ReportDue>, StoreError> {
+        let rows = sqlx::query(costs::DUE_BEFORE)
+            .bind(before as i64)
+            .fetch_all(&self.reads)
+            .await?;
+        rows.iter().map(costs::due_from).collect()
+    }
+
+    async fn mark_reported(&self, due: ReportDue) -> Result<(), StoreError> {
+        self.write(|r| WriteOp::MarkReported(due, r)).await
     }
 
     async fn max_worker_id(&self) -> Result<u64, StoreError> {
