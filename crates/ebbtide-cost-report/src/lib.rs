@@ -13,12 +13,14 @@
 
 mod columns;
 mod day;
+mod ledger;
 mod publish;
 mod readback;
 mod report;
 
 pub use columns::{ReportFormat, to_csv, to_parquet};
 pub use day::{Day, DayError};
+pub use ledger::name_lines;
 pub use publish::{PublishError, PublishSummary, Publisher, ReportSink, SinkError, Spool};
 pub use readback::{ReadBack, ReadBackError, read_csv, read_parquet};
 pub use report::{Report, ReportRow, ReportTotals};

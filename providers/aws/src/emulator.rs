@@ -52,15 +52,23 @@ pub async fn start() -> Result<Moto, String> {
     Ok(moto)
 }
 
+/// Static credentials moto accepts.
+pub fn test_credentials() -> (String, String) {
+    ("test".into(), "test".into())
+}
+
 /// An EC2 client for `endpoint` with static test credentials.
 pub async fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(endpoint)
-        .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-            "test", "test", None, None, "emulator",
-        ))
-        .load()
-        .await;
+    let shared = crate::sdk_config("us-east-1", Some(endpoint), Some(&test_credentials())).await;
     aws_sdk_ec2::Client::new(&shared)
+}
+
+/// An S3 client for `endpoint` with static test credentials, path-style
+/// (moto serves every bucket on one host).
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let shared = crate::sdk_config("us-east-1", Some(endpoint), Some(&test_credentials())).await;
+    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }

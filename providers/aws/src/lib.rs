@@ -14,12 +14,15 @@
 //! instance's worker is `first + AmiLaunchIndex`, and `list` rebuilds it
 //! from tags alone, paging through `DescribeInstances` with a tag filter.
 //!
+//! Cost reports go to S3 through [`S3Sink`].
+//!
 //! Credentials come from the standard chain (environment, profile,
 //! instance role); an endpoint override exists for tests against an
 //! emulator only.
 
 pub mod emulator;
 mod errors;
+mod s3_reports;
 mod userdata;
 
 use std::collections::HashMap;
@@ -38,6 +41,7 @@ use ebbtide_provider::{
 use tokio::sync::Mutex;
 
 pub use errors::classify_code;
+pub use s3_reports::{S3Sink, S3SinkConfig};
 pub use userdata::{BatchFile, render_user_data};
 
 /// Tag holding the id of the launch batch.
@@ -97,6 +101,34 @@ pub struct AwsConfig {
     pub test_credentials: Option<(String, String)>,
 }
 
+/// The SDK settings every Ebbtide AWS client shares: the region, the
+/// standard credential chain (or static credentials and an endpoint, for an
+/// emulator in tests), and the SDK's own retries off — retries are the
+/// caller's one policy (the `Governed` wrapper for EC2, the report
+/// publisher for S3), so they are counted once and never multiplied.
+pub async fn sdk_config(
+    region: &str,
+    endpoint: Option<&str>,
+    test_credentials: Option<&(String, String)>,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .retry_config(aws_config::retry::RetryConfig::disabled());
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    if let Some((key, secret)) = test_credentials {
+        loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
+            key,
+            secret,
+            None,
+            None,
+            "ebbtide-test",
+        ));
+    }
+    loader.load().await
+}
+
 /// The provider.
 pub struct AwsProvider {
     client: Client,
@@ -110,22 +142,12 @@ impl AwsProvider {
     pub async fn new(config: AwsConfig) -> AwsProvider {
         // Retries are the Governed wrapper's (one policy, counted in the
         // metrics), so the SDK's own are off.
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(config.region.clone()))
-            .retry_config(aws_config::retry::RetryConfig::disabled());
-        if let Some(endpoint) = &config.endpoint {
-            loader = loader.endpoint_url(endpoint);
-        }
-        if let Some((key, secret)) = &config.test_credentials {
-            loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                key,
-                secret,
-                None,
-                None,
-                "ebbtide-test",
-            ));
-        }
-        let shared = loader.load().await;
+        let shared = sdk_config(
+            &config.region,
+            config.endpoint.as_deref(),
+            config.test_credentials.as_ref(),
+        )
+        .await;
         AwsProvider {
             client: Client::new(&shared),
             config,
