@@ -4,6 +4,7 @@
 //! become `anyhow` messages and exit codes.
 
 mod client;
+mod cost;
 mod demo;
 mod service;
 mod simulate;
@@ -44,6 +45,11 @@ enum Command {
     Jobs(client::JobsArgs),
     /// A job's output.
     Logs(client::LogsArgs),
+    /// Cost reports.
+    Cost {
+        #[command(subcommand)]
+        command: cost::CostCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,6 +89,7 @@ fn main() -> ExitCode {
         Command::Status(api) => client::status(api),
         Command::Jobs(args) => client::jobs(args),
         Command::Logs(args) => client::logs(args),
+        Command::Cost { command } => cost::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

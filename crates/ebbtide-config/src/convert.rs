@@ -109,12 +109,19 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         orphan_grace: srv.orphan_grace,
     };
     let providers = providers(file.providers, &engine, &mut issue);
+    let cost_reports = crate::reports::to_config(
+        file.cost_reports,
+        &server.data_dir,
+        providers.aws.as_ref().map(|a| a.region.as_str()),
+        &mut issue,
+    );
     ClusterConfig {
         server,
         api_keys,
         engine,
         tenant_defaults,
         providers,
+        cost_reports,
     }
 }
 

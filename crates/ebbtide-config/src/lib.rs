@@ -11,7 +11,10 @@
 
 mod convert;
 mod locate;
+mod reports;
 mod schema;
+
+pub use reports::{CostReportsConfig, S3ReportSettings};
 pub use schema::LogFormat;
 
 use std::path::Path;
@@ -155,6 +158,8 @@ pub struct ClusterConfig {
     pub tenant_defaults: Option<TenantConfig>,
     /// `[providers.*]`.
     pub providers: ProvidersConfig,
+    /// `[cost_reports]`.
+    pub cost_reports: CostReportsConfig,
 }
 
 impl ClusterConfig {

@@ -23,6 +23,8 @@ pub(crate) struct File {
     pub pools: Vec<PoolSection>,
     #[serde(default)]
     pub providers: ProvidersSection,
+    #[serde(default)]
+    pub cost_reports: crate::reports::CostReportsSection,
 }
 
 /// Per-provider settings: `[providers.docker]`, `[providers.local]`.

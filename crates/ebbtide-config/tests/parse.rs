@@ -212,3 +212,49 @@ fn every_example_configuration_is_valid() {
         "local, docker, aws and the simulator scenario"
     );
 }
+
+#[test]
+fn cost_reports_default_to_a_local_spool_in_the_data_dir() {
+    let c = ebbtide_config::parse("[server]\ndata_dir = \"/var/lib/ebbtide\"\n").expect("valid");
+    assert_eq!(
+        c.cost_reports.spool_dir,
+        std::path::PathBuf::from("/var/lib/ebbtide/cost-reports")
+    );
+    assert_eq!(c.cost_reports.ledger_flush, Duration::from_secs(10));
+    assert_eq!(c.cost_reports.publish_interval, Duration::from_secs(300));
+    assert_eq!(c.cost_reports.s3, None);
+}
+
+#[test]
+fn an_s3_bucket_takes_the_aws_region_and_a_trimmed_prefix() {
+    let text = "[providers.aws]\nregion = \"eu-west-1\"\n\n[cost_reports.s3]\nbucket = \"acme-finops\"\nprefix = \"/ci/ebbtide/\"\n";
+    let c = ebbtide_config::parse(text).expect("valid");
+    let s3 = c.cost_reports.s3.expect("s3");
+    assert_eq!(s3.region, "eu-west-1");
+    assert_eq!(s3.prefix, "ci/ebbtide");
+    assert!(!s3.path_style);
+}
+
+#[test]
+fn a_bad_bucket_name_and_a_missing_region_are_refused_with_their_lines() {
+    let text = "[cost_reports]\npublish_interval = \"1s\"\n\n[cost_reports.s3]\nbucket = \"Acme_FinOps\"\n";
+    let err = ebbtide_config::parse(text).expect_err("refused");
+    let msgs: Vec<String> = err.issues.iter().map(ToString::to_string).collect();
+    assert_eq!(err.issues.len(), 3, "{msgs:?}");
+    let bucket = err
+        .issues
+        .iter()
+        .find(|i| i.path == "cost_reports.s3.bucket")
+        .expect("bucket issue");
+    assert_eq!(bucket.line, Some(5));
+    assert!(bucket.message.contains("lowercase"), "{}", bucket.message);
+    assert!(
+        msgs.iter().any(|m| m.contains("cost_reports.s3.region")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("cost_reports.publish_interval") && m.contains("at least 10s")),
+        "{msgs:?}"
+    );
+}

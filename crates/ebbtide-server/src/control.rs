@@ -194,6 +194,8 @@ pub(crate) struct Control {
     /// When the loop learned each worker's instance (for the reconciler).
     launched_at: HashMap<WorkerId, Timestamp>,
     reconciler: crate::reconcile::Reconciler,
+    ledger: crate::costs::LedgerWriter,
+    ledger_flush: std::time::Duration,
 }
 
 impl Control {
@@ -282,6 +284,8 @@ impl Control {
             unconfirmed: HashMap::new(),
             launched_at: HashMap::new(),
             reconciler: Default::default(),
+            ledger: crate::costs::LedgerWriter::start(store.clone(), config),
+            ledger_flush: config.cost_reports.ledger_flush,
             launch_requested: HashMap::new(),
             queue_series: Vec::new(),
             last_refresh: Timestamp::from_millis(0),
@@ -321,9 +325,20 @@ impl Control {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut reconcile = tokio::time::interval(self.server.reconcile_interval);
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut ledger = tokio::time::interval(self.ledger_flush);
+        ledger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // The last lines are written before the loop ends, so a
+                    // clean stop loses no cost.
+                    let lines = self.ledger.take(&mut self.engine, now());
+                    if let Err(e) = self.store.record_costs(lines).await {
+                        tracing::error!(error = %e, "cost ledger lines lost at shutdown");
+                    }
+                    return;
+                }
+                _ = ledger.tick() => self.ledger.flush(&mut self.engine, now()),
                 _ = reconcile.tick() => self.start_reconcile(),
                 _ = tick.tick() => {
                     if !self.unconfirmed.is_empty() {

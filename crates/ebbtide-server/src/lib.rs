@@ -11,6 +11,9 @@
 
 mod auth;
 mod control;
+mod costs;
+
+pub use costs::publisher as cost_report_publisher;
 mod http_api;
 mod reconcile;
 mod session;
@@ -207,6 +210,14 @@ pub async fn start_with_providers(
             }
         })?;
     let mut tasks = vec![tokio::spawn(control.run(rx, shutdown_rx.clone()))];
+    let publisher = costs::publisher(&config, store.clone(), None, true).await;
+    tracing::info!(to = %publisher.location(), spool = %config.cost_reports.spool_dir.display(), "daily cost reports");
+    tasks.push(tokio::spawn(costs::publish_loop(
+        publisher,
+        store.clone(),
+        config.cost_reports.publish_interval,
+        shutdown_rx.clone(),
+    )));
     tasks.push(tokio::spawn(worker_api::serve(
         grpc,
         tx.clone(),

@@ -75,6 +75,12 @@ pub const COST_MARKET: &str = "ebbtide_cost_market_micro_dollars_total";
 pub const COST_TENANT: &str = "ebbtide_cost_tenant_micro_dollars_total";
 /// Cumulative savings versus running the same time on-demand.
 pub const SAVINGS: &str = "ebbtide_savings_micro_dollars_total";
+/// Daily cost reports published.
+pub const REPORTS_PUBLISHED: &str = "ebbtide_cost_reports_published_total";
+/// Ledger writes and report uploads that failed (and are retried).
+pub const REPORT_FAILURES: &str = "ebbtide_cost_report_failures_total";
+/// Finished days whose report is not published yet.
+pub const REPORTS_DUE: &str = "ebbtide_cost_reports_pending";
 /// Configured fleet budget (`engine.max_cost_per_hour`), if any.
 pub const BUDGET: &str = "ebbtide_budget_micro_dollars_per_hour";
 /// Share of a tenant's running-jobs quota in use.
@@ -268,6 +274,19 @@ fn describe() {
         SAVINGS,
         "Cumulative savings in micro-dollars versus running the same instance-time on-demand."
     );
+    describe_counter!(
+        REPORTS_PUBLISHED,
+        "Daily cost reports built from the ledger and published (to S3 when configured, else to the local spool)."
+    );
+    describe_counter!(
+        REPORT_FAILURES,
+        "Cost bookkeeping failures: stage=ledger (ledger lines not yet durable, retried) or stage=upload (a day's report refused by S3 after retries, kept locally and due)."
+    );
+    describe_gauge!(
+        REPORTS_DUE,
+        Unit::Count,
+        "Finished days whose cost report is not published yet (after the last publishing pass)."
+    );
     describe_gauge!(
         BUDGET,
         "Configured fleet budget in micro-dollars per hour (engine.max_cost_per_hour); absent without one."
@@ -396,4 +415,19 @@ pub(crate) fn set_counter(name: &'static str, labels: &[(&'static str, String)],
         .map(|(k, v)| metrics::Label::new(*k, v.clone()))
         .collect();
     counter!(name, labels).absolute(value);
+}
+
+/// A publishing pass ended: `published` days sent, `failed` uploads, and
+/// `due` finished days still waiting.
+pub(crate) fn cost_reports(published: u64, failed: u64, due: u64) {
+    counter!(REPORTS_PUBLISHED).increment(published);
+    if failed > 0 {
+        counter!(REPORT_FAILURES, "stage" => "upload").increment(failed);
+    }
+    gauge!(REPORTS_DUE).set(due as f64);
+}
+
+/// Ledger lines could not be made durable (they are kept and retried).
+pub(crate) fn ledger_write_failed() {
+    counter!(REPORT_FAILURES, "stage" => "ledger").increment(1);
 }

@@ -10,14 +10,21 @@ use std::process::{Child, Command, Stdio};
 /// Starts `ebbtide serve --config PATH`, its log appended to `log`, and
 /// returns the child and its job API base URL.
 pub fn serve(config: &Path, log: &Path) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebbtide"));
+    cmd.args(["serve", "--config"]).arg(config);
+    serve_command(cmd, log)
+}
+
+/// Starts an `ebbtide serve` command the caller prepared (extra
+/// environment, say), its log appended to `log`; returns the child and its
+/// job API base URL.
+pub fn serve_command(mut cmd: Command, log: &Path) -> (Child, String) {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
-        .args(["serve", "--config"])
-        .arg(config)
+    let mut child = cmd
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())

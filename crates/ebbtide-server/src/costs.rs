@@ -1,0 +1,164 @@
+//! The cost ledger's way from the engine to S3.
+//!
+//! The control loop takes the engine's ledger lines every
+//! `cost_reports.ledger_flush` and hands them to [`LedgerWriter`], which
+//! makes them durable in the store off the loop (lines it cannot write are
+//! kept and retried; amounts add up, so order never matters). A separate
+//! task publishes every finished day whose ledger changed, every
+//! `cost_reports.publish_interval` and once at start-up (days left due by
+//! an earlier run go first).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ebbtide_config::ClusterConfig;
+use ebbtide_core::{Engine, Timestamp};
+use ebbtide_cost_report::{Day, Publisher, ReportSink, Spool, name_lines};
+use ebbtide_store::{CostLine, Store};
+use tokio::sync::{mpsc, watch};
+
+/// Makes ledger lines durable without ever blocking the control loop.
+pub(crate) struct LedgerWriter {
+    lines: mpsc::UnboundedSender<Vec<CostLine>>,
+    aws_region: Option<String>,
+}
+
+impl LedgerWriter {
+    /// Starts the writer task over `store`.
+    pub(crate) fn start(store: Arc<dyn Store>, config: &ClusterConfig) -> LedgerWriter {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(store, rx));
+        LedgerWriter {
+            lines: tx,
+            aws_region: config.providers.aws.as_ref().map(|a| a.region.clone()),
+        }
+    }
+
+    /// Takes the engine's lines booked up to `now`, named for the store.
+    pub(crate) fn take(&self, engine: &mut Engine, now: Timestamp) -> Vec<CostLine> {
+        let lines = engine.take_ledger(now);
+        let region = |provider: &str| {
+            (provider == "aws")
+                .then(|| self.aws_region.clone())
+                .flatten()
+        };
+        name_lines(lines, engine.config(), &region)
+    }
+
+    /// Queues the engine's new lines for the store.
+    pub(crate) fn flush(&self, engine: &mut Engine, now: Timestamp) {
+        let lines = self.take(engine, now);
+        if !lines.is_empty() && self.lines.send(lines).is_err() {
+            tracing::error!(
+                "the ledger writer stopped; cost lines since the last flush are not durable"
+            );
+        }
+    }
+}
+
+async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Vec<CostLine>>) {
+    let mut pending: Vec<CostLine> = Vec::new();
+    loop {
+        let next = if pending.is_empty() {
+            rx.recv().await
+        } else {
+            // Retry what failed at the next batch or after 5 s, whichever first.
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap_or(Some(Vec::new()))
+        };
+        let Some(batch) = next else {
+            break;
+        };
+        pending.extend(batch);
+        let lines = std::mem::take(&mut pending);
+        let count = lines.len();
+        if let Err(e) = store.record_costs(lines.clone()).await {
+            crate::telemetry::ledger_write_failed();
+            tracing::error!(error = %e, lines = count, "cost ledger write failed; keeping the lines to retry");
+            pending = lines;
+        }
+    }
+    if !pending.is_empty()
+        && let Err(e) = store.record_costs(pending).await
+    {
+        tracing::error!(error = %e, "cost ledger lines lost at shutdown");
+    }
+}
+
+/// Builds the publisher `[cost_reports]` describes: reports written to
+/// `spool` (default: the configured spool) and, when `upload` and
+/// `[cost_reports.s3]` is set, sent to S3.
+pub async fn publisher(
+    config: &ClusterConfig,
+    store: Arc<dyn Store>,
+    spool: Option<std::path::PathBuf>,
+    upload: bool,
+) -> Publisher {
+    let reports = &config.cost_reports;
+    let sink: Option<Arc<dyn ReportSink>> = match reports.s3.as_ref().filter(|_| upload) {
+        Some(s3) => Some(Arc::new(
+            ebbtide_provider_aws::S3Sink::new(&ebbtide_provider_aws::S3SinkConfig {
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                path_style: s3.path_style,
+                test_credentials: None,
+            })
+            .await,
+        )),
+        None => None,
+    };
+    let prefix = reports.s3.as_ref().map_or("", |s| s.prefix.as_str());
+    let spool = spool.unwrap_or_else(|| reports.spool_dir.clone());
+    Publisher::new(store, Spool::new(spool), sink, prefix)
+}
+
+/// Publishes due days now and every `interval` until shutdown.
+pub(crate) async fn publish_loop(
+    publisher: Publisher,
+    store: Arc<dyn Store>,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = every.tick() => publish_once(&publisher, store.as_ref()).await,
+        }
+    }
+}
+
+async fn publish_once(publisher: &Publisher, store: &dyn Store) {
+    let today = Day::of_millis(crate::now().as_millis());
+    match publisher.publish_due(today).await {
+        Ok(summary) => {
+            for (day, totals) in &summary.published {
+                tracing::info!(
+                    %day,
+                    billed_micros = totals.billed_micros,
+                    list_micros = totals.list_micros,
+                    jobs = totals.jobs_served,
+                    rows = totals.rows,
+                    to = %publisher.location(),
+                    "cost report published"
+                );
+            }
+            for (day, error) in &summary.failed {
+                tracing::warn!(%day, %error, "cost report upload failed; kept locally, will retry");
+            }
+            let due = store
+                .reports_due(today.0)
+                .await
+                .map_or(0, |d| d.len() as u64);
+            crate::telemetry::cost_reports(
+                summary.published.len() as u64,
+                summary.failed.len() as u64,
+                due,
+            );
+        }
+        Err(e) => tracing::error!(error = %e, "cost report publishing failed"),
+    }
+}
