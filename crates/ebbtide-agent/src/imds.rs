@@ -81,6 +81,22 @@ impl Imds {
         r.text().await.map(Some).map_err(|e| Self::fail(path, e))
     }
 
+    /// The instance identity document and its base64 signature, which the
+    /// scheduler checks to know which instance is registering.
+    pub async fn identity(&self) -> Result<(Vec<u8>, String), ImdsError> {
+        let doc_path = "/latest/dynamic/instance-identity/document";
+        let sig_path = "/latest/dynamic/instance-identity/signature";
+        let document = self
+            .get(doc_path)
+            .await?
+            .ok_or_else(|| Self::fail(doc_path, "missing"))?;
+        let signature = self
+            .get(sig_path)
+            .await?
+            .ok_or_else(|| Self::fail(sig_path, "missing"))?;
+        Ok((document.into_bytes(), signature))
+    }
+
     /// This instance's index in its launch batch.
     pub async fn launch_index(&self) -> Result<u64, ImdsError> {
         let path = "/latest/meta-data/ami-launch-index";

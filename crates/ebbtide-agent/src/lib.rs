@@ -41,6 +41,9 @@ pub struct AgentConfig {
     /// On a cloud instance: where to watch for a spot interruption notice,
     /// reported to the scheduler so it drains this worker in time.
     pub interruptions: Option<imds::Imds>,
+    /// On EC2: the instance identity document and its signature, sent at
+    /// registration so the scheduler knows which instance registers.
+    pub identity: Option<(Vec<u8>, String)>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -50,6 +53,10 @@ impl std::fmt::Debug for AgentConfig {
             .field("worker_id", &self.worker_id)
             .field("bootstrap_token", &"<redacted>")
             .field("interruptions", &self.interruptions)
+            .field(
+                "identity",
+                &self.identity.as_ref().map(|_| "<instance identity>"),
+            )
             .finish()
     }
 }
@@ -158,6 +165,12 @@ async fn register(
                 worker_id: config.worker_id,
                 bootstrap_token: config.bootstrap_token.clone(),
                 agent_version: env!("CARGO_PKG_VERSION").to_string(),
+                identity: config.identity.as_ref().map(|(document, signature)| {
+                    ebbtide_proto::worker::v1::InstanceIdentity {
+                        document: document.clone(),
+                        signature: signature.clone(),
+                    }
+                }),
             })
             .await;
         match outcome {

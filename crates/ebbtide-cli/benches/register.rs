@@ -141,6 +141,7 @@ fn main() {
                         worker_id: worker.0,
                         bootstrap_token: token,
                         agent_version: "bench".into(),
+                        identity: None,
                     })
                     .await;
                 drop(permit);

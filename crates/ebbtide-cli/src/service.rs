@@ -165,11 +165,13 @@ async fn ec2_agent_config(
             batch.tokens.len()
         )
     })?;
+    let identity = imds.identity().await?;
     Ok(ebbtide_agent::AgentConfig {
         scheduler: args.scheduler.clone().unwrap_or(batch.scheduler.clone()),
         worker_id,
         bootstrap_token: token.to_string(),
         interruptions: Some(imds),
+        identity: Some(identity),
     })
 }
 
@@ -187,5 +189,6 @@ fn local_agent_config(args: &AgentArgs) -> anyhow::Result<ebbtide_agent::AgentCo
         worker_id: args.worker_id.context("--worker-id is required")?,
         bootstrap_token: token,
         interruptions: None,
+        identity: None,
     })
 }

@@ -4,7 +4,9 @@
 //! by running `ebbtide agent --ec2-batch` with that user-data and a
 //! stand-in for the instance metadata service; jobs run; idle instances
 //! are terminated; an orphan left by a simulated crash is found and
-//! terminated by the reconciler.
+//! terminated by the reconciler. Registration is bound to the instance:
+//! a neighbour holding another instance's token is refused by the signed
+//! instance identity document (AWS's key stood in for by an openssl one).
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
@@ -30,9 +32,58 @@ impl Drop for Kill {
     }
 }
 
+/// The test's stand-in for AWS's signing key: an RSA key and a
+/// self-signed certificate (`key.pem`, `cert.pem` in `dir`), made with the
+/// openssl command AWS's documentation verifies identity documents with.
+fn make_signing_key(dir: &std::path::Path) {
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem",
+        ])
+        .args([
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=ebbtide-test-aws",
+            "-days",
+            "1",
+        ])
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(ok.success(), "openssl req");
+}
+
+/// An instance identity document for `instance` and its base64 RSA-SHA256
+/// signature, as IMDS serves them.
+fn identity(dir: &std::path::Path, instance: &str, index: i32) -> (String, String) {
+    let doc = json!({
+        "accountId": "123456789012",
+        "instanceId": instance,
+        "region": "us-east-1",
+        "amiLaunchIndex": index,
+        "instanceType": "m5.large",
+    })
+    .to_string();
+    let file = dir.join(format!("{instance}.identity"));
+    std::fs::write(&file, &doc).expect("document");
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign", "key.pem"])
+        .arg(&file)
+        .current_dir(dir)
+        .output()
+        .expect("openssl dgst");
+    assert!(out.status.success(), "openssl dgst");
+    (
+        doc,
+        base64::engine::general_purpose::STANDARD.encode(out.stdout),
+    )
+}
+
 /// A stand-in for one instance's metadata service: IMDSv2 tokens, its
-/// launch index, no interruption notice.
-async fn imds(launch_index: i32) -> String {
+/// launch index and signed identity document, no interruption notice.
+async fn imds(launch_index: i32, identity: (String, String)) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -48,6 +99,10 @@ async fn imds(launch_index: i32) -> String {
                 && req.contains("x-aws-ec2-metadata-token: t0k")
             {
                 ("200 OK", launch_index.to_string())
+            } else if req.starts_with("get /latest/dynamic/instance-identity/document") {
+                ("200 OK", identity.0.clone())
+            } else if req.starts_with("get /latest/dynamic/instance-identity/signature") {
+                ("200 OK", identity.1.clone())
             } else {
                 ("404 Not Found", String::new())
             };
@@ -116,6 +171,34 @@ async fn batch_file(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
         .and_then(|s| s.split("EBBTIDE_BATCH").next())
         .expect("batch file in user-data")
         .to_string()
+}
+
+/// Registers as `worker` with its token and `identity`; the refusal.
+async fn impostor(
+    grpc: &str,
+    worker: u64,
+    token: &str,
+    identity: Option<(String, String)>,
+) -> String {
+    use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
+    use ebbtide_proto::worker::v1::{InstanceIdentity, RegisterRequest};
+    let mut client = WorkerApiClient::connect(grpc.to_string())
+        .await
+        .expect("connect");
+    let refused = client
+        .register(RegisterRequest {
+            worker_id: worker,
+            bootstrap_token: token.to_string(),
+            agent_version: "impostor".into(),
+            identity: identity.map(|(document, signature)| InstanceIdentity {
+                document: document.into_bytes(),
+                signature,
+            }),
+        })
+        .await
+        .expect_err("an impostor is refused");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    refused.message().to_string()
 }
 
 async fn job(http: &str, id: u64) -> Value {
@@ -193,6 +276,7 @@ down_stabilization = "1s"
 [providers.aws]
 region = "us-east-1"
 endpoint = "{endpoint}"
+identity_certificate = "{cert}"
 [providers.aws.on_demand_prices]
 "m5.large" = 0.096
 [providers.aws.pools.ec2]
@@ -202,8 +286,10 @@ subnets = [{{ id = "{subnet_id}", zone = "{zone}" }}]
 [providers.aws.pools.ec2.tags]
 team = "e2e"
 "#,
-        data = dir.path().join("data").display()
+        data = dir.path().join("data").display(),
+        cert = dir.path().join("cert.pem").display(),
     );
+    make_signing_key(dir.path());
     let path = dir.path().join("aws.toml");
     std::fs::write(&path, config).expect("config");
     let log = dir.path().join("serve.log");
@@ -219,22 +305,26 @@ team = "e2e"
         .spawn()
         .expect("serve");
     children.0.push(serve);
-    let http = {
+    let (http, grpc) = {
         use std::io::BufRead;
         let mut line = String::new();
         let out = children.0[0].stdout.take().expect("stdout");
         std::io::BufReader::new(out)
             .read_line(&mut line)
             .expect("line");
-        format!(
-            "http://{}",
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix("http="))
-                .unwrap_or_else(|| panic!(
-                    "{line}: {}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                ))
-        )
+        let field = |name: &str| {
+            let value = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{line}: {}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                });
+            format!("http://{value}")
+        };
+        (field("http="), field("grpc="))
     };
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -272,9 +362,30 @@ team = "e2e"
             let batch = dir.path().join(format!("{id}.batch"));
             let text = batch_file(&ec2, &id).await;
             let parsed = ebbtide_proto::bootstrap::BatchFile::parse(&text).expect("batch file");
-            tokens.extend(parsed.tokens);
+            let index = i.ami_launch_index().expect("launch index");
+            let (worker, token) = parsed
+                .for_index(u64::try_from(index).expect("index"))
+                .map(|(w, t)| (w, t.to_string()))
+                .expect("this instance's token");
+            tokens.extend(parsed.tokens.clone());
             std::fs::write(&batch, text).expect("batch");
-            let meta = imds(i.ami_launch_index().expect("launch index")).await;
+            // A neighbour that read this instance's token from the shared
+            // user-data is refused — with its own genuine identity, and with
+            // none — and the token stays usable by its instance.
+            let neighbour = identity(dir.path(), "i-0neighbour000000", index + 1);
+            let refusal = impostor(&grpc, worker, &token, Some(neighbour)).await;
+            assert!(
+                refusal.contains(&format!(
+                    "presented worker {worker}'s credentials, which were issued to instance {id}"
+                )),
+                "{refusal}"
+            );
+            let refusal = impostor(&grpc, worker, &token, None).await;
+            assert!(
+                refusal.contains("instance identity document and signature are required"),
+                "{refusal}"
+            );
+            let meta = imds(index, identity(dir.path(), &id, index)).await;
             let agent = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
                 .args(["agent", "--ec2-batch"])
                 .arg(&batch)

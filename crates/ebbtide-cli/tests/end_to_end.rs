@@ -390,6 +390,7 @@ async fn forged_and_reused_bootstrap_tokens_are_refused_and_never_logged() {
             worker_id: worker,
             bootstrap_token: token.clone(),
             agent_version: "t".into(),
+            identity: None,
         })
         .await
         .expect_err("reused");
@@ -402,6 +403,7 @@ async fn forged_and_reused_bootstrap_tokens_are_refused_and_never_logged() {
             worker_id: worker,
             bootstrap_token: "f".repeat(64),
             agent_version: "t".into(),
+            identity: None,
         })
         .await
         .expect_err("forged");
@@ -414,6 +416,7 @@ async fn forged_and_reused_bootstrap_tokens_are_refused_and_never_logged() {
             worker_id: worker,
             bootstrap_token: String::new(),
             agent_version: "t".into(),
+            identity: None,
         })
         .await
         .expect_err("empty");

@@ -218,6 +218,7 @@ fn providers(
             endpoint: a.endpoint,
             on_demand_prices: prices,
             spot_price_ttl: a.spot_price_ttl,
+            identity_certificate: a.identity_certificate.map(Into::into),
             pools,
         });
     }

@@ -74,6 +74,10 @@ pub struct AwsSettings {
     pub on_demand_prices: std::collections::BTreeMap<String, ebbtide_core::PricePerHour>,
     /// How long spot prices are reused.
     pub spot_price_ttl: std::time::Duration,
+    /// AWS's public certificate for the region (PEM), to verify instance
+    /// identity documents at registration; `None` accepts a batch token
+    /// alone (decision 0010).
+    pub identity_certificate: Option<std::path::PathBuf>,
     /// Launch settings per pool name.
     pub pools: std::collections::BTreeMap<String, AwsPoolSettings>,
 }

@@ -47,6 +47,8 @@ pub(crate) struct AwsSection {
     pub on_demand_prices: std::collections::BTreeMap<String, f64>,
     #[serde(with = "humantime_serde", default = "default_spot_ttl")]
     pub spot_price_ttl: Duration,
+    /// PEM certificate (or public key) AWS signs identity documents with.
+    pub identity_certificate: Option<String>,
     #[serde(default)]
     pub pools: std::collections::BTreeMap<String, AwsPoolSection>,
     #[serde(default)]

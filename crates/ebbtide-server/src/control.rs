@@ -47,6 +47,14 @@ pub enum LoopMsg {
         /// `Err(reason)` if refused.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Which provider a worker's pool uses and the instance launched for
+    /// it (for the identity check at registration); `None` if unknown.
+    Placement {
+        /// The worker.
+        worker: WorkerId,
+        /// (provider name, instance id once launched).
+        reply: oneshot::Sender<Option<(String, Option<String>)>>,
+    },
     /// A Session stream opened.
     Connected {
         /// The worker.
@@ -743,6 +751,22 @@ impl Control {
                 }
             }
             LoopMsg::Register { worker, reply } => self.register(worker, reply),
+            LoopMsg::Placement { worker, reply } => {
+                let placement =
+                    self.engine
+                        .worker_placement(worker)
+                        .and_then(|(pool, instance)| {
+                            let provider = self
+                                .engine
+                                .config()
+                                .pools
+                                .get(pool.0 as usize)?
+                                .provider
+                                .clone();
+                            Some((provider, instance.map(|i| i.0.clone())))
+                        });
+                let _ = reply.send(placement);
+            }
             LoopMsg::Connected {
                 worker,
                 sender,

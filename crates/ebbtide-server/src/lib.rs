@@ -15,6 +15,7 @@ mod costs;
 
 pub use costs::publisher as cost_report_publisher;
 mod http_api;
+pub mod identity;
 mod reconcile;
 mod session;
 mod telemetry;
@@ -67,6 +68,9 @@ pub enum ServerError {
     /// A provider could not be set up (engine unreachable, image missing).
     #[error("provider: {0}")]
     Provider(String),
+    /// The AWS identity certificate could not be read or parsed.
+    #[error("providers.aws.identity_certificate: {0}")]
+    Identity(String),
     /// A pool names a provider this build does not have.
     #[error(
         "pool {pool:?} uses provider {provider:?}, which is not available (known: local, docker, aws)"
@@ -171,6 +175,7 @@ pub async fn start_with_providers(
         }
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.join("ebbtide.db")).await?);
+    let identity = identity_check(&config)?;
 
     let http = tokio::net::TcpListener::bind(&config.server.http_listen)
         .await
@@ -224,6 +229,7 @@ pub async fn start_with_providers(
         store.clone(),
         sessions,
         config.server.clone(),
+        identity,
         shutdown_rx.clone(),
     )));
     let auth = auth::ApiKeys::new(&config.api_keys);
@@ -396,3 +402,30 @@ async fn docker_provider(config: &ClusterConfig) -> Result<DockerProvider, Serve
 
 /// How long a session token lasts (agents re-register after it expires).
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// The identity check of EC2 registrations, when `[providers.aws]` names
+/// AWS's certificate; without one, EC2 workers register with their batch
+/// token alone (decision 0010) and a warning says so.
+fn identity_check(
+    config: &ClusterConfig,
+) -> Result<Option<worker_api::IdentityCheck>, ServerError> {
+    let Some(aws) = &config.providers.aws else {
+        return Ok(None);
+    };
+    let Some(path) = &aws.identity_certificate else {
+        if config.engine.pools.iter().any(|p| p.provider == "aws") {
+            tracing::warn!(
+                "providers.aws.identity_certificate is not set: an EC2 worker registers with its batch token alone, which every instance of its launch batch can read"
+            );
+        }
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| ServerError::Identity(format!("{}: {e}", path.display())))?;
+    let verifier = identity::IdentityVerifier::from_pem(&pem, &path.display().to_string())
+        .map_err(|e| ServerError::Identity(e.to_string()))?;
+    Ok(Some(worker_api::IdentityCheck {
+        verifier,
+        region: aws.region.clone(),
+    }))
+}

@@ -8,7 +8,7 @@ use ebbtide_core::{Event, JobId, JobOutcome, Timestamp, WorkerId};
 use ebbtide_proto::worker::v1::agent_message::Kind as Up;
 use ebbtide_proto::worker::v1::worker_api_server::{WorkerApi, WorkerApiServer};
 use ebbtide_proto::worker::v1::{
-    AgentMessage, Outcome, RegisterRequest, RegisterResponse, SchedulerMessage,
+    AgentMessage, InstanceIdentity, Outcome, RegisterRequest, RegisterResponse, SchedulerMessage,
 };
 use ebbtide_store::{Store, TokenCheck};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -16,6 +16,7 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::control::LoopMsg;
+use crate::identity::IdentityVerifier;
 use crate::session::SessionKey;
 use crate::{SESSION_TTL, now};
 
@@ -29,6 +30,78 @@ struct Service {
     store: Arc<dyn Store>,
     sessions: SessionKey,
     heartbeat_ms: u32,
+    identity: Option<IdentityCheck>,
+}
+
+/// What registration checks of an EC2 worker's identity: the verifier for
+/// AWS's signature and the region the scheduler launches in.
+#[derive(Clone)]
+pub(crate) struct IdentityCheck {
+    /// Verifies AWS's signature.
+    pub verifier: IdentityVerifier,
+    /// The `[providers.aws]` region.
+    pub region: String,
+}
+
+impl Service {
+    /// Refuses a worker of an AWS pool unless it presents an identity
+    /// document AWS signed for the very instance launched for it.
+    async fn check_identity(
+        &self,
+        check: &IdentityCheck,
+        worker: WorkerId,
+        identity: Option<&InstanceIdentity>,
+    ) -> Result<(), Status> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(LoopMsg::Placement { worker, reply })
+            .await
+            .map_err(|_| Status::unavailable("scheduler stopping"))?;
+        let placement = answer
+            .await
+            .map_err(|_| Status::unavailable("scheduler stopping"))?;
+        let refuse = |reason: String| {
+            tracing::warn!(worker = worker.0, %reason, "registration refused");
+            Err(Status::unauthenticated(reason))
+        };
+        let Some((provider, launched)) = placement else {
+            // Not a worker the engine knows: the token check refuses it.
+            return Ok(());
+        };
+        if provider != "aws" {
+            return Ok(());
+        }
+        let Some(identity) = identity else {
+            return refuse(format!(
+                "worker {} is an EC2 instance: its instance identity document and signature are required",
+                worker.0
+            ));
+        };
+        let verified = match check
+            .verifier
+            .verify(&identity.document, &identity.signature)
+        {
+            Ok(v) => v,
+            Err(e) => return refuse(e.to_string()),
+        };
+        if verified.region != check.region {
+            return refuse(format!(
+                "instance identity is from region {}, the scheduler launches in {}",
+                verified.region, check.region
+            ));
+        }
+        match launched {
+            Some(instance) if instance == verified.instance_id => Ok(()),
+            Some(instance) => refuse(format!(
+                "instance {} presented worker {}'s credentials, which were issued to instance {instance}",
+                verified.instance_id, worker.0
+            )),
+            None => Err(Status::unavailable(format!(
+                "worker {}'s launch is not confirmed yet; retry",
+                worker.0
+            ))),
+        }
+    }
 }
 
 pub(crate) async fn serve(
@@ -37,6 +110,7 @@ pub(crate) async fn serve(
     store: Arc<dyn Store>,
     sessions: SessionKey,
     _server: ServerConfig,
+    identity: Option<IdentityCheck>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let service = Service {
@@ -44,6 +118,7 @@ pub(crate) async fn serve(
         store,
         sessions,
         heartbeat_ms: 2_000,
+        identity,
     };
     let result = tonic::transport::Server::builder()
         .add_service(WorkerApiServer::new(service))
@@ -69,6 +144,12 @@ impl WorkerApi for Service {
             ));
         }
         let worker = WorkerId(r.worker_id);
+        // Before the token is redeemed: a neighbour holding this worker's
+        // token must not be able to burn it either.
+        if let Some(check) = &self.identity {
+            self.check_identity(check, worker, r.identity.as_ref())
+                .await?;
+        }
         let check = self
             .store
             .redeem_token(
