@@ -150,6 +150,10 @@ COST = [
         "sum(increase(ebbtide_savings_micro_dollars_total[24h])) / 1e6", "saved",
     )], "currencyUSD", "stat"),
     ("Tenant quota use", [("max by (tenant) (ebbtide_tenant_quota_used_ratio)", "{{tenant}}")], "percentunit"),
+    ("Cost reports: finished days not yet published", [
+        ("max(ebbtide_cost_reports_pending)", "pending days"),
+        ("sum(increase(ebbtide_cost_report_failures_total[1h]))", "failures (1 h)"),
+    ], "short"),
 ]
 
 if __name__ == "__main__":
