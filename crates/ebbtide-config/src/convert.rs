@@ -92,6 +92,9 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         scaling_mode: ScalingMode::Planner,
     };
     let srv = file.server;
+    if let Some(problem) = log_level_problem(&srv.log_level) {
+        issue("server.log_level".into(), problem);
+    }
     let server = crate::ServerConfig {
         public_grpc_url: srv
             .public_grpc_url
@@ -389,4 +392,23 @@ fn pool(p: PoolSection, i: usize, issue: &mut impl FnMut(String, String)) -> Poo
             factor_percent: w.factor_percent,
         }),
     }
+}
+
+/// Levels a log directive may name.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks `server.log_level`: comma-separated `LEVEL` or `target=LEVEL`
+/// directives. (The log filter would read a misspelt level as a target
+/// name and silently log nothing of interest.)
+fn log_level_problem(directives: &str) -> Option<String> {
+    for d in directives.split(',').map(str::trim) {
+        let level = d.rsplit_once('=').map_or(d, |(_, l)| l);
+        if !LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Some(format!(
+                "{d:?} is not a log directive: expected one of {} or target=LEVEL, comma-separated",
+                LOG_LEVELS.join(", ")
+            ));
+        }
+    }
+    None
 }

@@ -258,3 +258,19 @@ fn a_bad_bucket_name_and_a_missing_region_are_refused_with_their_lines() {
         "{msgs:?}"
     );
 }
+
+#[test]
+fn a_misspelt_log_level_is_refused_with_its_line() {
+    let err = ebbtide_config::parse("[server]\nlog_level = \"verbose\"\n").expect_err("refused");
+    assert_eq!(err.issues.len(), 1);
+    assert_eq!(err.issues[0].path, "server.log_level");
+    assert_eq!(err.issues[0].line, Some(2));
+    assert!(
+        err.issues[0]
+            .message
+            .contains("trace, debug, info, warn, error, off")
+    );
+    let ok =
+        ebbtide_config::parse("[server]\nlog_level = \"info,ebbtide_server=debug, h2=WARN\"\n");
+    assert!(ok.is_ok(), "{ok:?}");
+}
