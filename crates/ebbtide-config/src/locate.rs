@@ -90,7 +90,10 @@ fn span_of(root: &Table, path: &str) -> Option<usize> {
             Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (segment, None),
         };
-        let item = table.get(key)?;
+        // A key the file lacks: point at the table that should hold it.
+        let Some(item) = table.get(key) else {
+            return best;
+        };
         let (next, span) = match (item, index) {
             (Item::ArrayOfTables(aot), Some(i)) => {
                 let t = aot.get(i)?;

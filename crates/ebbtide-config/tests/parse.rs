@@ -122,6 +122,21 @@ fn a_static_pool_without_warm_is_refused() {
             .any(|i| i.path == "pools[0].warm" && i.message.contains("needs `warm`")),
         "{err}"
     );
+    let warm = err
+        .issues
+        .iter()
+        .find(|i| i.path == "pools[0].warm")
+        .expect("warm issue");
+    let header = text
+        .lines()
+        .position(|l| l == "[[pools]]")
+        .expect("pool table")
+        + 1;
+    assert_eq!(
+        warm.line,
+        Some(header),
+        "a missing key points at its table: {err}"
+    );
 }
 
 #[test]
