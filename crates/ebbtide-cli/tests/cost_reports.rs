@@ -20,6 +20,21 @@ const KEY: &str = "team-a-key-0123456789";
 const BUCKET: &str = "ebbtide-costs";
 
 fn config(dir: &std::path::Path, moto: &str) -> String {
+    let s3 = format!(
+        r#"
+[cost_reports.s3]
+bucket = "{BUCKET}"
+prefix = "finops/ci"
+region = "us-east-1"
+endpoint = "{moto}"
+path_style = true
+"#
+    );
+    local_config(dir) + &s3
+}
+
+/// One warm local worker at $3.60/h (1,000 µ$ a second), a 1 s ledger flush.
+fn local_config(dir: &std::path::Path) -> String {
     format!(
         r#"
 [server]
@@ -49,13 +64,6 @@ memory_mib = 256
 [cost_reports]
 ledger_flush = "1s"
 publish_interval = "10s"
-
-[cost_reports.s3]
-bucket = "{BUCKET}"
-prefix = "finops/ci"
-region = "us-east-1"
-endpoint = "{moto}"
-path_style = true
 "#,
         data = dir.join("data").display(),
         bin = env!("CARGO_BIN_EXE_ebbtide"),
@@ -282,4 +290,87 @@ async fn the_scheduler_publishes_finished_days_and_the_cli_publishes_today_match
         .output()
         .expect("run");
     assert!(String::from_utf8_lossy(&reversed.stderr).contains("is after --to"));
+}
+
+/// The scheduler is SIGKILLed while its worker keeps running (and, on a
+/// cloud, keeps being billed) and restarted seconds later: the adopted
+/// worker is charged from the last durable ledger mark, so the ledger
+/// covers the instance's whole life — the unwatched seconds included, and
+/// nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_is_charged_for_the_time_no_scheduler_watched_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ebbtide.toml");
+    std::fs::write(&path, local_config(dir.path())).expect("config");
+    let log = dir.path().join("serve.log");
+    let started = Instant::now();
+    let (mut first, http) = support::serve(&path, &log);
+    let client = reqwest::Client::new();
+    let warm_worker_running = || async {
+        let st: Value = client
+            .get(format!("{http}/v1/status"))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        st["pools"][0]["idle"].as_u64().unwrap_or(0) == 1
+    };
+    while !warm_worker_running().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the warm worker never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await; // a flush or two
+    first.kill().expect("SIGKILL");
+    let _ = first.wait();
+    let unwatched = Duration::from_secs(4);
+    tokio::time::sleep(unwatched).await;
+    let (mut second, _) = support::serve(&path, &log);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(second.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let _ = second.wait();
+    let wall = started.elapsed();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        log_text.contains("adopted"),
+        "the worker was adopted:\n{log_text}"
+    );
+
+    let store = SqliteStore::open(&dir.path().join("data/ebbtide.db"))
+        .await
+        .expect("store");
+    let lines = store.cost_lines(0, u64::MAX >> 20).await.expect("ledger");
+    let workers: std::collections::BTreeSet<u64> = lines.iter().map(|l| l.worker.0).collect();
+    assert_eq!(workers.len(), 1, "one instance all along: {lines:?}");
+    let booked_ms: u64 = lines.iter().map(|l| l.slot_millis).sum();
+    let exact: u128 = lines.iter().map(|l| l.cost).sum();
+    assert_eq!(
+        exact,
+        u128::from(booked_ms) * 1_000 * 3_600_000 / 1_000,
+        "$3.60/h for every booked ms"
+    );
+    let wall_ms = u64::try_from(wall.as_millis()).expect("ms");
+    println!(
+        "instance booked {booked_ms} ms of a {wall_ms} ms run with {} ms unwatched",
+        unwatched.as_millis()
+    );
+    assert!(
+        booked_ms <= wall_ms,
+        "nothing booked twice: {booked_ms} ms in a {wall_ms} ms run"
+    );
+    // Start-up (≤ 1.5 s before the first launch) is the only time missing;
+    // without charging from the mark, the 4 s unwatched would be too.
+    assert!(
+        booked_ms + 1_500 >= wall_ms,
+        "the unwatched seconds are booked: {booked_ms} ms in a {wall_ms} ms run"
+    );
 }

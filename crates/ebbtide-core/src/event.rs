@@ -126,6 +126,12 @@ pub struct Adoption {
     pub market: Market,
     /// Jobs it is running, each already admitted once by the earlier run.
     pub running: Vec<JobSpec>,
+    /// Until when the earlier run booked its cost (its last durable ledger
+    /// flush, or the instance's launch if later): the instance ran — and
+    /// was billed — while no scheduler watched, so its cost accrues from
+    /// here rather than from the adoption. That time is booked as idle (no
+    /// job is known to have held a slot). `None`: from the adoption.
+    pub accrue_from: Option<Timestamp>,
 }
 
 /// Why a launch failed, in the terms that decide what to do next.

@@ -14,6 +14,7 @@ fn adoption(worker: u64, running: Vec<JobSpec>) -> Event {
         zone: None,
         market: Market::OnDemand,
         running,
+        accrue_from: None,
     })
 }
 
@@ -151,4 +152,38 @@ fn an_adopted_worker_retires_after_its_job_when_idle() {
             .filter(|c| matches!(c, Command::Scale(_) | Command::Drain { .. }))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn an_adopted_worker_is_charged_from_where_the_earlier_run_stopped_booking() {
+    let mut h = harness();
+    let from = h.now;
+    h.now = h.now + Duration::from_secs(90);
+    let Event::WorkerAdopted(mut a) = adoption(12, vec![testkit::job(3, 0, 1)]) else {
+        unreachable!("an adoption")
+    };
+    a.accrue_from = Some(from);
+    h.send(Event::WorkerAdopted(a));
+    h.now = h.now + Duration::from_secs(30);
+    let lines = h.engine.take_ledger(h.now);
+    let price = PricePerHour(Micros(96_000));
+    let idle: CostAccum = lines
+        .iter()
+        .filter(|l| l.key.tenant.is_none())
+        .fold(CostAccum::ZERO, |a, l| a + l.cost);
+    let busy: CostAccum = lines
+        .iter()
+        .filter(|l| l.key.tenant.is_some())
+        .fold(CostAccum::ZERO, |a, l| a + l.cost);
+    assert_eq!(
+        idle,
+        price.cost_for(Duration::from_secs(90)),
+        "the unwatched 90 s, as idle"
+    );
+    assert_eq!(
+        busy,
+        price.cost_for(Duration::from_secs(30)),
+        "the job's 30 s since adoption"
+    );
+    assert_eq!(h.engine.costs().fleet, idle + busy);
 }

@@ -143,6 +143,8 @@ struct Survivor {
     provider: String,
     /// Jobs the store placed on it when the scheduler stopped.
     jobs: Vec<JobRecord>,
+    /// From when its cost is not in the durable ledger.
+    accrue_from: Option<Timestamp>,
 }
 
 /// How long an adopted job the agent did not report as running has to
@@ -259,6 +261,7 @@ impl Control {
                                 market: info.market,
                                 provider: name.clone(),
                                 jobs: Vec::new(),
+                                accrue_from: None,
                             },
                         );
                     }
@@ -314,8 +317,16 @@ impl Control {
             control.requeue_recovered(record);
         }
         // Survivors are adopted before the first tick, so the planner counts
-        // them and launches no duplicates for their pools.
-        for (worker, survivor) in survivors {
+        // them and launches no duplicates for their pools. Each is charged
+        // from where the durable ledger stops, so the time it ran while no
+        // scheduler watched is booked too.
+        for (worker, mut survivor) in survivors {
+            match store.accrued_until(ebbtide_store::WorkerId(worker.0)).await {
+                Ok(until) => survivor.accrue_from = until.map(Timestamp::from_millis),
+                Err(e) => {
+                    tracing::error!(worker = worker.0, error = %e, "cannot read the ledger mark; charging the adopted worker from now")
+                }
+            }
             control.adopt(worker, survivor);
         }
         if recovered > 0 {
@@ -340,8 +351,9 @@ impl Control {
                 _ = shutdown.changed() => {
                     // The last lines are written before the loop ends, so a
                     // clean stop loses no cost.
-                    let lines = self.ledger.take(&mut self.engine, now());
-                    if let Err(e) = self.store.record_costs(lines).await {
+                    let at = now();
+                    let lines = self.ledger.take(&mut self.engine, at);
+                    if let Err(e) = self.store.record_costs_until(lines, Some(at.as_millis())).await {
                         tracing::error!(error = %e, "cost ledger lines lost at shutdown");
                     }
                     return;
@@ -405,6 +417,7 @@ impl Control {
             zone: survivor.zone.clone(),
             market: survivor.market,
             running: specs,
+            accrue_from: survivor.accrue_from,
         };
         match self.engine.handle(Event::WorkerAdopted(adoption), now()) {
             Ok(cmds) => {
@@ -1263,7 +1276,8 @@ impl Control {
             scheduler_url: self.server.public_grpc_url.clone(),
             workers: launches,
         };
-        let expires = now().as_millis() + self.server.bootstrap_token_ttl.as_millis() as u64;
+        let issued = now().as_millis();
+        let expires = issued + self.server.bootstrap_token_ttl.as_millis() as u64;
         let (store, tx) = (self.store.clone(), self.tx.clone());
         tokio::spawn(async move {
             for w in &request.workers {
@@ -1272,6 +1286,7 @@ impl Control {
                         w.bootstrap_token.expose(),
                         ebbtide_store::WorkerId(w.worker.0),
                         &request.pool,
+                        issued,
                         expires,
                     )
                     .await

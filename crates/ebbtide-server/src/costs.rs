@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, watch};
 
 /// Makes ledger lines durable without ever blocking the control loop.
 pub(crate) struct LedgerWriter {
-    lines: mpsc::UnboundedSender<Vec<CostLine>>,
+    /// Lines, and the instant the fleet's cost is booked up to with them.
+    lines: mpsc::UnboundedSender<(Vec<CostLine>, u64)>,
     aws_region: Option<String>,
 }
 
@@ -45,10 +46,12 @@ impl LedgerWriter {
         name_lines(lines, engine.config(), &region)
     }
 
-    /// Queues the engine's new lines for the store.
+    /// Queues the engine's new lines for the store, with `now` as the
+    /// instant the whole fleet is booked up to (sent even with no lines:
+    /// an idle fleet's mark still moves).
     pub(crate) fn flush(&self, engine: &mut Engine, now: Timestamp) {
         let lines = self.take(engine, now);
-        if !lines.is_empty() && self.lines.send(lines).is_err() {
+        if self.lines.send((lines, now.as_millis())).is_err() {
             tracing::error!(
                 "the ledger writer stopped; cost lines since the last flush are not durable"
             );
@@ -56,8 +59,9 @@ impl LedgerWriter {
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Vec<CostLine>>) {
+async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<(Vec<CostLine>, u64)>) {
     let mut pending: Vec<CostLine> = Vec::new();
+    let mut mark: Option<u64> = None;
     loop {
         let next = if pending.is_empty() {
             rx.recv().await
@@ -65,22 +69,23 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<Vec<C
             // Retry what failed at the next batch or after 5 s, whichever first.
             tokio::time::timeout(Duration::from_secs(5), rx.recv())
                 .await
-                .unwrap_or(Some(Vec::new()))
+                .unwrap_or(Some((Vec::new(), 0)))
         };
-        let Some(batch) = next else {
+        let Some((batch, until)) = next else {
             break;
         };
         pending.extend(batch);
+        mark = mark.max(Some(until)).filter(|m| *m > 0);
         let lines = std::mem::take(&mut pending);
         let count = lines.len();
-        if let Err(e) = store.record_costs(lines.clone()).await {
+        if let Err(e) = store.record_costs_until(lines.clone(), mark).await {
             crate::telemetry::ledger_write_failed();
             tracing::error!(error = %e, lines = count, "cost ledger write failed; keeping the lines to retry");
             pending = lines;
         }
     }
-    if !pending.is_empty()
-        && let Err(e) = store.record_costs(pending).await
+    if (!pending.is_empty() || mark.is_some())
+        && let Err(e) = store.record_costs_until(pending, mark).await
     {
         tracing::error!(error = %e, "cost ledger lines lost at shutdown");
     }

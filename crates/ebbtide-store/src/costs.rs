@@ -65,10 +65,13 @@ fn to_db(units: u128, what: &str) -> Result<i64, StoreError> {
     })
 }
 
-/// Adds lines to the ledger and marks their days changed.
+/// Adds lines to the ledger, marks their days changed and, with
+/// `booked_until_ms`, records that the fleet's cost is booked up to then —
+/// in the same transaction, so the mark never runs ahead of the lines.
 pub(crate) async fn record(
     tx: &mut SqliteConnection,
     lines: Vec<CostLine>,
+    booked_until_ms: Option<u64>,
 ) -> Result<(), StoreError> {
     // Check every amount before writing any: the caller retries a refused
     // batch, and a half-written one would then be counted twice.
@@ -118,6 +121,15 @@ pub(crate) async fn record(
             days.push(l.day);
         }
     }
+    if let Some(until) = booked_until_ms {
+        sqlx::query(
+            "INSERT INTO ledger_marks (id, booked_until_ms) VALUES (1, ?)
+             ON CONFLICT (id) DO UPDATE SET booked_until_ms = MAX(booked_until_ms, excluded.booked_until_ms)",
+        )
+        .bind(until as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
     for day in days {
         sqlx::query(
             "INSERT INTO cost_days (day, revision) VALUES (?, 1)
@@ -148,6 +160,13 @@ pub(crate) const LINES_BETWEEN: &str =
     "SELECT day, worker, tenant, instance, pool, provider, region, shape, market, zone,
         capacity, cost, on_demand_cost, slot_ms, idle_ms, jobs
    FROM cost_ledger WHERE day >= ? AND day <= ? ORDER BY day, worker, tenant";
+
+/// The SQL that finds from when an adopted worker's cost is unbooked: the
+/// later of the last ledger mark and the worker's launch (token issue).
+pub(crate) const ACCRUED_UNTIL: &str = "SELECT MAX(
+        COALESCE((SELECT booked_until_ms FROM ledger_marks WHERE id = 1), 0),
+        COALESCE((SELECT MAX(issued_at_ms) FROM bootstrap_tokens WHERE worker = ?), 0)
+    ) AS until_ms";
 
 /// The SQL that finds days whose report is due, before a day.
 pub(crate) const DUE_BEFORE: &str = "SELECT day, revision FROM cost_days WHERE revision > reported_revision AND day < ? ORDER BY day";

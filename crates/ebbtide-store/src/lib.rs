@@ -44,6 +44,7 @@ pub trait Store: Send + Sync {
         token: &str,
         worker: WorkerId,
         pool: &str,
+        issued_at_ms: u64,
         expires_at_ms: u64,
     ) -> Result<(), StoreError>;
     /// The highest worker id a token was ever issued for (0 if none), so a
@@ -59,7 +60,19 @@ pub trait Store: Send + Sync {
     ) -> Result<TokenCheck, StoreError>;
     /// Adds cost ledger lines (amounts of the same day, worker and tenant
     /// sum up) and marks their days' reports due.
-    async fn record_costs(&self, lines: Vec<CostLine>) -> Result<(), StoreError>;
+    async fn record_costs(&self, lines: Vec<CostLine>) -> Result<(), StoreError> {
+        self.record_costs_until(lines, None).await
+    }
+    /// [`Store::record_costs`], and, atomically with it, that the whole
+    /// fleet's cost is now booked up to `booked_until_ms`.
+    async fn record_costs_until(
+        &self,
+        lines: Vec<CostLine>,
+        booked_until_ms: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// From when a worker's cost is not booked yet: the later of the last
+    /// ledger mark and its launch; `None` if neither is known.
+    async fn accrued_until(&self, worker: WorkerId) -> Result<Option<u64>, StoreError>;
     /// Ledger lines of the UTC days `from..=to`, ordered by day, worker and
     /// tenant (the idle line first).
     async fn cost_lines(&self, from: u64, to: u64) -> Result<Vec<CostLine>, StoreError>;

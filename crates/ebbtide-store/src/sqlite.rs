@@ -39,6 +39,7 @@ enum WriteOp {
         hash: Vec<u8>,
         worker: WorkerId,
         pool: String,
+        issued_at_ms: u64,
         expires_at_ms: u64,
         reply: Reply<()>,
     },
@@ -48,7 +49,7 @@ enum WriteOp {
         now_ms: u64,
         reply: Reply<TokenCheck>,
     },
-    RecordCosts(Vec<CostLine>, Reply<()>),
+    RecordCosts(Vec<CostLine>, Option<u64>, Reply<()>),
     MarkReported(ReportDue, Reply<()>),
 }
 
@@ -159,13 +160,15 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<WriteOp>) {
                 hash,
                 worker,
                 pool,
+                issued_at_ms,
                 expires_at_ms,
                 reply,
             } => {
-                let r = sqlx::query("INSERT INTO bootstrap_tokens (token_hash, worker, pool, expires_at_ms) VALUES (?, ?, ?, ?)")
+                let r = sqlx::query("INSERT INTO bootstrap_tokens (token_hash, worker, pool, issued_at_ms, expires_at_ms) VALUES (?, ?, ?, ?, ?)")
                     .bind(hash)
                     .bind(worker.0 as i64)
                     .bind(pool)
+                    .bind(issued_at_ms as i64)
                     .bind(expires_at_ms as i64)
                     .execute(&mut *tx)
                     .await
@@ -179,8 +182,8 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<WriteOp>) {
                 now_ms,
                 reply,
             } => Done::Token(reply, redeem(&mut tx, hash, worker, now_ms).await),
-            WriteOp::RecordCosts(lines, reply) => {
-                Done::Unit(reply, costs::record(&mut tx, lines).await)
+            WriteOp::RecordCosts(lines, until, reply) => {
+                Done::Unit(reply, costs::record(&mut tx, lines, until).await)
             }
             WriteOp::MarkReported(due, reply) => {
                 Done::Unit(reply, costs::mark_reported(&mut tx, due).await)
@@ -205,7 +208,7 @@ fn into_done(op: WriteOp) -> Done {
         WriteOp::Update(_, _, r)
         | WriteOp::AppendLog(_, _, r)
         | WriteOp::IssueToken { reply: r, .. }
-        | WriteOp::RecordCosts(_, r)
+        | WriteOp::RecordCosts(_, _, r)
         | WriteOp::MarkReported(_, r) => Done::Unit(r, Err(StoreError::Closed)),
         WriteOp::RedeemToken { reply, .. } => Done::Token(reply, Err(StoreError::Closed)),
     }
@@ -438,6 +441,7 @@ impl Store for SqliteStore {
         token: &str,
         worker: WorkerId,
         pool: &str,
+        issued_at_ms: u64,
         expires_at_ms: u64,
     ) -> Result<(), StoreError> {
         let (hash, pool) = (hash(token), pool.to_string());
@@ -445,17 +449,32 @@ impl Store for SqliteStore {
             hash,
             worker,
             pool,
+            issued_at_ms,
             expires_at_ms,
             reply,
         })
         .await
     }
 
-    async fn record_costs(&self, lines: Vec<CostLine>) -> Result<(), StoreError> {
-        if lines.is_empty() {
+    async fn record_costs_until(
+        &self,
+        lines: Vec<CostLine>,
+        booked_until_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        if lines.is_empty() && booked_until_ms.is_none() {
             return Ok(());
         }
-        self.write(|r| WriteOp::RecordCosts(lines, r)).await
+        self.write(|r| WriteOp::RecordCosts(lines, booked_until_ms, r))
+            .await
+    }
+
+    async fn accrued_until(&self, worker: WorkerId) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query(costs::ACCRUED_UNTIL)
+            .bind(worker.0 as i64)
+            .fetch_one(&self.reads)
+            .await?;
+        let ms: i64 = row.try_get("until_ms")?;
+        Ok(u64::try_from(ms).ok().filter(|ms| *ms > 0))
     }
 
     async fn cost_lines(&self, from: u64, to: u64) -> Result<Vec<CostLine>, StoreError> {

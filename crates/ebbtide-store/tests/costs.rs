@@ -135,3 +135,44 @@ async fn a_cost_too_large_for_a_line_is_refused_with_its_amount() {
         "a refused batch writes nothing, so its retry counts nothing twice"
     );
 }
+
+#[tokio::test]
+async fn an_adopted_worker_is_unbooked_from_the_later_of_the_last_mark_and_its_launch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    assert_eq!(store.accrued_until(WorkerId(5)).await.expect("query"), None);
+    store
+        .issue_token("token-five-0123456789", WorkerId(5), "linux", 1_000, 9_000)
+        .await
+        .expect("token");
+    store
+        .issue_token("token-six-0123456789", WorkerId(6), "linux", 7_000, 9_000)
+        .await
+        .expect("token");
+    assert_eq!(
+        store.accrued_until(WorkerId(5)).await.expect("query"),
+        Some(1_000)
+    );
+    store
+        .record_costs_until(vec![line(0, 5, None, 10)], Some(5_000))
+        .await
+        .expect("record");
+    assert_eq!(
+        store.accrued_until(WorkerId(5)).await.expect("query"),
+        Some(5_000)
+    );
+    assert_eq!(
+        store.accrued_until(WorkerId(6)).await.expect("query"),
+        Some(7_000),
+        "launched after the mark: from its launch"
+    );
+    store
+        .record_costs_until(vec![], Some(3_000))
+        .await
+        .expect("record");
+    assert_eq!(
+        store.accrued_until(WorkerId(5)).await.expect("query"),
+        Some(5_000),
+        "the mark never moves back"
+    );
+}

@@ -181,11 +181,11 @@ async fn a_bootstrap_token_is_valid_once_for_its_worker_before_it_expires() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir).await;
     store
-        .issue_token("s3cr3t-token-a", WorkerId(1), "cloud", 10_000)
+        .issue_token("s3cr3t-token-a", WorkerId(1), "cloud", 1_000, 10_000)
         .await
         .expect("issue");
     store
-        .issue_token("s3cr3t-token-b", WorkerId(2), "cloud", 10_000)
+        .issue_token("s3cr3t-token-b", WorkerId(2), "cloud", 1_000, 10_000)
         .await
         .expect("issue");
     assert_eq!(
@@ -233,7 +233,13 @@ async fn the_database_never_holds_a_token_in_clear() {
     {
         let store = open(&dir).await;
         store
-            .issue_token("plaintext-credential-xyz", WorkerId(1), "cloud", 10_000)
+            .issue_token(
+                "plaintext-credential-xyz",
+                WorkerId(1),
+                "cloud",
+                1_000,
+                10_000,
+            )
             .await
             .expect("issue");
     }

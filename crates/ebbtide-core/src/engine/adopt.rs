@@ -22,6 +22,7 @@ impl Engine {
             zone,
             market,
             running,
+            accrue_from,
         } = adoption;
         if self.workers.contains_key(&worker) {
             return Err(EngineError::AlreadyKnown(worker));
@@ -42,6 +43,10 @@ impl Engine {
         if let Some(w) = self.workers.get_mut(&worker) {
             w.idle_since = now;
             w.last_heartbeat = now;
+            if let Some(from) = accrue_from.filter(|t| *t < now) {
+                w.launched_at = Some(from);
+                w.last_accrual = from;
+            }
         }
         self.reindex(worker);
         for spec in running {
