@@ -12,10 +12,9 @@
 //! ([`crate::Engine::take_ledger`]); the adapter adds them to its durable
 //! ledger. Memory is bounded by the distinct keys between two takes.
 
-use std::collections::BTreeMap;
-
 use crate::ids::{InstanceId, PoolId, TenantId, WorkerId};
 use crate::money::CostAccum;
+use crate::requirements::DetHashMap;
 use crate::worker::{Market, Worker};
 
 /// Milliseconds in a UTC day.
@@ -62,43 +61,24 @@ pub struct LedgerLine {
     pub jobs_started: u32,
 }
 
-impl LedgerLine {
-    /// Adds another booking of the same key.
-    pub fn merge(&mut self, other: &LedgerLine) {
-        self.cost += other.cost;
-        self.on_demand_cost += other.on_demand_cost;
-        self.slot_millis = self.slot_millis.saturating_add(other.slot_millis);
-        self.idle_millis = self.idle_millis.saturating_add(other.idle_millis);
-        self.jobs_started = self.jobs_started.saturating_add(other.jobs_started);
-        if other.instance.is_some() {
-            self.instance.clone_from(&other.instance);
-        }
-        if other.zone.is_some() {
-            self.zone.clone_from(&other.zone);
-        }
-    }
-}
-
-/// What the instance was, for the lines booked for it.
-#[derive(Debug, Clone)]
-pub(crate) struct InstanceFacts<'a> {
+/// What the instance was, for the lines booked for it: only `Copy` facts,
+/// so booking never allocates (the instance id and zone are looked up once
+/// per line when the lines are taken).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InstanceFacts {
     pub worker: WorkerId,
-    pub instance: Option<&'a InstanceId>,
     pub pool: PoolId,
     pub market: Market,
-    pub zone: Option<&'a str>,
     pub capacity: u32,
 }
 
-impl<'a> InstanceFacts<'a> {
+impl InstanceFacts {
     /// The facts of `worker` as it stands, in a pool of `capacity` slots.
-    pub fn of(worker: &'a Worker, capacity: u32) -> Self {
+    pub fn of(worker: &Worker, capacity: u32) -> Self {
         InstanceFacts {
             worker: worker.id,
-            instance: worker.instance.as_ref(),
             pool: worker.pool,
             market: worker.market,
-            zone: worker.zone.as_deref(),
             capacity,
         }
     }
@@ -114,10 +94,22 @@ pub(crate) struct Booking {
     pub jobs_started: u32,
 }
 
+/// A line as kept between takes: the facts and the sums.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    facts: InstanceFacts,
+    sums: Booking,
+}
+
 /// Lines booked since the adapter last took them.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Ledger {
-    lines: BTreeMap<LedgerKey, LedgerLine>,
+    /// Hashed, not ordered: booking is on the engine's hot path (every
+    /// accrual and assignment); order is only needed when lines are taken.
+    entries: DetHashMap<LedgerKey, Entry>,
+    /// Instance id and zone of workers forgotten since the last take (their
+    /// lines still need them).
+    retired: DetHashMap<WorkerId, (Option<InstanceId>, Option<String>)>,
 }
 
 impl Ledger {
@@ -125,7 +117,7 @@ impl Ledger {
     pub fn book(
         &mut self,
         day: u64,
-        facts: &InstanceFacts<'_>,
+        facts: InstanceFacts,
         tenant: Option<TenantId>,
         booking: Booking,
     ) {
@@ -134,32 +126,57 @@ impl Ledger {
             worker: facts.worker,
             tenant,
         };
-        let line = self.lines.entry(key).or_insert_with(|| LedgerLine {
-            key,
-            instance: facts.instance.cloned(),
-            pool: facts.pool,
-            market: facts.market,
-            zone: facts.zone.map(str::to_string),
-            capacity: facts.capacity,
-            cost: CostAccum::ZERO,
-            on_demand_cost: CostAccum::ZERO,
-            slot_millis: 0,
-            idle_millis: 0,
-            jobs_started: 0,
-        });
-        if line.instance.is_none() {
-            line.instance = facts.instance.cloned();
-        }
-        line.cost += booking.cost;
-        line.on_demand_cost += booking.on_demand_cost;
-        line.slot_millis = line.slot_millis.saturating_add(booking.slot_millis);
-        line.idle_millis = line.idle_millis.saturating_add(booking.idle_millis);
-        line.jobs_started = line.jobs_started.saturating_add(booking.jobs_started);
+        let sums = &mut self
+            .entries
+            .entry(key)
+            .or_insert(Entry {
+                facts,
+                sums: Booking::default(),
+            })
+            .sums;
+        sums.cost += booking.cost;
+        sums.on_demand_cost += booking.on_demand_cost;
+        sums.slot_millis = sums.slot_millis.saturating_add(booking.slot_millis);
+        sums.idle_millis = sums.idle_millis.saturating_add(booking.idle_millis);
+        sums.jobs_started = sums.jobs_started.saturating_add(booking.jobs_started);
     }
 
-    /// Hands over every line booked so far, in key order.
-    pub fn take(&mut self) -> Vec<LedgerLine> {
-        std::mem::take(&mut self.lines).into_values().collect()
+    /// Keeps a forgotten worker's instance id and zone for its lines.
+    pub fn retire(&mut self, worker: WorkerId, instance: Option<InstanceId>, zone: Option<String>) {
+        self.retired.insert(worker, (instance, zone));
+    }
+
+    /// Hands over every line booked so far, in key order; `live(worker)`
+    /// gives the instance id and zone of a worker still known.
+    pub fn take(
+        &mut self,
+        live: impl Fn(WorkerId) -> Option<(Option<InstanceId>, Option<String>)>,
+    ) -> Vec<LedgerLine> {
+        let retired = std::mem::take(&mut self.retired);
+        let mut lines: Vec<LedgerLine> = self
+            .entries
+            .drain()
+            .map(|(key, e)| {
+                let (instance, zone) = live(key.worker)
+                    .or_else(|| retired.get(&key.worker).cloned())
+                    .unwrap_or_default();
+                LedgerLine {
+                    key,
+                    instance,
+                    pool: e.facts.pool,
+                    market: e.facts.market,
+                    zone,
+                    capacity: e.facts.capacity,
+                    cost: e.sums.cost,
+                    on_demand_cost: e.sums.on_demand_cost,
+                    slot_millis: e.sums.slot_millis,
+                    idle_millis: e.sums.idle_millis,
+                    jobs_started: e.sums.jobs_started,
+                }
+            })
+            .collect();
+        lines.sort_unstable_by_key(|l| l.key);
+        lines
     }
 }
 
@@ -205,15 +222,12 @@ mod tests {
     }
 
     #[test]
-    fn bookings_of_one_key_add_up_into_one_line() {
+    fn bookings_of_one_key_add_up_into_one_line_named_at_take() {
         let mut ledger = Ledger::default();
-        let instance = InstanceId("i-1".into());
         let facts = InstanceFacts {
             worker: WorkerId(7),
-            instance: Some(&instance),
             pool: PoolId(0),
             market: Market::Spot,
-            zone: Some("z1"),
             capacity: 2,
         };
         let b = Booking {
@@ -223,17 +237,35 @@ mod tests {
             idle_millis: 0,
             jobs_started: 1,
         };
-        ledger.book(3, &facts, Some(TenantId(1)), b);
-        ledger.book(3, &facts, Some(TenantId(1)), b);
-        ledger.book(3, &facts, None, b);
-        let lines = ledger.take();
-        assert_eq!(lines.len(), 2);
+        ledger.book(3, facts, Some(TenantId(1)), b);
+        ledger.book(3, facts, Some(TenantId(1)), b);
+        ledger.book(3, facts, None, b);
+        ledger.book(
+            3,
+            InstanceFacts {
+                worker: WorkerId(8),
+                ..facts
+            },
+            None,
+            b,
+        );
+        ledger.retire(WorkerId(8), Some(InstanceId("i-8".into())), None);
+        let live = |w: WorkerId| {
+            (w == WorkerId(7)).then(|| (Some(InstanceId("i-7".into())), Some("z1".to_string())))
+        };
+        let lines = ledger.take(live);
+        assert_eq!(lines.len(), 3);
         assert_eq!(lines[0].key.tenant, None, "idle line sorts first");
         assert_eq!(lines[1].cost, CostAccum(20));
         assert_eq!(lines[1].on_demand_cost, CostAccum(60));
         assert_eq!(lines[1].slot_millis, 200);
         assert_eq!(lines[1].jobs_started, 2);
         assert_eq!(lines[1].zone.as_deref(), Some("z1"));
-        assert!(ledger.take().is_empty(), "taking empties the ledger");
+        assert_eq!(
+            lines[2].instance,
+            Some(InstanceId("i-8".into())),
+            "a retired worker keeps its name"
+        );
+        assert!(ledger.take(live).is_empty(), "taking empties the ledger");
     }
 }

@@ -415,7 +415,12 @@ impl Engine {
     /// durable ledger. Lines of the same key from two calls add up.
     pub fn take_ledger(&mut self, now: Timestamp) -> Vec<LedgerLine> {
         self.accrue_all(now);
-        self.ledger.take()
+        let workers = &self.workers;
+        self.ledger.take(|id| {
+            workers
+                .get(&id)
+                .map(|w| (w.instance.clone(), w.zone.clone()))
+        })
     }
 
     /// Queue wait target of a class.

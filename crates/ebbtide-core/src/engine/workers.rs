@@ -350,6 +350,7 @@ impl Engine {
     fn forget_worker(&mut self, wid: WorkerId) {
         if let Some(w) = self.workers.remove(&wid) {
             self.pools[w.pool.0 as usize].workers.remove(&wid);
+            self.ledger.retire(wid, w.instance, w.zone);
         }
     }
 
@@ -530,7 +531,7 @@ impl Engine {
                     slot_millis: end - start,
                     ..Booking::default()
                 };
-                self.ledger.book(day, &facts, Some(tenant), booking);
+                self.ledger.book(day, facts, Some(tenant), booking);
             }
             job_share += share;
             let idle_booking = Booking {
@@ -540,7 +541,7 @@ impl Engine {
                 idle_millis: if busy == 0 { end - start } else { 0 },
                 jobs_started: 0,
             };
-            self.ledger.book(day, &facts, None, idle_booking);
+            self.ledger.book(day, facts, None, idle_booking);
             total += span;
             on_demand += span_od;
             idle += span_idle;
@@ -580,6 +581,6 @@ impl Engine {
             ..Booking::default()
         };
         self.ledger
-            .book(now.utc_day(), &facts, Some(tenant), booking);
+            .book(now.utc_day(), facts, Some(tenant), booking);
     }
 }
