@@ -138,7 +138,8 @@ async fn the_scheduler_publishes_finished_days_and_the_cli_publishes_today_match
         ("AWS_EC2_METADATA_DISABLED", "true"),
     ];
     let log = dir.path().join("serve.log");
-    let (mut serve, http) = {
+    let mut reaper = support::Reaper::new(&data);
+    let (serve, http) = {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebbtide"));
         cmd.args(["serve", "--config"]).arg(&config_path);
         for (k, v) in env {
@@ -146,6 +147,7 @@ async fn the_scheduler_publishes_finished_days_and_the_cli_publishes_today_match
         }
         support::serve_command(cmd, &log)
     };
+    reaper.children.push(serve);
 
     // Start-up pass: yesterday's report lands on its daily key.
     let prefix_key = |day: Day, format: ReportFormat| {
@@ -210,6 +212,7 @@ async fn the_scheduler_publishes_finished_days_and_the_cli_publishes_today_match
         }
     }
     // A clean stop writes the last ledger lines.
+    let serve = &mut reaper.children[0];
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(serve.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -303,8 +306,10 @@ async fn an_instance_is_charged_for_the_time_no_scheduler_watched_it() {
     let path = dir.path().join("ebbtide.toml");
     std::fs::write(&path, local_config(dir.path())).expect("config");
     let log = dir.path().join("serve.log");
+    let mut reaper = support::Reaper::new(&dir.path().join("data"));
     let started = Instant::now();
-    let (mut first, http) = support::serve(&path, &log);
+    let (first, http) = support::serve(&path, &log);
+    reaper.children.push(first);
     let client = reqwest::Client::new();
     let warm_worker_running = || async {
         let st: Value = client
@@ -326,12 +331,15 @@ async fn an_instance_is_charged_for_the_time_no_scheduler_watched_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(1_500)).await; // a flush or two
+    let first = &mut reaper.children[0];
     first.kill().expect("SIGKILL");
     let _ = first.wait();
     let unwatched = Duration::from_secs(4);
     tokio::time::sleep(unwatched).await;
-    let (mut second, _) = support::serve(&path, &log);
+    let (second, _) = support::serve(&path, &log);
+    reaper.children.push(second);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let second = &mut reaper.children[1];
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(second.id() as i32),
         nix::sys::signal::Signal::SIGTERM,

@@ -52,3 +52,45 @@ pub fn serve_command(mut cmd: Command, log: &Path) -> (Child, String) {
 pub fn root() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
+
+/// Kills, when dropped (a test that fails included), the scheduler
+/// processes it holds and every local agent recorded under `data_dir`:
+/// agents outlive their scheduler by design (a restart adopts them).
+pub struct Reaper {
+    /// Scheduler processes.
+    pub children: Vec<Child>,
+    data_dir: std::path::PathBuf,
+}
+
+impl Reaper {
+    /// Watches the local agents recorded in `data_dir`.
+    pub fn new(data_dir: &Path) -> Reaper {
+        Reaper {
+            children: Vec::new(),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let Ok(entries) = std::fs::read_dir(self.data_dir.join("local-instances")) else {
+            return;
+        };
+        for text in entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()) {
+            let pid = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("pid")?.as_i64());
+            if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
