@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use ebbtide_store::{ReportDue, Store, StoreError};
+use ebbtide_store::{Store, StoreError};
 
 use crate::ReportError;
 use crate::columns::ReportFormat;
@@ -215,18 +215,13 @@ impl Publisher {
     }
 
     /// Builds the report of `from..=to`, writes it to the spool and, with a
-    /// sink, uploads it. Returns its totals.
+    /// sink, uploads it. Returns its totals. It never marks a day
+    /// published: the scheduled pass still sends every due day (to the same
+    /// key, so an on-demand upload of a day is simply rewritten), and a
+    /// report written only locally must not stop that day's upload.
     pub async fn publish_range(&self, from: Day, to: Day) -> Result<ReportTotals, PublishError> {
         match self.publish(from, to).await {
-            Ok(totals) => {
-                if from == to {
-                    let revision = self.revision_of(from).await?;
-                    if let Some(due) = revision {
-                        self.store.mark_reported(due).await?;
-                    }
-                }
-                Ok(totals)
-            }
+            Ok(totals) => Ok(totals),
             Err(Failure::Local(e)) => Err(e),
             Err(Failure::Upload(message)) => Err(PublishError::Upload {
                 spool: self.spool.dir.clone(),
@@ -234,15 +229,6 @@ impl Publisher {
                 message,
             }),
         }
-    }
-
-    async fn revision_of(&self, day: Day) -> Result<Option<ReportDue>, StoreError> {
-        Ok(self
-            .store
-            .reports_due(day.0 + 1)
-            .await?
-            .into_iter()
-            .find(|d| d.day == day.0))
     }
 
     async fn publish(&self, from: Day, to: Day) -> Result<ReportTotals, Failure> {

@@ -251,3 +251,26 @@ async fn a_range_report_adds_up_its_daily_reports() {
     );
     assert!(f.sink.objects.lock().expect("lock").contains_key(&key));
 }
+
+#[tokio::test]
+async fn an_on_demand_local_report_does_not_stop_the_days_scheduled_upload() {
+    let f = fixture().await;
+    f.store
+        .record_costs(vec![line(DAY.0, 1, Some("acme"), 36_000_000)])
+        .await
+        .expect("record");
+    let local_only = Publisher::new(f.store.clone(), Spool::new(f.spool.join("adhoc")), None, "");
+    let totals = local_only
+        .publish_range(DAY, DAY)
+        .await
+        .expect("local report");
+    assert_eq!(totals.billed_micros, 10);
+    assert!(f.spool.join("adhoc/ebbtide-cost-2026-11-28.csv").exists());
+    let scheduled = f.publisher.publish_due(DAY.next()).await.expect("pass");
+    assert_eq!(
+        scheduled.published.len(),
+        1,
+        "the day is still sent to the sink"
+    );
+    assert_eq!(f.sink.objects.lock().expect("lock").len(), 2);
+}
