@@ -148,23 +148,9 @@ async fn live_instances(
 
 /// The batch file inside an instance's user-data.
 async fn batch_file(ec2: &aws_sdk_ec2::Client, instance: &str) -> String {
-    let attr = ec2
-        .describe_instance_attribute()
-        .instance_id(instance)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
+    let script = ebbtide_provider_aws::emulator::user_data(ec2, instance)
         .await
         .expect("user-data");
-    let data = attr
-        .user_data()
-        .and_then(|u| u.value())
-        .expect("user-data set");
-    let script = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .expect("base64"),
-    )
-    .expect("utf-8");
     script
         .split("<<'EBBTIDE_BATCH'\n")
         .nth(1)

@@ -72,3 +72,24 @@ pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
         .build();
     aws_sdk_s3::Client::from_conf(config)
 }
+
+/// The decoded user-data script of `instance`, as an instance would read
+/// it from IMDS (tests check what the scheduler put there).
+pub async fn user_data(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let attr = ec2
+        .describe_instance_attribute()
+        .instance_id(instance)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .map_err(|e| format!("DescribeInstanceAttribute {instance}: {e}"))?;
+    let data = attr
+        .user_data()
+        .and_then(|u| u.value())
+        .ok_or_else(|| format!("{instance} has no user-data"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .map_err(|e| format!("user-data of {instance} is not base64: {e}"))?;
+    String::from_utf8(bytes).map_err(|e| format!("user-data of {instance} is not UTF-8: {e}"))
+}

@@ -196,24 +196,9 @@ async fn instances_carry_tags_user_data_and_workers_from_their_launch_index() {
     );
     // The user-data holds the batch's tokens for the agent to pick from.
     let ec2 = ebbtide_provider_aws::emulator::ec2_client(&moto.url).await;
-    let attr = ec2
-        .describe_instance_attribute()
-        .instance_id(&launched[0].instance.0)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
+    let script = ebbtide_provider_aws::emulator::user_data(&ec2, &launched[0].instance.0)
         .await
-        .expect("user data");
-    let data = attr
-        .user_data()
-        .and_then(|u| u.value())
-        .expect("user-data set");
-    use base64::Engine;
-    let script = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(data)
-            .expect("base64"),
-    )
-    .expect("utf-8");
+        .expect("user-data");
     assert!(
         script.contains("tokens=token-100,token-101,token-102,token-103,token-104"),
         "{script}"
