@@ -131,56 +131,42 @@ impl Imds {
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     use super::*;
+    use crate::imds_stand_in::{Metadata, start};
 
-    /// A stand-in for IMDS that insists on v2 session tokens.
-    async fn fake_imds(action: Option<&'static str>) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-                let (status, body) = if req.starts_with("put /latest/api/token") {
-                    ("200 OK", "session-123".to_string())
-                } else if !req.contains("x-aws-ec2-metadata-token: session-123") {
-                    ("401 Unauthorized", String::new())
-                } else if req.starts_with("get /latest/meta-data/ami-launch-index") {
-                    ("200 OK", "3".to_string())
-                } else if req.starts_with("get /latest/meta-data/spot/instance-action") {
-                    match action {
-                        Some(a) => ("200 OK", a.to_string()),
-                        None => ("404 Not Found", String::new()),
-                    }
-                } else {
-                    ("404 Not Found", String::new())
-                };
-                let reply = format!(
-                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(reply.as_bytes()).await;
-            }
-        });
-        format!("http://{addr}")
+    async fn stand_in(interruption: Option<&str>) -> String {
+        start(Metadata {
+            launch_index: 3,
+            interruption: interruption.map(str::to_string),
+            identity: Some(("{\"instanceId\":\"i-1\"}".into(), "c2ln".into())),
+        })
+        .await
+        .expect("stand-in IMDS")
     }
 
     #[tokio::test]
-    async fn the_launch_index_is_read_with_a_session_token() {
-        let imds = Imds::new(fake_imds(None).await);
+    async fn the_launch_index_and_identity_are_read_with_a_session_token() {
+        let imds = Imds::new(stand_in(None).await);
         assert_eq!(imds.launch_index().await.expect("index"), 3);
         assert_eq!(imds.interruption().await.expect("no notice"), None);
+        let (document, signature) = imds.identity().await.expect("identity");
+        assert_eq!(document, b"{\"instanceId\":\"i-1\"}".to_vec());
+        assert_eq!(signature, "c2ln");
+    }
+
+    #[tokio::test]
+    async fn a_request_without_a_session_token_is_refused_as_on_ec2() {
+        let base = stand_in(None).await;
+        let r = reqwest::get(format!("{base}/latest/meta-data/ami-launch-index"))
+            .await
+            .expect("answer");
+        assert_eq!(r.status(), reqwest::StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]
     async fn a_spot_interruption_notice_gives_its_deadline() {
         let imds = Imds::new(
-            fake_imds(Some(
+            stand_in(Some(
                 r#"{"action": "terminate", "time": "2026-11-28T13:40:00Z"}"#,
             ))
             .await,

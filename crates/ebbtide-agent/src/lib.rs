@@ -13,6 +13,8 @@
 //! the protocol is the contract.
 
 pub mod imds;
+#[cfg(any(test, feature = "testkit"))]
+pub mod imds_stand_in;
 mod job;
 
 use std::collections::BTreeMap;

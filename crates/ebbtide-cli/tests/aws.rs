@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{Filter, InstanceStateName, ResourceType, Tag, TagSpecification};
 use base64::Engine;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 
@@ -79,41 +78,6 @@ fn identity(dir: &std::path::Path, instance: &str, index: i32) -> (String, Strin
         doc,
         base64::engine::general_purpose::STANDARD.encode(out.stdout),
     )
-}
-
-/// A stand-in for one instance's metadata service: IMDSv2 tokens, its
-/// launch index and signed identity document, no interruption notice.
-async fn imds(launch_index: i32, identity: (String, String)) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = vec![0u8; 4096];
-            let n = s.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).to_lowercase();
-            let (status, body) = if req.starts_with("put /latest/api/token") {
-                ("200 OK", "t0k".to_string())
-            } else if req.starts_with("get /latest/meta-data/ami-launch-index")
-                && req.contains("x-aws-ec2-metadata-token: t0k")
-            {
-                ("200 OK", launch_index.to_string())
-            } else if req.starts_with("get /latest/dynamic/instance-identity/document") {
-                ("200 OK", identity.0.clone())
-            } else if req.starts_with("get /latest/dynamic/instance-identity/signature") {
-                ("200 OK", identity.1.clone())
-            } else {
-                ("404 Not Found", String::new())
-            };
-            let reply = format!(
-                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = s.write_all(reply.as_bytes()).await;
-        }
-    });
-    format!("http://{addr}")
 }
 
 fn cluster_filter(cluster: &str) -> Filter {
@@ -371,7 +335,14 @@ team = "e2e"
                 refusal.contains("instance identity document and signature are required"),
                 "{refusal}"
             );
-            let meta = imds(index, identity(dir.path(), &id, index)).await;
+            let meta =
+                ebbtide_agent::imds_stand_in::start(ebbtide_agent::imds_stand_in::Metadata {
+                    launch_index: u64::try_from(index).expect("index"),
+                    interruption: None,
+                    identity: Some(identity(dir.path(), &id, index)),
+                })
+                .await
+                .expect("stand-in IMDS");
             let agent = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
                 .args(["agent", "--ec2-batch"])
                 .arg(&batch)
