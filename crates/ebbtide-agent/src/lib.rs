@@ -6,19 +6,28 @@
 //! output, reports the result and waits for the next job. On a drain order
 //! it acknowledges, finishes what runs, and exits.
 //!
-//! Reports never get lost in a network blip: jobs write into an internal
-//! queue that survives reconnects; each Session drains it. The agent
-//! reconnects with jittered exponential back-off (backon) without touching
-//! the jobs it is running. It must never depend on the scheduler's crates:
-//! the protocol is the contract.
+//! Reports never get lost in a network blip: jobs write into a bounded
+//! queue that survives reconnects; each Session drains it. A result is
+//! kept until the scheduler confirms it stored it, and repeated in every
+//! new Session's Hello until then; an assignment the agent already runs or
+//! ran is never run twice. The agent reconnects with jittered exponential
+//! back-off (backon) without touching the jobs it is running; if no
+//! scheduler answers for `orphan_timeout` it stops its jobs and exits, so
+//! an instance nobody manages does not run (and bill) forever. Jobs run in
+//! a sandbox (`sandbox`): their own directory, an allow-listed
+//! environment, an unprivileged user where the agent is root. It must
+//! never depend on the scheduler's crates: the protocol is the contract.
 
 pub mod imds;
 #[cfg(any(test, feature = "testkit"))]
 pub mod imds_stand_in;
 mod job;
+mod outbox;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -31,7 +40,11 @@ use ebbtide_proto::worker::v1::{
 use tokio::sync::{Mutex, mpsc};
 use tonic::Code;
 
-/// How the agent finds and proves itself to the scheduler.
+use outbox::{Known, Ledger, Reports};
+pub use sandbox::{JobUser, Sandbox};
+
+/// How the agent finds and proves itself to the scheduler, and how it runs
+/// jobs.
 #[derive(Clone)]
 pub struct AgentConfig {
     /// Worker API address, e.g. `http://127.0.0.1:8081`.
@@ -46,6 +59,11 @@ pub struct AgentConfig {
     /// On EC2: the instance identity document and its signature, sent at
     /// registration so the scheduler knows which instance registers.
     pub identity: Option<(Vec<u8>, String)>,
+    /// Where and as whom jobs run.
+    pub sandbox: Sandbox,
+    /// How long the agent keeps trying when no scheduler answers before it
+    /// stops its jobs and exits.
+    pub orphan_timeout: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -59,6 +77,8 @@ impl std::fmt::Debug for AgentConfig {
                 "identity",
                 &self.identity.as_ref().map(|_| "<instance identity>"),
             )
+            .field("sandbox", &self.sandbox)
+            .field("orphan_timeout", &self.orphan_timeout)
             .finish()
     }
 }
@@ -74,49 +94,107 @@ pub enum AgentError {
     Unreachable(String),
 }
 
-/// Jobs running now: id → cancel switch.
-type Running = Arc<Mutex<BTreeMap<u64, tokio::sync::oneshot::Sender<()>>>>;
+/// A job running now: how to cancel it and its process group (0 until
+/// the process exists), so the agent can stop it when it stops itself.
+pub(crate) struct RunningJob {
+    pub kill: tokio::sync::oneshot::Sender<()>,
+    pub group: Arc<AtomicU64>,
+}
+
+/// Jobs running now, by id.
+pub(crate) type Running = Arc<Mutex<BTreeMap<u64, RunningJob>>>;
 
 /// Runs the agent until it is drained (Ok) or refused (Err).
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    run_until(config, std::future::pending()).await
+}
+
+/// Runs the agent until it is drained, refused, orphaned, or `stop`
+/// completes (SIGTERM: the instance is being terminated). However it ends,
+/// every job it still runs is killed with its whole process group first:
+/// a worker that is gone never leaves a job running behind it.
+pub async fn run_until(
+    config: AgentConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AgentError> {
+    sandbox::hide_from_same_user();
+    if config.sandbox.user.is_none() {
+        tracing::warn!(
+            "jobs run as the agent's own user: they get a clean environment and directory, but can read whatever files that user can"
+        );
+    }
+    let running: Running = Arc::default();
+    let outcome = tokio::select! {
+        r = serve(&config, running.clone()) => r,
+        () = stop => {
+            tracing::info!("stopping: killing the jobs still running");
+            Ok(())
+        }
+    };
+    for (job, r) in std::mem::take(&mut *running.lock().await) {
+        job::kill_group_of(r.group.load(Ordering::SeqCst));
+        tracing::warn!(job, "job stopped with the agent");
+    }
+    outcome
+}
+
+async fn serve(config: &AgentConfig, running: Running) -> Result<(), AgentError> {
     // One HTTP/2 connection for registration and every session: it
     // reconnects by itself after a blip, and the scheduler holds one
     // connection per worker instead of one per call.
     let channel = tonic::transport::Endpoint::from_shared(config.scheduler.clone())
         .map_err(|e| AgentError::Refused(format!("scheduler address: {e}")))?
         .connect_lazy();
-    let session = register(&config, &channel).await?;
-    let (reports, mut queue) = mpsc::unbounded_channel::<AgentMessage>();
+    let session = register(config, &channel).await?;
+    let (reports, mut queue) = mpsc::channel::<AgentMessage>(outbox::REPORT_QUEUE);
     if let Some(imds) = config.interruptions.clone() {
         tokio::spawn(watch_interruptions(imds, reports.clone()));
     }
-    let running: Running = Arc::default();
-    let mut recent = RecentResults::default();
-    let mut draining = false;
+    let sandbox = Arc::new(config.sandbox.clone());
+    let mut state = AgentState {
+        ledger: Ledger::default(),
+        draining: false,
+        carry: None,
+    };
     let mut backoff = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
         .with_jitter()
         .without_max_times()
         .build();
+    let mut last_contact = tokio::time::Instant::now();
     loop {
-        match session_once(
-            &config,
-            &session,
-            &reports,
-            &mut queue,
-            &running,
-            &mut draining,
-            &mut recent,
-        )
-        .await
-        {
+        let mut ctx = SessionContext {
+            config,
+            session: &session,
+            reports: &reports,
+            queue: &mut queue,
+            running: &running,
+            sandbox: &sandbox,
+            state: &mut state,
+            opened: false,
+        };
+        let ended = session_once(&mut ctx).await;
+        if ctx.opened {
+            last_contact = tokio::time::Instant::now();
+        }
+        match ended {
             Ok(SessionEnd::Drained) => return Ok(()),
             Ok(SessionEnd::Disconnected) => {}
             Err(e) if e.code() == Code::Unauthenticated => {
                 return Err(AgentError::Refused(e.message().to_string()));
             }
             Err(e) => tracing::warn!(error = %e.message(), "session failed; reconnecting"),
+        }
+        if last_contact.elapsed() >= config.orphan_timeout {
+            tracing::error!(
+                timeout_s = config.orphan_timeout.as_secs(),
+                "no scheduler answered within the orphan timeout; stopping jobs and exiting"
+            );
+            return Err(AgentError::Unreachable(format!(
+                "no scheduler for {} s",
+                config.orphan_timeout.as_secs()
+            )));
         }
         let delay = backoff.next().unwrap_or(Duration::from_secs(5));
         tokio::time::sleep(delay).await;
@@ -125,7 +203,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
 
 /// Polls IMDS every 5 s (EC2 gives two minutes' notice) and reports the
 /// first interruption notice; the report queue survives reconnects.
-async fn watch_interruptions(imds: imds::Imds, reports: mpsc::UnboundedSender<AgentMessage>) {
+async fn watch_interruptions(imds: imds::Imds, reports: Reports) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     loop {
         every.tick().await;
@@ -135,9 +213,7 @@ async fn watch_interruptions(imds: imds::Imds, reports: mpsc::UnboundedSender<Ag
                     deadline_ms,
                     "spot interruption notice; telling the scheduler"
                 );
-                let _ = reports.send(AgentMessage {
-                    kind: Some(Up::Reclamation(ReclamationNotice { deadline_ms })),
-                });
+                outbox::send(&reports, Up::Reclamation(ReclamationNotice { deadline_ms })).await;
                 return;
             }
             Ok(None) => {}
@@ -200,82 +276,75 @@ enum SessionEnd {
     Disconnected,
 }
 
-/// The last job results sent. A result written into a stream that then
-/// broke may never have reached the scheduler, and nothing acknowledges it,
-/// so every new session repeats these; the scheduler ignores the ones it
-/// already applied. Delivery of results is therefore at least once.
-#[derive(Default)]
-struct RecentResults(std::collections::VecDeque<AgentMessage>);
-
-impl RecentResults {
-    const KEEP: usize = 64;
-
-    fn remember(&mut self, m: &AgentMessage) {
-        if matches!(m.kind, Some(Up::Result(_))) {
-            if self.0.len() == Self::KEEP {
-                self.0.pop_front();
-            }
-            self.0.push_back(m.clone());
-        }
-    }
+/// What outlives one session: results awaiting confirmation, whether a
+/// drain was ordered, and a report a broken stream did not take.
+struct AgentState {
+    ledger: Ledger,
+    draining: bool,
+    carry: Option<AgentMessage>,
 }
 
-async fn session_once(
-    config: &AgentConfig,
-    session: &Session,
-    reports: &mpsc::UnboundedSender<AgentMessage>,
-    queue: &mut mpsc::UnboundedReceiver<AgentMessage>,
-    running: &Running,
-    draining: &mut bool,
-    recent: &mut RecentResults,
-) -> Result<SessionEnd, tonic::Status> {
-    let mut client = WorkerApiClient::new(session.channel.clone());
+struct SessionContext<'a> {
+    config: &'a AgentConfig,
+    session: &'a Session,
+    reports: &'a Reports,
+    queue: &'a mut mpsc::Receiver<AgentMessage>,
+    running: &'a Running,
+    sandbox: &'a Arc<Sandbox>,
+    state: &'a mut AgentState,
+    /// Whether the scheduler accepted this session (counts as contact).
+    opened: bool,
+}
+
+fn closed() -> tonic::Status {
+    tonic::Status::unavailable("closed")
+}
+
+async fn session_once(ctx: &mut SessionContext<'_>) -> Result<SessionEnd, tonic::Status> {
+    let mut client = WorkerApiClient::new(ctx.session.channel.clone());
     let (up, up_rx) = mpsc::channel::<AgentMessage>(256);
-    let running_jobs: Vec<u64> = running.lock().await.keys().copied().collect();
+    let running_jobs: Vec<u64> = ctx.running.lock().await.keys().copied().collect();
     let hello = Hello {
-        worker_id: config.worker_id,
-        session_token: session.token.clone(),
+        worker_id: ctx.config.worker_id,
+        session_token: ctx.session.token.clone(),
         running_jobs,
+        unconfirmed_results: ctx.state.ledger.pending(),
     };
     up.send(AgentMessage {
         kind: Some(Up::Hello(hello)),
     })
     .await
-    .map_err(|_| tonic::Status::unavailable("closed"))?;
-    for again in &recent.0 {
-        up.send(again.clone())
-            .await
-            .map_err(|_| tonic::Status::unavailable("closed"))?;
+    .map_err(|_| closed())?;
+    if let Some(m) = ctx.state.carry.take() {
+        up.send(m).await.map_err(|_| closed())?;
     }
     let mut down = client
         .session(tokio_stream::wrappers::ReceiverStream::new(up_rx))
         .await?
         .into_inner();
-    let mut heartbeat = tokio::time::interval(session.heartbeat);
+    ctx.opened = true;
+    let mut heartbeat = tokio::time::interval(ctx.session.heartbeat);
     loop {
         tokio::select! {
             msg = down.message() => {
                 let Some(msg) = msg? else { return Ok(SessionEnd::Disconnected) };
-                match msg.kind {
-                    Some(Down::Assignment(a)) if !*draining => job::start(a, reports.clone(), running.clone()).await,
-                    Some(Down::Assignment(_)) => {}
-                    Some(Down::Cancel(c)) => {
-                        if let Some(kill) = running.lock().await.remove(&c.job_id) {
-                            let _ = kill.send(());
-                        }
-                    }
-                    Some(Down::Drain(_)) => {
-                        *draining = true;
-                        let _ = reports.send(AgentMessage { kind: Some(Up::DrainAck(DrainAck {})) });
-                    }
-                    None => {}
+                if let Some(kind) = msg.kind
+                    && let Some(reply) = on_order(ctx, kind).await
+                    && up.send(reply).await.is_err()
+                {
+                    return Ok(SessionEnd::Disconnected);
                 }
             }
-            Some(report) = queue.recv() => {
-                recent.remember(&report);
-                if up.send(report.clone()).await.is_err() {
-                    // Keep it for the next session.
-                    let _ = reports.send(report);
+            Some(report) = ctx.queue.recv() => {
+                if let Some(Up::Result(r)) = &report.kind {
+                    ctx.state.ledger.written(r);
+                }
+                if let Err(mpsc::error::SendError(report)) = up.send(report).await {
+                    // A result is in the ledger and goes out with the next
+                    // Hello; anything else is carried to the next session.
+                    if !matches!(report.kind, Some(Up::Result(_))) {
+                        ctx.state.carry = Some(report);
+                    }
                     return Ok(SessionEnd::Disconnected);
                 }
             }
@@ -283,10 +352,74 @@ async fn session_once(
                 if up.send(AgentMessage { kind: Some(Up::Heartbeat(Heartbeat {})) }).await.is_err() {
                     return Ok(SessionEnd::Disconnected);
                 }
-                if *draining && running.lock().await.is_empty() && queue.is_empty() {
+                if ctx.state.draining
+                    && ctx.running.lock().await.is_empty()
+                    && ctx.queue.is_empty()
+                    && ctx.state.ledger.is_empty()
+                {
                     return Ok(SessionEnd::Drained);
                 }
             }
+        }
+    }
+}
+
+/// Carries out one order; returns a message to send back, if any.
+async fn on_order(ctx: &mut SessionContext<'_>, order: Down) -> Option<AgentMessage> {
+    match order {
+        Down::Assignment(a) => {
+            if ctx.running.lock().await.contains_key(&a.job_id) {
+                tracing::debug!(
+                    job = a.job_id,
+                    "assignment repeated while the job runs; ignored"
+                );
+                return None;
+            }
+            match ctx.state.ledger.known(a.job_id) {
+                Known::Unconfirmed(result) => {
+                    tracing::debug!(
+                        job = a.job_id,
+                        "assignment repeated for a finished job; repeating its result"
+                    );
+                    Some(AgentMessage {
+                        kind: Some(Up::Result(*result)),
+                    })
+                }
+                Known::Confirmed => {
+                    tracing::warn!(
+                        job = a.job_id,
+                        "assignment repeated for a job already done; not run again"
+                    );
+                    None
+                }
+                Known::New if ctx.state.draining => None,
+                Known::New => {
+                    job::start(
+                        a,
+                        ctx.reports.clone(),
+                        ctx.running.clone(),
+                        ctx.sandbox.clone(),
+                    )
+                    .await;
+                    None
+                }
+            }
+        }
+        Down::Cancel(c) => {
+            if let Some(job) = ctx.running.lock().await.remove(&c.job_id) {
+                let _ = job.kill.send(());
+            }
+            None
+        }
+        Down::Drain(_) => {
+            ctx.state.draining = true;
+            Some(AgentMessage {
+                kind: Some(Up::DrainAck(DrainAck {})),
+            })
+        }
+        Down::ResultStored(r) => {
+            ctx.state.ledger.confirmed(r.job_id);
+            None
         }
     }
 }

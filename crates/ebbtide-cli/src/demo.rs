@@ -50,6 +50,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 program: std::env::current_exe()?,
                 args: vec![],
                 state_dir: dir.join("local-instances"),
+                work_root: ebbtide_server::local_work_root(&dir),
+                job_user: None,
             })?;
         let left: Vec<_> = local
             .list()

@@ -32,6 +32,46 @@ pub struct AgentArgs {
     /// File holding the bootstrap token (else EBBTIDE_BOOTSTRAP_TOKEN).
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// Where each job gets its own fresh directory (default: a directory
+    /// for this worker under the system's temporary directory).
+    #[arg(long, env = "EBBTIDE_WORK_DIR")]
+    work_dir: Option<PathBuf>,
+    /// Run jobs as this unprivileged user (the agent must run as root).
+    #[arg(long, env = "EBBTIDE_JOB_USER")]
+    job_user: Option<String>,
+    /// Stop the jobs and exit when no scheduler answered for this long.
+    #[arg(long, env = "EBBTIDE_ORPHAN_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    orphan_timeout: std::time::Duration,
+}
+
+impl AgentArgs {
+    /// How this agent runs jobs.
+    fn sandbox(&self, worker: u64) -> anyhow::Result<ebbtide_agent::Sandbox> {
+        let user = match &self.job_user {
+            Some(name) => {
+                if !nix::unistd::geteuid().is_root() {
+                    anyhow::bail!(
+                        "--job-user {name}: the agent must run as root to run jobs as another user"
+                    );
+                }
+                Some(ebbtide_agent::JobUser::lookup(name).map_err(anyhow::Error::msg)?)
+            }
+            None => None,
+        };
+        let work_root = self
+            .work_dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(format!("ebbtide-worker-{worker}")));
+        std::fs::create_dir_all(&work_root)
+            .with_context(|| format!("creating the work directory {}", work_root.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Traversable by the job user, not listable.
+            std::fs::set_permissions(&work_root, std::fs::Permissions::from_mode(0o711))
+                .with_context(|| format!("opening {} to the job user", work_root.display()))?;
+        }
+        Ok(ebbtide_agent::Sandbox { work_root, user })
+    }
 }
 
 /// Structured logs on stderr. The level is `RUST_LOG` if set, else the
@@ -140,10 +180,14 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
     };
     runtime.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = ebbtide_agent::run(config) => r.map_err(Into::into),
-            _ = term.recv() => Ok(()),
-        }
+        // SIGTERM: the instance is being terminated; the agent stops its
+        // jobs (whole process groups) before it exits.
+        let stop = async move {
+            term.recv().await;
+        };
+        ebbtide_agent::run_until(config, stop)
+            .await
+            .map_err(Into::into)
     })
 }
 
@@ -172,6 +216,8 @@ async fn ec2_agent_config(
         bootstrap_token: token.to_string(),
         interruptions: Some(imds),
         identity: Some(identity),
+        sandbox: args.sandbox(worker_id)?,
+        orphan_timeout: args.orphan_timeout,
     })
 }
 
@@ -184,11 +230,14 @@ fn local_agent_config(args: &AgentArgs) -> anyhow::Result<ebbtide_agent::AgentCo
         None => std::env::var("EBBTIDE_BOOTSTRAP_TOKEN")
             .context("no bootstrap token: set EBBTIDE_BOOTSTRAP_TOKEN or --token-file")?,
     };
+    let worker_id = args.worker_id.context("--worker-id is required")?;
     Ok(ebbtide_agent::AgentConfig {
         scheduler: args.scheduler.clone().context("--scheduler is required")?,
-        worker_id: args.worker_id.context("--worker-id is required")?,
+        worker_id,
         bootstrap_token: token,
         interruptions: None,
         identity: None,
+        sandbox: args.sandbox(worker_id)?,
+        orphan_timeout: args.orphan_timeout,
     })
 }

@@ -603,6 +603,7 @@ async fn a_session_with_a_forged_session_token_is_refused() {
                 worker_id: 1,
                 session_token: token.into(),
                 running_jobs: vec![],
+                unconfirmed_results: vec![],
             })),
         };
         let err = client

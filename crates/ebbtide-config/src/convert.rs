@@ -110,6 +110,7 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         log_level: srv.log_level,
         log_format: srv.log_format,
         orphan_grace: srv.orphan_grace,
+        max_job_output: srv.max_job_output_bytes,
     };
     let providers = providers(file.providers, &engine, &mut issue);
     let cost_reports = crate::reports::to_config(

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     /// How long an instance nobody knows (an orphan of a crash) may live
     /// before the reconciler terminates it; covers launches in flight.
     pub orphan_grace: std::time::Duration,
+    /// Most output stored per job (all attempts together); what follows
+    /// is dropped and a marker in the log says so.
+    pub max_job_output: u64,
 }
 
 /// Settings of the providers the pools use.

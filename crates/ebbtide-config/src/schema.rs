@@ -411,6 +411,8 @@ pub(crate) struct ServerSection {
     pub log_format: LogFormat,
     #[serde(with = "humantime_serde", default = "default_orphan_grace")]
     pub orphan_grace: Duration,
+    #[serde(default = "default_max_job_output")]
+    pub max_job_output_bytes: u64,
 }
 
 /// How log lines are written.
@@ -440,6 +442,11 @@ fn default_log_level() -> String {
 fn default_reconcile() -> Duration {
     Duration::from_secs(30)
 }
+/// 16 MiB: far more than a CI log an operator reads, small enough that a
+/// runaway job cannot fill the store.
+fn default_max_job_output() -> u64 {
+    16 << 20
+}
 fn default_orphan_grace() -> Duration {
     Duration::from_secs(120)
 }
@@ -459,6 +466,7 @@ impl Default for ServerSection {
             log_level: default_log_level(),
             log_format: LogFormat::Text,
             orphan_grace: default_orphan_grace(),
+            max_job_output_bytes: default_max_job_output(),
         }
     }
 }

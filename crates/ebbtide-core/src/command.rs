@@ -12,12 +12,16 @@ use crate::worker::{DrainReason, Market};
 /// carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// Send this job to this worker.
+    /// Send this job to this worker. Write-ahead: the adapter makes the
+    /// assignment (with `attempt`) durable before the worker sees it, so a
+    /// restarted scheduler knows where every job may be running.
     Assign {
         /// The job.
         job: JobId,
         /// The worker.
         worker: WorkerId,
+        /// Which attempt this is, counting every earlier run (1 = first).
+        attempt: u32,
     },
     /// Launch one instance per worker id in `pool` on `market`.
     Launch {
@@ -34,6 +38,19 @@ pub enum Command {
         worker: WorkerId,
         /// Why.
         reason: DrainReason,
+    },
+    /// The engine gave up on a worker: its jobs went back to the queue (or
+    /// ran out of attempts) and its instance is terminated next. Says why,
+    /// so an operator can tell a dead machine from a network problem.
+    WorkerLost {
+        /// The pool.
+        pool: PoolId,
+        /// The worker.
+        worker: WorkerId,
+        /// Why it was declared lost.
+        reason: LossReason,
+        /// Jobs it held, now requeued or lost for good.
+        jobs: u32,
     },
     /// Ask the provider to terminate an instance (idempotent).
     Terminate {
@@ -136,4 +153,40 @@ pub enum Rejection {
         /// The configured limit.
         limit: Micros,
     },
+}
+
+/// Why the engine declared a worker lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossReason {
+    /// It never registered within its pool's boot timeout.
+    BootTimeout {
+        /// How long it had been booting.
+        booting_for: std::time::Duration,
+    },
+    /// Its heartbeats stopped for longer than `engine.heartbeat_timeout`.
+    MissedHeartbeats {
+        /// How long it had been silent.
+        silent_for: std::time::Duration,
+    },
+    /// An adapter reported it gone (its provider no longer runs it, or its
+    /// transport closed for good).
+    Reported,
+}
+
+impl std::fmt::Display for LossReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LossReason::BootTimeout { booting_for } => write!(
+                f,
+                "never registered: booting for {} s, past the pool's boot_timeout",
+                booting_for.as_secs()
+            ),
+            LossReason::MissedHeartbeats { silent_for } => write!(
+                f,
+                "no heartbeat for {} s, past engine.heartbeat_timeout",
+                silent_for.as_secs()
+            ),
+            LossReason::Reported => f.write_str("its provider or transport reported it gone"),
+        }
+    }
 }

@@ -20,6 +20,11 @@ pub struct JobSpec {
     pub requirements: Requirements,
     /// Attempts allowed when infrastructure loses the job (at least 1).
     pub max_attempts: u32,
+    /// Attempts an earlier run of the scheduler already made (0 for a new
+    /// submission). The engine owns the one attempt counter; a restarted
+    /// scheduler hands back the persisted count so a re-run after a
+    /// restart shows in it and `max_attempts` holds across restarts.
+    pub attempts: u32,
     /// Run-time hint (e.g. from the project's history); helps decide
     /// whether a job can finish before a spot reclamation.
     pub expected_duration: Option<Duration>,

@@ -33,7 +33,7 @@ pub mod worker;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
-pub use command::{Command, Rejection};
+pub use command::{Command, LossReason, Rejection};
 pub use config::{
     Billing, BurstConfig, ClassConfig, ConfigError, EngineConfig, MarketPolicy, PoolConfig,
     PoolKind, PrewarmConfig, ScalingMode, ScalingPolicy, Shape, TenantConfig, TenantQuota,

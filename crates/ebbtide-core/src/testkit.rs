@@ -104,6 +104,7 @@ pub fn job(id: u64, tenant: u32, class: u8) -> JobSpec {
         class: ClassId(class),
         requirements: Requirements::default(),
         max_attempts: 3,
+        attempts: 0,
         expected_duration: None,
         submitted_at: None,
     }

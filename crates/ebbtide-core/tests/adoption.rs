@@ -61,7 +61,8 @@ fn an_adopted_idle_worker_takes_queued_work_at_once() {
         c,
         Command::Assign {
             job: JobId(1),
-            worker: WorkerId(9)
+            worker: WorkerId(9),
+            ..
         }
     )));
 }
@@ -131,7 +132,8 @@ fn a_recovered_job_keeps_its_submission_time_for_its_sla() {
         c,
         Command::Assign {
             job: JobId(1),
-            worker: WorkerId(70)
+            worker: WorkerId(70),
+            ..
         }
     )));
 }

@@ -330,7 +330,8 @@ fn a_worker_that_reached_max_uses_is_drained_instead_of_reused() {
     let cmds = h.submit(testkit::job(2, 0, 1));
     assert!(cmds.contains(&Command::Assign {
         job: JobId(2),
-        worker: w
+        worker: w,
+        attempt: 1,
     }));
     assert!(cmds.iter().any(|c| matches!(
         c,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ebbtide_config::{ClusterConfig, ServerConfig};
 use ebbtide_core::{
-    ClassId, Command, Engine, Event, JobId, JobOutcome, JobSpec, JobState, LaunchFailure, PoolId,
+    Command, Engine, Event, JobId, JobOutcome, JobSpec, JobState, LaunchFailure, PoolId,
     Requirements, Timestamp, WorkerId,
 };
 use ebbtide_proto::worker::v1::scheduler_message::Kind as Down;
@@ -15,6 +15,7 @@ use ebbtide_store::{JobRecord, JobStatus, JobUpdate, Store};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::journal::{AfterCommit, Committed, Journal};
 use crate::now;
 use crate::tokens::random_token;
 
@@ -63,6 +64,8 @@ pub enum LoopMsg {
         sender: SessionSender,
         /// Jobs it says it is running.
         running: Vec<u64>,
+        /// Results it holds that were never confirmed stored.
+        results: Vec<ReportedResult>,
         /// `Err(reason)` if the worker is not (or no longer) wanted.
         reply: oneshot::Sender<Result<(), String>>,
     },
@@ -75,12 +78,17 @@ pub enum LoopMsg {
     JobResult {
         /// The worker.
         worker: WorkerId,
-        /// The job.
+        /// What it reported.
+        result: ReportedResult,
+    },
+    /// A piece of a job's output, from the worker's session.
+    Output {
+        /// The worker whose session sent it.
+        worker: WorkerId,
+        /// The job it names.
         job: u64,
-        /// How.
-        outcome: JobOutcome,
-        /// Exit code, if it exited.
-        exit_code: Option<i32>,
+        /// The bytes.
+        chunk: Vec<u8>,
     },
     /// Replace the engine configuration (SIGHUP).
     Reload {
@@ -103,6 +111,19 @@ pub enum LoopMsg {
         /// The answer.
         reply: oneshot::Sender<StatusReport>,
     },
+}
+
+/// A job result as an agent reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportedResult {
+    /// The job.
+    pub job: u64,
+    /// The attempt the agent ran (0 from an agent that does not say).
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// Exit code, if it exited.
+    pub exit_code: Option<i32>,
 }
 
 /// What `GET /v1/status` shows.
@@ -147,18 +168,20 @@ struct Survivor {
     accrue_from: Option<Timestamp>,
 }
 
-/// How long an adopted job the agent did not report as running has to
-/// deliver its result (repeated by the agent after the reconnect) before it
-/// is counted as lost.
-const UNCONFIRMED_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
+/// What the loop keeps of a live job beyond the engine's record: what an
+/// assignment carries, labels for logs and metrics, and how much output
+/// its log already holds (the cap is per job, over all attempts).
 struct JobInfo {
     command: String,
     timeout_ms: u64,
-    attempts: u32,
+    /// The engine's attempt count as of the last assignment (a mirror for
+    /// log lines; the engine owns the counter).
+    attempt: u32,
     tenant: String,
     class: String,
     submitted_at: Timestamp,
+    output_bytes: u64,
+    truncated: bool,
 }
 
 impl JobInfo {
@@ -166,12 +189,24 @@ impl JobInfo {
         JobInfo {
             command: record.command.clone(),
             timeout_ms: record.timeout_ms,
-            attempts: record.attempts,
+            attempt: record.attempts,
             tenant: record.tenant.clone(),
             class: record.class.clone(),
             submitted_at: Timestamp::from_millis(record.submitted_at_ms),
+            output_bytes: 0,
+            truncated: false,
         }
     }
+}
+
+/// An order a worker's session could not take yet (not open, or its queue
+/// full); retried when the session opens and at each heartbeat.
+#[derive(Debug, Clone)]
+enum Undelivered {
+    /// An assignment, rebuilt at delivery (and dropped if the job moved).
+    Assignment { job: u64, attempt: u32 },
+    /// A cancel or drain order.
+    Order(Down),
 }
 
 pub(crate) struct Control {
@@ -179,13 +214,17 @@ pub(crate) struct Control {
     store: Arc<dyn Store>,
     providers: HashMap<String, Arc<dyn Provider>>,
     tx: mpsc::Sender<LoopMsg>,
-    writes: mpsc::UnboundedSender<(ebbtide_store::JobId, JobUpdate)>,
+    journal: Journal,
+    committed: Option<mpsc::Receiver<Committed>>,
     sessions: HashMap<WorkerId, SessionSender>,
     pending_register: BTreeMap<WorkerId, oneshot::Sender<Result<(), String>>>,
-    /// Stop and drain orders for workers whose session was not open yet;
-    /// sent when it opens, after any re-sent assignment, so neither a cancel
-    /// nor a drain is ever lost.
-    undelivered: Vec<(WorkerId, Down)>,
+    /// Orders a worker's session could not take yet, in order; sent when it
+    /// opens and retried at each heartbeat, so no assignment, cancel or
+    /// drain is ever lost to a full queue or a reconnect.
+    undelivered: HashMap<WorkerId, Vec<Undelivered>>,
+    /// (worker, job) pairs already warned about for reporting on a job the
+    /// worker does not hold (bounded: one line per pair, not per chunk).
+    refused: std::collections::HashSet<(WorkerId, u64)>,
     jobs: HashMap<u64, JobInfo>,
     exit_codes: HashMap<u64, Option<i32>>,
     server: ServerConfig,
@@ -193,9 +232,11 @@ pub(crate) struct Control {
     /// they were given back. If the agent never comes, the engine's
     /// heartbeat timeout declares the worker lost and requeues them.
     awaiting_session: HashMap<WorkerId, Vec<u64>>,
-    /// Adopted jobs the agent did not list as running: their result should
-    /// follow right after the reconnect, or they are lost.
-    unconfirmed: HashMap<u64, (WorkerId, Timestamp)>,
+    /// Largest output stored per job; beyond it a marker ends the log.
+    max_output: u64,
+    /// Jobs whose assignment is on its way to the disk: sent by their
+    /// commit, never before.
+    awaiting_commit: HashMap<u64, u32>,
     /// When each worker's launch was requested, until it registers.
     launch_requested: HashMap<WorkerId, Timestamp>,
     /// (class, tenant) queue series last exported, to zero emptied ones.
@@ -222,25 +263,12 @@ impl Control {
         let mut engine = Engine::new(config.engine.clone(), now()).map_err(|e| format!("{e:?}"))?;
         let high_water = store.max_worker_id().await.map_err(|e| e.to_string())?;
         engine.reserve_worker_ids(WorkerId(high_water));
-        let (writes, mut write_rx) = mpsc::unbounded_channel::<(ebbtide_store::JobId, JobUpdate)>();
-        let writer_store = store.clone();
-        // One ordered writer: a job's updates land in the order they happened.
-        tokio::spawn(async move {
-            while let Some((id, update)) = write_rx.recv().await {
-                if let Err(e) = writer_store.update(id, update).await {
-                    tracing::error!(job = id.0, error = %e, "store update failed");
-                }
-            }
-        });
+        let (journal, committed) = Journal::start(store.clone());
         let mut survivors = HashMap::new();
         for (name, provider) in &providers {
-            let listed = match provider.list().await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(provider = %name, error = %e, "cannot list instances");
-                    continue;
-                }
-            };
+            // Without the list, a job whose worker survived would look
+            // abandoned and run a second time: recovery waits for it.
+            let listed = list_for_recovery(name, provider.as_ref()).await?;
             let mut doomed = Vec::new();
             for info in listed {
                 // A worker id above every id we issued a credential for was
@@ -284,15 +312,18 @@ impl Control {
             store: store.clone(),
             providers,
             tx,
-            writes,
+            journal,
+            committed: Some(committed),
             sessions: HashMap::new(),
             pending_register: BTreeMap::new(),
-            undelivered: Vec::new(),
+            undelivered: HashMap::new(),
+            refused: Default::default(),
             jobs: HashMap::new(),
             exit_codes: HashMap::new(),
             server: config.server.clone(),
             awaiting_session: HashMap::new(),
-            unconfirmed: HashMap::new(),
+            max_output: config.server.max_job_output,
+            awaiting_commit: Default::default(),
             launched_at: HashMap::new(),
             reconciler: Default::default(),
             ledger: crate::costs::LedgerWriter::start(store.clone(), config),
@@ -303,6 +334,11 @@ impl Control {
         };
         let live = store.live_jobs().await.map_err(|e| e.to_string())?;
         let recovered = live.len();
+        let mut output_sizes = HashMap::new();
+        for record in live.iter().filter(|r| r.status != JobStatus::Queued) {
+            let size = store.log_size(record.id).await.map_err(|e| e.to_string())?;
+            output_sizes.insert(record.id.0, size);
+        }
         for record in live {
             let holder = record
                 .worker
@@ -329,6 +365,12 @@ impl Control {
             }
             control.adopt(worker, survivor);
         }
+        for (job, size) in output_sizes {
+            if let Some(info) = control.jobs.get_mut(&job) {
+                info.output_bytes = size;
+                info.truncated = size >= control.max_output;
+            }
+        }
         if recovered > 0 {
             tracing::info!(jobs = recovered, "recovered unfinished jobs from the store");
         }
@@ -346,11 +388,33 @@ impl Control {
         reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut ledger = tokio::time::interval(self.ledger_flush);
         ledger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let Some(mut committed) = self.committed.take() else {
+            tracing::error!("control loop started twice");
+            return;
+        };
         loop {
+            self.journal.flush();
+            let accepting = !self.journal.is_full();
             tokio::select! {
+                biased;
+                done = committed.recv() => match done {
+                    Some(c) => self.on_committed(c),
+                    None => {
+                        tracing::error!("journal writer stopped");
+                        return;
+                    }
+                },
                 _ = shutdown.changed() => {
-                    // The last lines are written before the loop ends, so a
-                    // clean stop loses no cost.
+                    // Everything decided is made durable before the loop
+                    // ends, and the last cost lines written, so a clean stop
+                    // loses neither a job's state nor any cost.
+                    while !self.journal.is_idle() {
+                        self.journal.flush();
+                        match committed.recv().await {
+                            Some(c) => self.on_committed(c),
+                            None => break,
+                        }
+                    }
                     let at = now();
                     let lines = self.ledger.take(&mut self.engine, at);
                     if let Err(e) = self.store.record_costs_until(lines, Some(at.as_millis())).await {
@@ -361,9 +425,6 @@ impl Control {
                 _ = ledger.tick() => self.ledger.flush(&mut self.engine, now()),
                 _ = reconcile.tick() => self.start_reconcile(),
                 _ = tick.tick() => {
-                    if !self.unconfirmed.is_empty() {
-                        self.expire_unconfirmed();
-                    }
                     if !self.awaiting_session.is_empty() {
                         // Adopted workers the engine declared lost stop waiting.
                         let engine = &self.engine;
@@ -375,7 +436,7 @@ impl Control {
                         self.refresh_metrics();
                     }
                 }
-                msg = rx.recv() => match msg {
+                msg = rx.recv(), if accepting => match msg {
                     Some(m) => self.on_msg(m),
                     None => return,
                 },
@@ -406,9 +467,25 @@ impl Control {
     /// terminated and requeues the jobs.
     fn adopt(&mut self, worker: WorkerId, survivor: Survivor) {
         let mut specs = Vec::with_capacity(survivor.jobs.len());
+        let mut refused = Vec::new();
         for record in &survivor.jobs {
-            specs.push(self.job_spec(record));
-            self.jobs.insert(record.id.0, JobInfo::of(record));
+            match self.job_spec(record) {
+                Ok(spec) => {
+                    specs.push(spec);
+                    self.jobs.insert(record.id.0, JobInfo::of(record));
+                }
+                Err(reason) => {
+                    self.reject_stored(record.id.0, reason);
+                    refused.push(record.id.0);
+                }
+            }
+        }
+        // The agent may still run them: stop them there once it reconnects.
+        for job in refused {
+            self.keep_undelivered(
+                worker,
+                Undelivered::Order(Down::Cancel(Cancel { job_id: job })),
+            );
         }
         let adoption = ebbtide_core::Adoption {
             worker,
@@ -457,34 +534,6 @@ impl Control {
         }
         for record in survivor.jobs {
             self.requeue_recovered(record);
-        }
-    }
-
-    /// Adopted jobs whose agent reconnected without them and never sent
-    /// their result are lost (and requeued).
-    fn expire_unconfirmed(&mut self) {
-        let t = now();
-        let silent: Vec<(u64, WorkerId)> = self
-            .unconfirmed
-            .iter()
-            .filter(|(_, (_, d))| *d <= t)
-            .map(|(j, (w, _))| (*j, *w))
-            .collect();
-        for (job, worker) in silent {
-            self.unconfirmed.remove(&job);
-            if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) == Some(worker) {
-                tracing::warn!(
-                    job,
-                    worker = worker.0,
-                    "adopted job neither running nor reported; counted as lost"
-                );
-                self.send(worker, Down::Cancel(Cancel { job_id: job }));
-                self.apply(Event::JobFinished {
-                    job: JobId(job),
-                    worker,
-                    outcome: JobOutcome::Lost,
-                });
-            }
         }
     }
 
@@ -715,11 +764,193 @@ impl Control {
         if let Some(budget) = config.max_cost_per_hour {
             set_gauge(t::BUDGET, &[], budget.0.0 as f64);
         }
-        set_gauge(t::LEADER, &[], 1.0);
     }
 
-    fn write(&self, id: ebbtide_store::JobId, update: JobUpdate) {
-        let _ = self.writes.send((id, update));
+    fn write(&mut self, id: ebbtide_store::JobId, update: JobUpdate) {
+        self.journal.update(id.0, update);
+    }
+
+    /// Carries out what waited for a batch to be durable.
+    fn on_committed(&mut self, committed: Committed) {
+        self.journal.landed();
+        for action in committed.then {
+            match action {
+                AfterCommit::Deliver {
+                    job,
+                    worker,
+                    attempt,
+                } => {
+                    if self.awaiting_commit.get(&job) == Some(&attempt) {
+                        self.awaiting_commit.remove(&job);
+                    }
+                    self.deliver(worker, job, attempt);
+                }
+                AfterCommit::ConfirmResult { job, worker } => {
+                    // Not delivered: the agent repeats the result on its next
+                    // session and is confirmed then.
+                    self.send(
+                        worker,
+                        Down::ResultStored(ebbtide_proto::worker::v1::ResultStored { job_id: job }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether `job` is still this attempt on this worker: an assignment
+    /// made stale by a cancel, a loss or a newer attempt is never sent.
+    fn still_assigned(&self, worker: WorkerId, job: u64, attempt: u32) -> bool {
+        self.engine.job_state(JobId(job)).and_then(|s| s.worker()) == Some(worker)
+            && self.engine.job_attempts(JobId(job)) == Some(attempt)
+    }
+
+    /// Sends a stored assignment, or keeps it for the next chance.
+    fn deliver(&mut self, worker: WorkerId, job: u64, attempt: u32) {
+        if !self.still_assigned(worker, job, attempt) {
+            return;
+        }
+        let Some(order) = self.assignment(job, attempt) else {
+            return;
+        };
+        let delivered = self.send(worker, order);
+        let _span = self.job_span(job).entered();
+        tracing::info!(job, worker = worker.0, attempt, delivered, "job assigned");
+        if !delivered {
+            self.keep_undelivered(worker, Undelivered::Assignment { job, attempt });
+        }
+    }
+
+    fn keep_undelivered(&mut self, worker: WorkerId, order: Undelivered) {
+        self.undelivered.entry(worker).or_default().push(order);
+    }
+
+    /// Retries the orders a worker's session could not take, in order; the
+    /// ones it still cannot take stay.
+    fn retry_undelivered(&mut self, worker: WorkerId) {
+        let Some(orders) = self.undelivered.remove(&worker) else {
+            return;
+        };
+        let mut kept = Vec::new();
+        for order in orders {
+            if !kept.is_empty() {
+                // Keep the order: nothing overtakes an earlier order.
+                kept.push(order);
+                continue;
+            }
+            let delivered = match &order {
+                Undelivered::Assignment { job, attempt } => {
+                    if !self.still_assigned(worker, *job, *attempt) {
+                        continue;
+                    }
+                    match self.assignment(*job, *attempt) {
+                        Some(a) => self.send(worker, a),
+                        None => continue,
+                    }
+                }
+                Undelivered::Order(down) => self.send(worker, down.clone()),
+            };
+            tracing::info!(worker = worker.0, delivered, "undelivered order retried");
+            if !delivered {
+                kept.push(order);
+            }
+        }
+        if !kept.is_empty() {
+            self.undelivered.insert(worker, kept);
+        }
+    }
+
+    /// A job result from a worker: applied if the worker holds that attempt,
+    /// confirmed to the agent once durable. A result for a job the engine no
+    /// longer holds is a repeat of one already applied (its final state is
+    /// stored or ahead of the confirmation in the journal) and is confirmed
+    /// without being applied again; one for a job another worker holds is
+    /// refused.
+    fn on_result(&mut self, worker: WorkerId, r: ReportedResult) {
+        let job = JobId(r.job);
+        match self.engine.job_state(job).and_then(|s| s.worker()) {
+            Some(holder) if holder == worker => {
+                let current = self.engine.job_attempts(job);
+                if r.attempt != 0 && current != Some(r.attempt) {
+                    tracing::debug!(
+                        job = r.job,
+                        worker = worker.0,
+                        attempt = r.attempt,
+                        ?current,
+                        "result of an earlier attempt confirmed, not applied"
+                    );
+                } else {
+                    self.exit_codes.insert(r.job, r.exit_code);
+                    self.apply(Event::JobFinished {
+                        job,
+                        worker,
+                        outcome: r.outcome,
+                    });
+                }
+            }
+            None if self.engine.job_state(job).is_none() => {
+                tracing::debug!(job = r.job, worker = worker.0, "repeated result confirmed");
+            }
+            _ => {
+                self.refuse_report(worker, r.job, "result");
+                return;
+            }
+        }
+        self.journal
+            .after_commit(AfterCommit::ConfirmResult { job: r.job, worker });
+    }
+
+    /// Output from a worker's session: stored only for a job that worker
+    /// holds, and only up to the per-job cap (then a marker says why).
+    fn on_output(&mut self, worker: WorkerId, job: u64, chunk: Vec<u8>) {
+        if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
+            self.refuse_report(worker, job, "output");
+            return;
+        }
+        let max = self.max_output;
+        let Some(info) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if info.truncated {
+            return;
+        }
+        let room = max.saturating_sub(info.output_bytes);
+        let attempt = info.attempt;
+        let mut chunk = chunk;
+        if chunk.len() as u64 > room {
+            chunk.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+            chunk.extend_from_slice(
+                format!(
+                    "\n[ebbtide: output truncated: this job's log reached server.max_job_output_bytes ({max} bytes); the rest was not stored]\n"
+                )
+                .as_bytes(),
+            );
+            info.truncated = true;
+            tracing::warn!(
+                job,
+                worker = worker.0,
+                max_bytes = max,
+                "job output truncated at its cap"
+            );
+        }
+        info.output_bytes += chunk.len() as u64;
+        self.journal.log(job, attempt, chunk);
+    }
+
+    /// A session reported on a job its worker does not hold: refused, and
+    /// said once per (worker, job) so a flood of chunks is one line.
+    fn refuse_report(&mut self, worker: WorkerId, job: u64, what: &'static str) {
+        crate::telemetry::report_refused(what);
+        if self.refused.len() >= 10_000 {
+            self.refused.clear();
+        }
+        if self.refused.insert((worker, job)) {
+            tracing::warn!(
+                worker = worker.0,
+                job,
+                what,
+                "refused: a worker reported on a job it does not hold"
+            );
+        }
     }
 
     fn on_msg(&mut self, msg: LoopMsg) {
@@ -748,7 +979,17 @@ impl Control {
                 } else {
                     None
                 };
+                let beat = if let Event::Heartbeat { worker } = &e {
+                    Some(*worker)
+                } else {
+                    None
+                };
                 self.apply(e);
+                if let Some(w) = beat
+                    && self.undelivered.contains_key(&w)
+                {
+                    self.retry_undelivered(w);
+                }
                 if let Some(w) = launched {
                     self.launched_at.insert(w, now());
                 }
@@ -784,84 +1025,16 @@ impl Control {
                 worker,
                 sender,
                 running,
+                results,
                 reply,
-            } => {
-                if !may_hold_session(self.engine.worker_state(worker)) {
-                    let _ = reply.send(Err(format!(
-                        "worker {} is not an active member of this cluster",
-                        worker.0
-                    )));
-                    return;
-                }
-                let _ = reply.send(Ok(()));
-                if let Some(adopted) = self.awaiting_session.remove(&worker) {
-                    tracing::info!(
-                        worker = worker.0,
-                        jobs = adopted.len(),
-                        "adopted worker reconnected; its jobs continue"
-                    );
-                    // A job it no longer runs finished while we were down: its
-                    // result follows on this session, or it is lost.
-                    let deadline = now() + UNCONFIRMED_GRACE;
-                    for job in adopted.into_iter().filter(|j| !running.contains(j)) {
-                        self.unconfirmed.insert(job, (worker, deadline));
-                    }
-                }
-                for job in running {
-                    let ours =
-                        self.engine.job_state(JobId(job)).and_then(|s| s.worker()) == Some(worker);
-                    if !ours {
-                        // Requeued while the agent was away: stop the stale
-                        // attempt so the job never runs twice.
-                        let _ = sender.try_send(Box::new(SchedulerMessage {
-                            kind: Some(Down::Cancel(Cancel { job_id: job })),
-                        }));
-                    }
-                }
-                self.sessions.insert(worker, sender);
-                tracing::debug!(worker = worker.0, "session connected");
-                self.resend_assignments(worker);
-                let (now_due, later): (Vec<_>, Vec<_>) =
-                    self.undelivered.drain(..).partition(|(w, _)| *w == worker);
-                self.undelivered = later;
-                for (_, order) in now_due {
-                    let delivered = self.send(worker, order);
-                    tracing::info!(
-                        worker = worker.0,
-                        delivered,
-                        "order re-sent after the session opened"
-                    );
-                }
-            }
+            } => self.on_connected(worker, sender, running, results, reply),
             LoopMsg::Disconnected { worker } => {
                 if self.sessions.get(&worker).is_some_and(|s| s.is_closed()) {
                     self.sessions.remove(&worker);
                 }
             }
-            LoopMsg::JobResult {
-                worker,
-                job,
-                outcome,
-                exit_code,
-            } => {
-                self.unconfirmed.remove(&job);
-                // Agents repeat recent results after a reconnect: only the first
-                // report of an attempt counts.
-                if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
-                    tracing::debug!(
-                        job,
-                        worker = worker.0,
-                        "duplicate or stale job result ignored"
-                    );
-                    return;
-                }
-                self.exit_codes.insert(job, exit_code);
-                self.apply(Event::JobFinished {
-                    job: JobId(job),
-                    worker,
-                    outcome,
-                });
-            }
+            LoopMsg::JobResult { worker, result } => self.on_result(worker, result),
+            LoopMsg::Output { worker, job, chunk } => self.on_output(worker, job, chunk),
             LoopMsg::Reload { engine, reply } => {
                 let missing: Vec<String> =
                     engine.pools.iter().filter(|p| !self.providers.contains_key(&p.provider)).map(|p| format!("pool {:?} uses provider {:?}, which is not running (restart to add providers)", p.name, p.provider)).collect();
@@ -916,6 +1089,61 @@ impl Control {
         }
     }
 
+    /// A Session opened: results the agent holds are applied first, a job
+    /// it runs that the engine placed elsewhere is stopped there (it must
+    /// never run twice), a job placed on it that it does not know is sent
+    /// again, then every order that waited for the session.
+    fn on_connected(
+        &mut self,
+        worker: WorkerId,
+        sender: SessionSender,
+        running: Vec<u64>,
+        results: Vec<ReportedResult>,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        if !may_hold_session(self.engine.worker_state(worker)) {
+            let _ = reply.send(Err(format!(
+                "worker {} is not an active member of this cluster",
+                worker.0
+            )));
+            return;
+        }
+        let _ = reply.send(Ok(()));
+        self.sessions.insert(worker, sender);
+        if let Some(adopted) = self.awaiting_session.remove(&worker) {
+            tracing::info!(
+                worker = worker.0,
+                jobs = adopted.len(),
+                running = running.len(),
+                results = results.len(),
+                "adopted worker reconnected; its jobs continue"
+            );
+        }
+        tracing::debug!(worker = worker.0, "session connected");
+        // Taken before the results free slots: a job dispatched now is
+        // delivered by its own commit, never from here.
+        let unknown = self.unknown_to_agent(worker, &running, &results);
+        for r in results {
+            self.on_result(worker, r);
+        }
+        for job in running {
+            if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
+                // Requeued while the agent was away: stop the stale
+                // attempt so the job never runs twice.
+                tracing::warn!(
+                    job,
+                    worker = worker.0,
+                    "agent runs a job the scheduler placed elsewhere; stopping it there"
+                );
+                self.send(worker, Down::Cancel(Cancel { job_id: job }));
+            }
+        }
+        for (job, attempt) in unknown {
+            self.resend(worker, job, attempt);
+        }
+        self.retry_undelivered(worker);
+    }
+
     fn register(&mut self, worker: WorkerId, reply: oneshot::Sender<Result<(), String>>) {
         match self.engine.worker_state(worker) {
             Some(ebbtide_core::WorkerState::Requested) => {
@@ -944,21 +1172,24 @@ impl Control {
         }
     }
 
-    /// The engine's view of a stored job. A tenant or class the current
-    /// configuration no longer has maps to an id the engine rejects with
-    /// its reason.
-    fn job_spec(&self, record: &JobRecord) -> JobSpec {
+    /// The engine's view of a stored job, or why the current configuration
+    /// cannot represent it (its tenant or class was removed while it
+    /// waited): such a job is refused with that reason, never given a
+    /// placeholder id.
+    fn job_spec(&self, record: &JobRecord) -> Result<JobSpec, String> {
         let r = &record.requirements;
-        JobSpec {
+        let tenant = self
+            .engine
+            .tenant_id(&record.tenant)
+            .ok_or_else(|| format!("tenant {:?} is no longer configured", record.tenant))?;
+        let class = self
+            .engine
+            .class_id(&record.class)
+            .ok_or_else(|| format!("class {:?} is no longer configured", record.class))?;
+        Ok(JobSpec {
             id: JobId(record.id.0),
-            tenant: self
-                .engine
-                .tenant_id(&record.tenant)
-                .unwrap_or(ebbtide_core::TenantId(u32::MAX)),
-            class: self
-                .engine
-                .class_id(&record.class)
-                .unwrap_or(ClassId(u8::MAX)),
+            tenant,
+            class,
             requirements: Requirements {
                 labels: r.labels.clone(),
                 cpu_millis: r.cpu_millis,
@@ -967,13 +1198,35 @@ impl Control {
                 arch: r.arch.clone(),
             },
             max_attempts: record.max_attempts.max(1),
+            attempts: record.attempts,
             expected_duration: None,
             submitted_at: Some(Timestamp::from_millis(record.submitted_at_ms)),
-        }
+        })
+    }
+
+    /// Stores a job the engine never took as rejected, with the reason.
+    fn reject_stored(&mut self, job: u64, reason: String) {
+        tracing::warn!(job, %reason, "stored job refused");
+        self.write(
+            ebbtide_store::JobId(job),
+            JobUpdate::Finished {
+                status: JobStatus::Rejected,
+                exit_code: None,
+                reason: Some(reason),
+                cost_micros: 0,
+                at_ms: now().as_millis(),
+            },
+        );
     }
 
     fn submit(&mut self, record: JobRecord) -> Result<(), String> {
-        let spec = self.job_spec(&record);
+        let spec = match self.job_spec(&record) {
+            Ok(spec) => spec,
+            Err(reason) => {
+                self.reject_stored(record.id.0, reason.clone());
+                return Err(reason);
+            }
+        };
         self.jobs.insert(record.id.0, JobInfo::of(&record));
         let cmds = match self.engine.handle(Event::JobSubmitted(spec), now()) {
             Ok(c) => c,
@@ -1016,41 +1269,69 @@ impl Control {
         }
     }
 
-    fn assignment(&self, job: u64) -> Option<Down> {
+    fn assignment(&self, job: u64, attempt: u32) -> Option<Down> {
         let info = self.jobs.get(&job)?;
         Some(Down::Assignment(Assignment {
             job_id: job,
             command: info.command.clone(),
             timeout_ms: info.timeout_ms,
             env: Default::default(),
+            attempt,
+            max_output_bytes: self.max_output,
         }))
     }
 
-    /// After a (re)connect, sends the worker every job the engine placed on
-    /// it that it has not confirmed yet.
-    fn resend_assignments(&mut self, worker: WorkerId) {
-        let pending: Vec<u64> = self
-            .jobs
-            .keys()
-            .copied()
-            .filter(|j| matches!(self.engine.job_state(JobId(*j)), Some(JobState::Assigned { worker: w, .. }) if w == worker))
-            .collect();
-        for job in pending {
-            if let Some(a) = self.assignment(job) {
-                let delivered = self.send(worker, a);
-                tracing::info!(
-                    job,
-                    worker = worker.0,
-                    delivered,
-                    "assignment re-sent after the session opened"
-                );
-            }
+    /// At a (re)connect: the stored assignments on `worker` that its agent
+    /// neither runs nor holds a result for. They never reached it (an agent
+    /// forgets a job only once its result is confirmed stored), so they are
+    /// sent again — the same attempt, not a new run elsewhere. Assignments
+    /// still on their way to the disk are left to their own commit.
+    fn unknown_to_agent(
+        &self,
+        worker: WorkerId,
+        running: &[u64],
+        results: &[ReportedResult],
+    ) -> Vec<(u64, u32)> {
+        self.engine
+            .jobs_on(worker)
+            .iter()
+            .filter(|j| {
+                !running.contains(&j.0)
+                    && !results.iter().any(|r| r.job == j.0)
+                    && !self.awaiting_commit.contains_key(&j.0)
+            })
+            .filter_map(|j| Some((j.0, self.engine.job_attempts(*j)?)))
+            .collect()
+    }
+
+    /// Sends a stored assignment again after a reconnect.
+    fn resend(&mut self, worker: WorkerId, job: u64, attempt: u32) {
+        if !self.still_assigned(worker, job, attempt) {
+            return;
+        }
+        let Some(order) = self.assignment(job, attempt) else {
+            return;
+        };
+        let delivered = self.send(worker, order);
+        tracing::info!(
+            job,
+            worker = worker.0,
+            attempt,
+            delivered,
+            "assignment re-sent: the agent did not have it"
+        );
+        if !delivered {
+            self.keep_undelivered(worker, Undelivered::Assignment { job, attempt });
         }
     }
 
     fn execute(&mut self, command: Command) {
         match command {
-            Command::Assign { job, worker } => {
+            Command::Assign {
+                job,
+                worker,
+                attempt,
+            } => {
                 if let Some(info) = self.jobs.get(&job.0) {
                     let target = self
                         .engine
@@ -1064,21 +1345,24 @@ impl Control {
                     );
                 }
                 if let Some(info) = self.jobs.get_mut(&job.0) {
-                    info.attempts += 1;
-                    let attempts = info.attempts;
-                    self.write(
-                        ebbtide_store::JobId(job.0),
-                        JobUpdate::Assigned {
-                            worker: ebbtide_store::WorkerId(worker.0),
-                            attempts,
-                        },
-                    );
+                    info.attempt = attempt;
                 }
-                if let Some(a) = self.assignment(job.0) {
-                    let delivered = self.send(worker, a);
-                    let _span = self.job_span(job.0).entered();
-                    tracing::info!(job = job.0, worker = worker.0, delivered, "job assigned");
-                }
+                // Write-ahead: the worker sees the assignment only once it
+                // is durable, so a restarted scheduler knows every job that
+                // may be running and where.
+                self.write(
+                    ebbtide_store::JobId(job.0),
+                    JobUpdate::Assigned {
+                        worker: ebbtide_store::WorkerId(worker.0),
+                        attempts: attempt,
+                    },
+                );
+                self.awaiting_commit.insert(job.0, attempt);
+                self.journal.after_commit(AfterCommit::Deliver {
+                    job: job.0,
+                    worker,
+                    attempt,
+                });
             }
             Command::Launch {
                 pool,
@@ -1088,7 +1372,18 @@ impl Control {
             Command::Drain { worker, reason } => {
                 tracing::info!(worker = worker.0, ?reason, "draining worker");
                 if !self.send(worker, Down::Drain(Drain {})) {
-                    self.undelivered.push((worker, Down::Drain(Drain {})));
+                    self.keep_undelivered(worker, Undelivered::Order(Down::Drain(Drain {})));
+                }
+            }
+            Command::WorkerLost {
+                pool,
+                worker,
+                reason,
+                jobs,
+            } => {
+                if let Some(p) = self.engine.config().pools.get(pool.0 as usize) {
+                    crate::telemetry::worker_lost(&p.name);
+                    tracing::warn!(pool = %p.name, worker = worker.0, jobs, %reason, "worker lost; its jobs go back to the queue and its instance is terminated");
                 }
             }
             Command::Terminate {
@@ -1096,12 +1391,6 @@ impl Control {
                 worker,
                 instance,
             } => {
-                // Heartbeat expiry and the reconciler both end here.
-                if self.engine.worker_state(worker) == Some(ebbtide_core::WorkerState::Lost)
-                    && let Some(p) = self.engine.config().pools.get(pool.0 as usize)
-                {
-                    crate::telemetry::worker_lost(&p.name);
-                }
                 let Some(provider) = self.provider_of(pool) else {
                     return;
                 };
@@ -1122,8 +1411,10 @@ impl Control {
             Command::StopJob { job, worker } => {
                 let delivered = self.send(worker, Down::Cancel(Cancel { job_id: job.0 }));
                 if !delivered {
-                    self.undelivered
-                        .push((worker, Down::Cancel(Cancel { job_id: job.0 })));
+                    self.keep_undelivered(
+                        worker,
+                        Undelivered::Order(Down::Cancel(Cancel { job_id: job.0 })),
+                    );
                 }
                 tracing::info!(
                     job = job.0,
@@ -1169,7 +1460,7 @@ impl Control {
                     tracing::info!(
                         job = job.0,
                         outcome = name,
-                        attempts = info.attempts,
+                        attempts = info.attempt,
                         cost_micros = cost.0,
                         "job finished"
                     );
@@ -1335,6 +1626,34 @@ impl Control {
                 }
             }
         });
+    }
+}
+
+/// A provider's instances for restart recovery, retried through a passing
+/// outage: without them a job whose worker survived would be taken for
+/// abandoned and run again. If the provider stays unreachable the
+/// scheduler does not start (a supervisor restarts it later).
+async fn list_for_recovery(
+    name: &str,
+    provider: &dyn Provider,
+) -> Result<Vec<ebbtide_provider::InstanceInfo>, String> {
+    let mut delay = std::time::Duration::from_millis(500);
+    let mut tries = 0;
+    loop {
+        match provider.list().await {
+            Ok(listed) => return Ok(listed),
+            Err(e) if tries < 5 => {
+                tracing::warn!(provider = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "cannot list instances for recovery; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                tries += 1;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "provider {name}: cannot list its instances ({e}); without the list, jobs of workers that survived the restart would run twice, so the scheduler does not start"
+                ));
+            }
+        }
     }
 }
 

@@ -16,6 +16,8 @@ mod costs;
 pub use costs::publisher as cost_report_publisher;
 mod http_api;
 pub mod identity;
+mod journal;
+mod private;
 mod reconcile;
 mod session;
 mod telemetry;
@@ -153,7 +155,7 @@ pub async fn start_with_providers(
     providers: HashMap<String, Arc<dyn Provider>>,
 ) -> Result<ServerHandle, ServerError> {
     let data = config.server.data_dir.clone();
-    std::fs::create_dir_all(&data).map_err(|source| ServerError::DataDir {
+    private::lock_down(&data).map_err(|source| ServerError::DataDir {
         path: data.display().to_string(),
         source,
     })?;
@@ -322,12 +324,25 @@ fn agent_program(config: &ClusterConfig) -> Result<std::path::PathBuf, ServerErr
     }
 }
 
+/// Where local workers' jobs get their directories: outside the data
+/// directory (which the job user must not enter), one per data directory
+/// so two schedulers on one machine never share it.
+pub fn local_work_root(data_dir: &std::path::Path) -> std::path::PathBuf {
+    use sha2::Digest;
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
+    let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    std::env::temp_dir().join(format!("ebbtide-work-{tag}"))
+}
+
 fn local_provider(config: &ClusterConfig) -> Result<LocalProvider, ServerError> {
     LocalProvider::new(LocalConfig {
         cluster: config.server.cluster.clone(),
         program: agent_program(config)?,
         args: vec!["agent".into()],
         state_dir: config.server.data_dir.join("local-instances"),
+        work_root: local_work_root(&config.server.data_dir),
+        job_user: None,
     })
     .map_err(|source| ServerError::DataDir {
         path: config.server.data_dir.display().to_string(),

@@ -85,8 +85,9 @@ pub const REPORTS_DUE: &str = "ebbtide_cost_reports_pending";
 pub const BUDGET: &str = "ebbtide_budget_micro_dollars_per_hour";
 /// Share of a tenant's running-jobs quota in use.
 pub const QUOTA_USED: &str = "ebbtide_tenant_quota_used_ratio";
-/// 1 while this scheduler leads (a single scheduler always does).
-pub const LEADER: &str = "ebbtide_scheduler_leader";
+/// Reports a worker's session made on a job it does not hold, by what
+/// (output, result): refused, never stored.
+pub const REPORTS_REFUSED: &str = "ebbtide_worker_reports_refused_total";
 
 /// Queue waits: from instant to past the longest SLA targets.
 const WAIT_BUCKETS: &[f64] = &[
@@ -296,10 +297,9 @@ fn describe() {
         Unit::Count,
         "Share (0-1) of each tenant's running-jobs quota in use; absent for tenants without one."
     );
-    describe_gauge!(
-        LEADER,
-        Unit::Count,
-        "1 while this scheduler is the leader (a single scheduler always is)."
+    describe_counter!(
+        REPORTS_REFUSED,
+        "Reports a worker's session made on a job it does not hold, by what (output or result); refused and not stored. Any increase is a misbehaving or hostile agent."
     );
 }
 
@@ -350,6 +350,12 @@ pub(crate) fn launch_failed(
     count: u64,
 ) {
     counter!(LAUNCH_FAILURES, "provider" => provider.to_string(), "pool" => pool.to_string(), "market" => market, "kind" => kind).increment(count);
+}
+
+/// A worker's session reported `what` (output, result) on a job it does
+/// not hold.
+pub(crate) fn report_refused(what: &'static str) {
+    counter!(REPORTS_REFUSED, "what" => what).increment(1);
 }
 
 /// A reclamation notice arrived for a worker of `pool`.

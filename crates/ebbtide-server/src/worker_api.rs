@@ -8,14 +8,15 @@ use ebbtide_core::{Event, JobId, JobOutcome, Timestamp, WorkerId};
 use ebbtide_proto::worker::v1::agent_message::Kind as Up;
 use ebbtide_proto::worker::v1::worker_api_server::{WorkerApi, WorkerApiServer};
 use ebbtide_proto::worker::v1::{
-    AgentMessage, InstanceIdentity, Outcome, RegisterRequest, RegisterResponse, SchedulerMessage,
+    AgentMessage, InstanceIdentity, JobResult, Outcome, RegisterRequest, RegisterResponse,
+    SchedulerMessage,
 };
 use ebbtide_store::{Store, TokenCheck};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::control::LoopMsg;
+use crate::control::{LoopMsg, ReportedResult};
 use crate::identity::IdentityVerifier;
 use crate::session::SessionKey;
 use crate::{SESSION_TTL, now};
@@ -217,11 +218,20 @@ impl WorkerApi for Service {
         }
         let (out, out_rx) = mpsc::channel(SESSION_QUEUE);
         let (reply, answer) = oneshot::channel();
+        if hello.unconfirmed_results.len() > MAX_HELLO_RESULTS
+            || hello.running_jobs.len() > MAX_HELLO_RESULTS
+        {
+            return Err(Status::invalid_argument(format!(
+                "Hello lists more than {MAX_HELLO_RESULTS} running jobs or unconfirmed results"
+            )));
+        }
+        let results = hello.unconfirmed_results.iter().map(reported).collect();
         self.tx
             .send(LoopMsg::Connected {
                 worker,
                 sender: out,
                 running: hello.running_jobs,
+                results,
                 reply,
             })
             .await
@@ -233,7 +243,7 @@ impl WorkerApi for Service {
                 tracing::warn!(worker = hello.worker_id, %reason, "session refused");
                 Status::unauthenticated(reason)
             })?;
-        let (tx, store) = (self.tx.clone(), self.store.clone());
+        let tx = self.tx.clone();
         tokio::spawn(async move {
             while let Ok(Some(msg)) = inbound.message().await {
                 let forward = match msg.kind {
@@ -242,30 +252,17 @@ impl WorkerApi for Service {
                         job: JobId(s.job_id),
                         worker,
                     })),
-                    Some(Up::Output(o)) => {
-                        if let Err(e) = store
-                            .append_log(ebbtide_store::JobId(o.job_id), o.chunk)
-                            .await
-                        {
-                            tracing::warn!(job = o.job_id, error = %e, "log chunk dropped");
-                        }
-                        None
-                    }
-                    Some(Up::Result(r)) => {
-                        let outcome =
-                            match Outcome::try_from(r.outcome).unwrap_or(Outcome::Unspecified) {
-                                Outcome::Succeeded => JobOutcome::Succeeded,
-                                Outcome::Cancelled => JobOutcome::Cancelled,
-                                Outcome::Failed | Outcome::TimedOut => JobOutcome::Failed,
-                                Outcome::Unspecified => JobOutcome::Lost,
-                            };
-                        Some(LoopMsg::JobResult {
-                            worker,
-                            job: r.job_id,
-                            outcome,
-                            exit_code: r.exit_code,
-                        })
-                    }
+                    // Through the loop, which knows which jobs this worker
+                    // holds: a session reports only on its own jobs.
+                    Some(Up::Output(o)) => Some(LoopMsg::Output {
+                        worker,
+                        job: o.job_id,
+                        chunk: o.chunk,
+                    }),
+                    Some(Up::Result(r)) => Some(LoopMsg::JobResult {
+                        worker,
+                        result: reported(&r),
+                    }),
                     Some(Up::DrainAck(_)) => {
                         Some(LoopMsg::Event(Event::DrainAcknowledged { worker }))
                     }
@@ -287,6 +284,27 @@ impl WorkerApi for Service {
             ReceiverStream::new(out_rx),
             unbox as fn(Box<SchedulerMessage>) -> Result<SchedulerMessage, Status>,
         )))
+    }
+}
+
+/// Most running jobs or unconfirmed results one Hello may list: far above
+/// any worker's slots, low enough that a hostile agent cannot make the
+/// loop walk millions of ids.
+const MAX_HELLO_RESULTS: usize = 4096;
+
+/// An agent's result report as the loop takes it.
+fn reported(r: &JobResult) -> ReportedResult {
+    let outcome = match Outcome::try_from(r.outcome).unwrap_or(Outcome::Unspecified) {
+        Outcome::Succeeded => JobOutcome::Succeeded,
+        Outcome::Cancelled => JobOutcome::Cancelled,
+        Outcome::Failed | Outcome::TimedOut => JobOutcome::Failed,
+        Outcome::Unspecified => JobOutcome::Lost,
+    };
+    ReportedResult {
+        job: r.job_id,
+        attempt: r.attempt,
+        outcome,
+        exit_code: r.exit_code,
     }
 }
 

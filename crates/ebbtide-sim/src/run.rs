@@ -155,6 +155,7 @@ pub fn simulate(
                 ..Default::default()
             },
             max_attempts: 5,
+            attempts: 0,
             expected_duration: None,
             submitted_at: None,
         });
@@ -425,6 +426,7 @@ impl Run<'_> {
                 self.stats.instance_cost(&l);
             }
             Command::Scale(_) => self.stats.decisions += 1,
+            Command::WorkerLost { .. } => {}
         }
     }
 

@@ -34,10 +34,48 @@ pub trait Store: Send + Sync {
     /// Jobs not finished (queued, assigned, running): what a restarted
     /// scheduler must rebuild.
     async fn live_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
-    /// Appends output to a job's log.
-    async fn append_log(&self, id: JobId, chunk: Vec<u8>) -> Result<(), StoreError>;
-    /// A job's whole log.
-    async fn logs(&self, id: JobId) -> Result<Vec<u8>, StoreError>;
+    /// Appends output to a job's log (as attempt 0: outside the control
+    /// loop's stream, for tools and tests).
+    async fn append_log(&self, id: JobId, chunk: Vec<u8>) -> Result<(), StoreError> {
+        let missing = self
+            .apply(vec![JobWrite::Log {
+                job: id,
+                attempt: 0,
+                chunk,
+            }])
+            .await?;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::NoSuchJob(id))
+        }
+    }
+    /// Applies the control loop's writes in order, in one transaction:
+    /// when this returns `Ok` every one of them is on disk. Returns the
+    /// jobs of writes that matched no stored job (a bug upstream, never a
+    /// reason to lose the rest of the batch).
+    async fn apply(&self, writes: Vec<JobWrite>) -> Result<Vec<JobId>, StoreError>;
+    /// Up to about `max_bytes` of a job's log from byte `offset` on (whole
+    /// chunks: a page ends at the first chunk boundary past `max_bytes`).
+    async fn log_page(&self, id: JobId, offset: u64, max_bytes: u64)
+    -> Result<LogPage, StoreError>;
+    /// How many bytes a job's log holds.
+    async fn log_size(&self, id: JobId) -> Result<u64, StoreError>;
+    /// A job's whole log; for tests and small logs (the API pages).
+    async fn logs(&self, id: JobId) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        loop {
+            let page = self.log_page(id, at, 1 << 20).await?;
+            for c in page.chunks {
+                out.extend(c.bytes);
+            }
+            match page.next {
+                Some(n) => at = n,
+                None => return Ok(out),
+            }
+        }
+    }
     /// Records a one-time bootstrap token for a worker (only its hash).
     async fn issue_token(
         &self,

@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::costs;
 use crate::{
-    CostLine, JobFilter, JobId, JobRecord, JobStatus, JobUpdate, NewJob, ReportDue,
-    RequirementsRecord, Store, StoreError, TokenCheck, WorkerId,
+    CostLine, JobFilter, JobId, JobRecord, JobStatus, JobUpdate, JobWrite, LogChunk, LogPage,
+    NewJob, ReportDue, RequirementsRecord, Store, StoreError, TokenCheck, WorkerId,
 };
 
 /// Requests that may wait for the writer; beyond this, callers wait.
@@ -34,7 +34,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum WriteOp {
     Submit(NewJob, Reply<JobRecord>),
     Update(JobId, JobUpdate, Reply<()>),
-    AppendLog(JobId, Vec<u8>, Reply<()>),
+    Apply(Vec<JobWrite>, Reply<Vec<JobId>>),
     IssueToken {
         hash: Vec<u8>,
         worker: WorkerId,
@@ -58,6 +58,7 @@ enum Done {
     Job(Reply<JobRecord>, Box<Result<JobRecord, StoreError>>),
     Unit(Reply<()>, Result<(), StoreError>),
     Token(Reply<TokenCheck>, Result<TokenCheck, StoreError>),
+    Jobs(Reply<Vec<JobId>>, Result<Vec<JobId>, StoreError>),
 }
 
 impl Done {
@@ -67,6 +68,7 @@ impl Done {
             Done::Job(r, v) => drop(r.send(*v)),
             Done::Unit(r, v) => drop(r.send(v)),
             Done::Token(r, v) => drop(r.send(v)),
+            Done::Jobs(r, v) => drop(r.send(v)),
         }
     }
 
@@ -76,6 +78,7 @@ impl Done {
             Done::Job(r, _) => drop(r.send(Err(err()))),
             Done::Unit(r, _) => drop(r.send(Err(err()))),
             Done::Token(r, _) => drop(r.send(Err(err()))),
+            Done::Jobs(r, _) => drop(r.send(Err(err()))),
         }
     }
 }
@@ -153,9 +156,7 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<WriteOp>) {
             WriteOp::Update(id, update, reply) => {
                 Done::Unit(reply, update_job(&mut tx, id, update).await)
             }
-            WriteOp::AppendLog(id, chunk, reply) => {
-                Done::Unit(reply, append_log(&mut tx, id, chunk).await)
-            }
+            WriteOp::Apply(writes, reply) => Done::Jobs(reply, apply_writes(&mut tx, writes).await),
             WriteOp::IssueToken {
                 hash,
                 worker,
@@ -205,8 +206,8 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<WriteOp>) {
 fn into_done(op: WriteOp) -> Done {
     match op {
         WriteOp::Submit(_, r) => Done::Job(r, Box::new(Err(StoreError::Closed))),
+        WriteOp::Apply(_, r) => Done::Jobs(r, Err(StoreError::Closed)),
         WriteOp::Update(_, _, r)
-        | WriteOp::AppendLog(_, _, r)
         | WriteOp::IssueToken { reply: r, .. }
         | WriteOp::RecordCosts(_, _, r)
         | WriteOp::MarkReported(_, r) => Done::Unit(r, Err(StoreError::Closed)),
@@ -293,17 +294,49 @@ async fn update_job(
     }
 }
 
+/// The loop's writes, in order; a write that matches no job is reported,
+/// not fatal, so one stale id never costs the rest of the batch.
+async fn apply_writes(
+    tx: &mut SqliteConnection,
+    writes: Vec<JobWrite>,
+) -> Result<Vec<JobId>, StoreError> {
+    let mut missing = Vec::new();
+    for w in writes {
+        let outcome = match w {
+            JobWrite::Update(id, update) => update_job(tx, id, update).await,
+            JobWrite::Log {
+                job,
+                attempt,
+                chunk,
+            } => append_log(tx, job, attempt, chunk).await,
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(StoreError::NoSuchJob(id)) => missing.push(id),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(missing)
+}
+
 async fn append_log(
     tx: &mut SqliteConnection,
     id: JobId,
+    attempt: u32,
     chunk: Vec<u8>,
 ) -> Result<(), StoreError> {
     let result = sqlx::query(
-        "INSERT INTO job_logs (job, seq, chunk)
-         SELECT id, (SELECT COALESCE(MAX(seq), -1) + 1 FROM job_logs WHERE job = ?1), ?2 FROM jobs WHERE id = ?1",
+        "INSERT INTO job_logs (job, seq, chunk, start, attempt)
+         SELECT id,
+                (SELECT COALESCE(MAX(seq), -1) + 1 FROM job_logs WHERE job = ?1),
+                ?2,
+                (SELECT COALESCE(MAX(start + length(chunk)), 0) FROM job_logs WHERE job = ?1),
+                ?3
+         FROM jobs WHERE id = ?1",
     )
     .bind(id.0 as i64)
     .bind(chunk)
+    .bind(i64::from(attempt))
     .execute(&mut *tx)
     .await?;
     if result.rows_affected() == 0 {
@@ -419,21 +452,70 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn append_log(&self, id: JobId, chunk: Vec<u8>) -> Result<(), StoreError> {
-        self.write(|r| WriteOp::AppendLog(id, chunk, r)).await
+    async fn apply(&self, writes: Vec<JobWrite>) -> Result<Vec<JobId>, StoreError> {
+        if writes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|r| WriteOp::Apply(writes, r)).await
     }
 
-    async fn logs(&self, id: JobId) -> Result<Vec<u8>, StoreError> {
-        let rows = sqlx::query("SELECT chunk FROM job_logs WHERE job = ? ORDER BY seq")
-            .bind(id.0 as i64)
-            .fetch_all(&self.reads)
-            .await?;
-        let mut out = Vec::new();
+    async fn log_page(
+        &self,
+        id: JobId,
+        offset: u64,
+        max_bytes: u64,
+    ) -> Result<LogPage, StoreError> {
+        // Chunks are at most tens of KiB, so a page of whole chunks stays
+        // close to `max_bytes`; one row more tells whether there is more.
+        let rows = sqlx::query(
+            "SELECT start, attempt, chunk FROM job_logs
+             WHERE job = ?1 AND start + length(chunk) > ?2 ORDER BY seq LIMIT 256",
+        )
+        .bind(id.0 as i64)
+        .bind(offset as i64)
+        .fetch_all(&self.reads)
+        .await?;
+        let mut page = LogPage::default();
+        let mut taken = 0u64;
         for r in rows {
-            let chunk: Vec<u8> = r.try_get("chunk")?;
-            out.extend(chunk);
+            let start = r.try_get::<i64, _>("start")? as u64;
+            if taken >= max_bytes.max(1) {
+                page.next = Some(start);
+                break;
+            }
+            let attempt = r.try_get::<Option<i64>, _>("attempt")?.unwrap_or(0) as u32;
+            let mut bytes: Vec<u8> = r.try_get("chunk")?;
+            let mut at = start;
+            if start < offset {
+                let skip = usize::try_from(offset - start).unwrap_or(usize::MAX);
+                bytes.drain(..skip.min(bytes.len()));
+                at = offset;
+            }
+            taken += bytes.len() as u64;
+            page.next = None;
+            page.chunks.push(LogChunk {
+                offset: at,
+                attempt,
+                bytes,
+            });
         }
-        Ok(out)
+        if page.next.is_none()
+            && page.chunks.len() == 256
+            && let Some(last) = page.chunks.last()
+        {
+            page.next = Some(last.offset + last.bytes.len() as u64);
+        }
+        Ok(page)
+    }
+
+    async fn log_size(&self, id: JobId) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MAX(start + length(chunk)), 0) AS size FROM job_logs WHERE job = ?",
+        )
+        .bind(id.0 as i64)
+        .fetch_one(&self.reads)
+        .await?;
+        Ok(row.try_get::<i64, _>("size")? as u64)
     }
 
     async fn issue_token(

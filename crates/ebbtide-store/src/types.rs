@@ -179,6 +179,44 @@ pub enum JobUpdate {
     },
 }
 
+/// One write of the control loop's ordered stream: a job's state change or
+/// a piece of its output. A batch of them commits in one transaction, in
+/// order, so a job's log and its final state land together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobWrite {
+    /// A state change.
+    Update(JobId, JobUpdate),
+    /// Output of an attempt, appended to the job's log.
+    Log {
+        /// The job.
+        job: JobId,
+        /// The attempt that produced it.
+        attempt: u32,
+        /// The bytes.
+        chunk: Vec<u8>,
+    },
+}
+
+/// A page of a job's log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogPage {
+    /// Chunks in order, each with the attempt that wrote it.
+    pub chunks: Vec<LogChunk>,
+    /// Where the next page starts, if there is more.
+    pub next: Option<u64>,
+}
+
+/// A piece of a job's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// Byte offset of `bytes` in the whole log.
+    pub offset: u64,
+    /// The attempt that wrote it (0 for logs stored before attempts were).
+    pub attempt: u32,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
 /// Which jobs to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {

@@ -7,7 +7,15 @@
 //! is never mistaken for ours); `list` reads it back after a restart.
 //!
 //! The bootstrap token reaches the agent through its environment, never its
-//! command line, which any local user could read from `ps`.
+//! command line, which any local user could read from `ps`. The agent gets
+//! an environment of its own (an allow-list, not the scheduler's, which may
+//! hold cloud credentials), starts in its worker's work directory rather
+//! than the scheduler's, and leads a session of its own: terminating the
+//! instance kills every process of that session, so the jobs of an agent
+//! that died are stopped with it. Where the scheduler runs as root the
+//! agent runs jobs as `job_user` (default `nobody`), who cannot read the
+//! scheduler's data directory; otherwise jobs run as the scheduler's user,
+//! and a warning says what that leaves readable.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +26,8 @@ use ebbtide_provider::{InstanceInfo, LaunchRequest, LaunchedInstance, Provider, 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+
+mod session;
 
 /// How long a terminated agent gets to exit before it is killed.
 const GRACE: Duration = Duration::from_secs(5);
@@ -35,7 +45,24 @@ pub struct LocalConfig {
     pub args: Vec<String>,
     /// Where launched instances are recorded.
     pub state_dir: PathBuf,
+    /// Under which each worker's jobs get their directories; must be
+    /// outside the scheduler's data directory (which the job user cannot
+    /// enter).
+    pub work_root: PathBuf,
+    /// The user jobs run as when the scheduler runs as root.
+    pub job_user: Option<String>,
 }
+
+/// Variables the agent takes from the scheduler's environment; nothing
+/// else (credentials included) reaches it.
+const AGENT_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "RUST_LOG",
+    "EBBTIDE_LOG_FORMAT",
+];
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
@@ -59,7 +86,13 @@ pub struct LocalProvider {
 impl LocalProvider {
     /// A provider recording its instances under `config.state_dir`.
     pub fn new(config: LocalConfig) -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&config.state_dir)?;
+        std::fs::set_permissions(&config.state_dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::create_dir_all(&config.work_root)?;
+        // Traversable, not listable: each worker's jobs find their own
+        // directory but not their neighbours'.
+        std::fs::set_permissions(&config.work_root, std::fs::Permissions::from_mode(0o711))?;
         Ok(LocalProvider { config })
     }
 
@@ -124,19 +157,20 @@ fn is_zombie(pid: i32) -> bool {
 }
 
 async fn stop(record: &Record) {
-    if !alive(record) {
-        return;
-    }
-    let pid = Pid::from_raw(record.pid);
-    // The agent gets a chance to exit cleanly, then is killed.
-    let _ = kill(pid, Signal::SIGTERM);
-    let deadline = tokio::time::Instant::now() + GRACE;
-    while alive(record) && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     if alive(record) {
-        let _ = kill(pid, Signal::SIGKILL);
+        let pid = Pid::from_raw(record.pid);
+        // The agent gets a chance to stop its jobs and exit, then is killed.
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + GRACE;
+        while alive(record) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if alive(record) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
     }
+    // Whatever the agent's jobs left behind, even if the agent died first.
+    session::kill_jobs_left(record.pid, record.start_time);
 }
 
 #[async_trait::async_trait]
@@ -148,27 +182,47 @@ impl Provider for LocalProvider {
     async fn launch(&self, request: LaunchRequest) -> Result<Vec<LaunchedInstance>, ProviderError> {
         let mut launched = Vec::new();
         for w in &request.workers {
-            let mut child = tokio::process::Command::new(&self.config.program)
+            let work_dir = self.config.work_root.join(format!("worker-{}", w.worker.0));
+            std::fs::create_dir_all(&work_dir).map_err(io_err)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                // The job user passes through to its own job directory.
+                std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o711))
+                    .map_err(io_err)?;
+            }
+            let mut command = tokio::process::Command::new(&self.config.program);
+            command
                 .args(&self.config.args)
                 .arg("--scheduler")
                 .arg(&request.scheduler_url)
                 .arg("--worker-id")
                 .arg(w.worker.0.to_string())
+                .arg("--work-dir")
+                .arg(&work_dir)
+                .env_clear()
+                .envs(
+                    AGENT_ENV
+                        .iter()
+                        .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+                )
                 .env("EBBTIDE_BOOTSTRAP_TOKEN", w.bootstrap_token.expose())
                 .env("EBBTIDE_CLUSTER", &self.config.cluster)
                 .env("EBBTIDE_POOL", &request.pool)
+                .current_dir(&work_dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(agent_log(&self.config.state_dir, w.worker))
-                .process_group(0)
-                .kill_on_drop(false)
-                .spawn()
-                .map_err(|e| {
-                    ProviderError::Permanent(format!(
-                        "cannot start {}: {e}",
-                        self.config.program.display()
-                    ))
-                })?;
+                .kill_on_drop(false);
+            if let Some(user) = self.job_user() {
+                command.arg("--job-user").arg(user);
+            }
+            session::lead_own_session(&mut command);
+            let mut child = command.spawn().map_err(|e| {
+                ProviderError::Permanent(format!(
+                    "cannot start {}: {e}",
+                    self.config.program.display()
+                ))
+            })?;
             let pid = child
                 .id()
                 .and_then(|p| i32::try_from(p).ok())
@@ -233,6 +287,17 @@ impl Provider for LocalProvider {
                 pool: r.pool,
             })
             .collect())
+    }
+}
+
+impl LocalProvider {
+    /// Who jobs run as: the configured user, else `nobody` when the
+    /// scheduler (and so the agent) runs as root; nobody else can switch.
+    fn job_user(&self) -> Option<&str> {
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        Some(self.config.job_user.as_deref().unwrap_or("nobody"))
     }
 }
 

@@ -13,6 +13,8 @@ fn provider(dir: &std::path::Path, cluster: &str) -> LocalProvider {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), "sleep 30".into()],
         state_dir: dir.to_path_buf(),
+        work_root: dir.join("work"),
+        job_user: None,
     })
     .expect("provider")
 }
@@ -52,6 +54,8 @@ impl conformance::Harness for Local {
             program: "/nonexistent/ebbtide".into(),
             args: vec![],
             state_dir: self.dir.path().join("missing"),
+            work_root: self.dir.path().join("missing-work"),
+            job_user: None,
         })
         .expect("provider");
         Some((Arc::new(missing), request(&[1]), "permanent"))

@@ -89,6 +89,9 @@ impl Engine {
         );
         if let Some(j) = self.jobs.get_mut(&spec.id) {
             j.state = JobState::Running { worker, since: now };
+            // The attempt that runs there was counted by the run that made
+            // it; taking it back is not a new one.
+            j.attempts = spec.attempts.max(1);
         }
         Ok(())
     }

@@ -150,6 +150,7 @@ impl Engine {
             at: now,
         };
         job.attempts += 1;
+        let attempt = job.attempts;
         self.queue.served(job.class, job.tag);
         let (tenant, cpu, mem) = (job.tenant, job.cpu_millis, job.memory_mib);
         let t = &mut self.tenants[tenant.0 as usize];
@@ -172,6 +173,7 @@ impl Engine {
         out.push(Command::Assign {
             job: job_id,
             worker: wid,
+            attempt,
         });
         self.stats.assignments += 1;
         if worn_out {

@@ -28,6 +28,12 @@ impl Engine {
         let job = self.new_job(&spec, sig, now);
         let (cpu, mem) = (job.cpu_millis, job.memory_mib);
         self.jobs.insert(spec.id, job);
+        if spec.attempts >= spec.max_attempts {
+            // Handed back by a restarted scheduler after its last allowed
+            // attempt was lost with its worker: no further run.
+            self.complete(spec.id, JobOutcome::Lost, out);
+            return Ok(());
+        }
         // Dispatch is maximal before this event, so no queued job can use a
         // free slot this job fits: taking one directly respects the order.
         let tenant = &mut self.tenants[spec.tenant.0 as usize];
@@ -63,7 +69,7 @@ impl Engine {
             submitted_at: spec.submitted_at.map_or(now, |t| t.min(now)),
             seq,
             tag,
-            attempts: 0,
+            attempts: spec.attempts,
             max_attempts: spec.max_attempts,
             expected_duration: spec.expected_duration,
             state: JobState::Queued,

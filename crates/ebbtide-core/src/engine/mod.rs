@@ -279,6 +279,16 @@ impl Engine {
         self.jobs.get(&job).map(|j| j.state)
     }
 
+    /// How many attempts a live job has had, the current one included.
+    pub fn job_attempts(&self, job: JobId) -> Option<u32> {
+        self.jobs.get(&job).map(|j| j.attempts)
+    }
+
+    /// The jobs a worker holds (assigned or running), in assignment order.
+    pub fn jobs_on(&self, worker: WorkerId) -> &[JobId] {
+        self.workers.get(&worker).map_or(&[], |w| w.jobs.as_slice())
+    }
+
     /// Current state of a worker; `None` once terminated and forgotten.
     pub fn worker_state(&self, worker: WorkerId) -> Option<WorkerState> {
         self.workers.get(&worker).map(|w| w.state)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::pools::PoolState;
 use super::{Engine, EngineError};
-use crate::command::Command;
+use crate::command::{Command, LossReason};
 use crate::cost::InstanceLifetime;
 use crate::event::LaunchFailure;
 use crate::ids::{InstanceId, JobId, TenantId, WorkerId};
@@ -167,7 +167,7 @@ impl Engine {
         out: &mut Vec<Command>,
     ) -> Result<(), EngineError> {
         self.expect_state(wid, WorkerTransition::Lost)?;
-        self.lose_worker(wid, now, out)?;
+        self.lose_worker(wid, LossReason::Reported, now, out)?;
         self.dispatch_all(now, out)
     }
 
@@ -176,9 +176,18 @@ impl Engine {
     fn lose_worker(
         &mut self,
         wid: WorkerId,
+        reason: LossReason,
         now: Timestamp,
         out: &mut Vec<Command>,
     ) -> Result<(), EngineError> {
+        if let Some(w) = self.workers.get(&wid) {
+            out.push(Command::WorkerLost {
+                pool: w.pool,
+                worker: wid,
+                reason,
+                jobs: w.jobs.len() as u32,
+            });
+        }
         self.requeue_jobs_of(wid, now, out)?;
         self.transition(wid, WorkerTransition::Lost)?;
         self.reindex(wid);
@@ -428,24 +437,25 @@ impl Engine {
         out: &mut Vec<Command>,
     ) -> Result<(), EngineError> {
         let hb = self.config.heartbeat_timeout;
-        let expired: Vec<WorkerId> = self
+        let expired: Vec<(WorkerId, LossReason)> = self
             .workers
             .values()
-            .filter(|w| match w.state {
+            .filter_map(|w| match w.state {
                 WorkerState::Booting => {
                     let boot_timeout = self.pools[w.pool.0 as usize].config.boot_timeout;
-                    w.launched_at
-                        .is_some_and(|t| now.saturating_since(t) > boot_timeout)
+                    let booting_for = now.saturating_since(w.launched_at?);
+                    (booting_for > boot_timeout)
+                        .then_some((w.id, LossReason::BootTimeout { booting_for }))
                 }
                 WorkerState::Idle | WorkerState::Busy | WorkerState::Draining => {
-                    now.saturating_since(w.last_heartbeat) > hb
+                    let silent_for = now.saturating_since(w.last_heartbeat);
+                    (silent_for > hb).then_some((w.id, LossReason::MissedHeartbeats { silent_for }))
                 }
-                _ => false,
+                _ => None,
             })
-            .map(|w| w.id)
             .collect();
-        for wid in expired {
-            self.lose_worker(wid, now, out)?;
+        for (wid, reason) in expired {
+            self.lose_worker(wid, reason, now, out)?;
         }
         Ok(())
     }

@@ -1,0 +1,97 @@
+//! The attempt counter: one, owned by the engine, carried across restarts.
+
+use std::time::Duration;
+
+use ebbtide_core::testkit::{self, Harness};
+use ebbtide_core::{
+    Adoption, Command, Event, InstanceId, JobId, JobOutcome, Market, PoolId, WorkerId,
+};
+
+fn harness() -> Harness {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::dynamic_pool("burst")];
+    Harness::new(cfg)
+}
+
+fn assigned_attempts(h: &Harness, job: JobId) -> Vec<u32> {
+    h.logged(|c| match c {
+        Command::Assign {
+            job: j, attempt, ..
+        } if *j == job => Some(*attempt),
+        _ => None,
+    })
+    .collect()
+}
+
+#[test]
+fn every_assignment_names_its_attempt_and_a_lost_attempt_counts() {
+    let mut h = harness();
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    h.finish(JobId(1), JobOutcome::Lost);
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    assert_eq!(assigned_attempts(&h, JobId(1)), vec![1, 2]);
+}
+
+#[test]
+fn a_job_handed_back_after_a_restart_continues_its_count() {
+    let mut h = harness();
+    let mut spec = testkit::job(1, 0, 1);
+    spec.attempts = 1;
+    h.submit(spec);
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    assert_eq!(assigned_attempts(&h, JobId(1)), vec![2]);
+}
+
+#[test]
+fn a_job_whose_last_allowed_attempt_was_lost_before_a_restart_is_lost_not_rerun() {
+    let mut h = harness();
+    let mut spec = testkit::job(1, 0, 1);
+    spec.max_attempts = 2;
+    spec.attempts = 2;
+    let cmds = h.submit(spec);
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::Completed {
+                job: JobId(1),
+                outcome: JobOutcome::Lost,
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    assert!(assigned_attempts(&h, JobId(1)).is_empty());
+    assert_eq!(h.engine.live_jobs(), 0);
+}
+
+#[test]
+fn an_adopted_job_keeps_its_attempt_and_its_next_one_follows_it() {
+    let mut h = harness();
+    let mut spec = testkit::job(7, 0, 1);
+    spec.attempts = 2;
+    h.send(Event::WorkerAdopted(Adoption {
+        worker: WorkerId(40),
+        pool: PoolId(0),
+        instance: InstanceId("i-40".into()),
+        zone: None,
+        market: Market::OnDemand,
+        running: vec![spec],
+        accrue_from: None,
+    }));
+    let cmds = h.send(Event::JobFinished {
+        job: JobId(7),
+        worker: WorkerId(40),
+        outcome: JobOutcome::Lost,
+    });
+    assert!(
+        cmds.contains(&Command::Requeued {
+            job: JobId(7),
+            attempts: 2
+        }),
+        "{cmds:?}"
+    );
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    assert_eq!(assigned_attempts(&h, JobId(7)), vec![3]);
+}
