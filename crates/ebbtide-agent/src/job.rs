@@ -14,7 +14,7 @@ use ebbtide_proto::worker::v1::{
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
-use crate::outbox::{self, Reports};
+use crate::outbox::{self, Reports, SharedLedger};
 use crate::sandbox::Sandbox;
 use crate::{Running, RunningJob};
 
@@ -26,6 +26,7 @@ pub(crate) async fn start(
     a: Assignment,
     reports: Reports,
     running: Running,
+    ledger: SharedLedger,
     sandbox: Arc<Sandbox>,
 ) {
     let (kill_tx, kill_rx) = oneshot::channel();
@@ -33,20 +34,26 @@ pub(crate) async fn start(
     running.lock().await.insert(
         a.job_id,
         RunningJob {
-            kill: kill_tx,
+            kill: Some(kill_tx),
             group: group.clone(),
         },
     );
     tokio::spawn(async move {
         let (outcome, code) = run(&a, &reports, kill_rx, &sandbox, &group).await;
         sandbox.clean(a.job_id, a.attempt);
-        running.lock().await.remove(&a.job_id);
         let result = JobResult {
             job_id: a.job_id,
             outcome: outcome as i32,
             exit_code: code,
             attempt: a.attempt,
         };
+        // Into the ledger before out of the running set: a Hello taken at
+        // any instant lists the job one way or the other, so the scheduler
+        // never mistakes it for one that never arrived.
+        if let Ok(mut l) = ledger.lock() {
+            l.finished(&result);
+        }
+        running.lock().await.remove(&a.job_id);
         outbox::send(&reports, Up::Result(result)).await;
     });
 }

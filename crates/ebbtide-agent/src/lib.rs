@@ -40,7 +40,7 @@ use ebbtide_proto::worker::v1::{
 use tokio::sync::{Mutex, mpsc};
 use tonic::Code;
 
-use outbox::{Known, Ledger, Reports};
+use outbox::{Known, Reports, SharedLedger};
 pub use sandbox::{JobUser, Sandbox};
 
 /// How the agent finds and proves itself to the scheduler, and how it runs
@@ -97,7 +97,8 @@ pub enum AgentError {
 /// A job running now: how to cancel it and its process group (0 until
 /// the process exists), so the agent can stop it when it stops itself.
 pub(crate) struct RunningJob {
-    pub kill: tokio::sync::oneshot::Sender<()>,
+    /// Taken when a cancel is sent; the job stays listed until it ends.
+    pub kill: Option<tokio::sync::oneshot::Sender<()>>,
     pub group: Arc<AtomicU64>,
 }
 
@@ -152,7 +153,7 @@ async fn serve(config: &AgentConfig, running: Running) -> Result<(), AgentError>
     }
     let sandbox = Arc::new(config.sandbox.clone());
     let mut state = AgentState {
-        ledger: Ledger::default(),
+        ledger: SharedLedger::default(),
         draining: false,
         carry: None,
     };
@@ -279,7 +280,7 @@ enum SessionEnd {
 /// What outlives one session: results awaiting confirmation, whether a
 /// drain was ordered, and a report a broken stream did not take.
 struct AgentState {
-    ledger: Ledger,
+    ledger: SharedLedger,
     draining: bool,
     carry: Option<AgentMessage>,
 }
@@ -303,12 +304,20 @@ fn closed() -> tonic::Status {
 async fn session_once(ctx: &mut SessionContext<'_>) -> Result<SessionEnd, tonic::Status> {
     let mut client = WorkerApiClient::new(ctx.session.channel.clone());
     let (up, up_rx) = mpsc::channel::<AgentMessage>(256);
+    // Running first, then the ledger: a job that ends in between is in
+    // the ledger by the time it is read.
     let running_jobs: Vec<u64> = ctx.running.lock().await.keys().copied().collect();
+    let unconfirmed_results = ctx
+        .state
+        .ledger
+        .lock()
+        .map(|l| l.pending())
+        .unwrap_or_default();
     let hello = Hello {
         worker_id: ctx.config.worker_id,
         session_token: ctx.session.token.clone(),
         running_jobs,
-        unconfirmed_results: ctx.state.ledger.pending(),
+        unconfirmed_results,
     };
     up.send(AgentMessage {
         kind: Some(Up::Hello(hello)),
@@ -336,9 +345,6 @@ async fn session_once(ctx: &mut SessionContext<'_>) -> Result<SessionEnd, tonic:
                 }
             }
             Some(report) = ctx.queue.recv() => {
-                if let Some(Up::Result(r)) = &report.kind {
-                    ctx.state.ledger.written(r);
-                }
                 if let Err(mpsc::error::SendError(report)) = up.send(report).await {
                     // A result is in the ledger and goes out with the next
                     // Hello; anything else is carried to the next session.
@@ -355,7 +361,7 @@ async fn session_once(ctx: &mut SessionContext<'_>) -> Result<SessionEnd, tonic:
                 if ctx.state.draining
                     && ctx.running.lock().await.is_empty()
                     && ctx.queue.is_empty()
-                    && ctx.state.ledger.is_empty()
+                    && ctx.state.ledger.lock().is_ok_and(|l| l.is_empty())
                 {
                     return Ok(SessionEnd::Drained);
                 }
@@ -375,7 +381,12 @@ async fn on_order(ctx: &mut SessionContext<'_>, order: Down) -> Option<AgentMess
                 );
                 return None;
             }
-            match ctx.state.ledger.known(a.job_id) {
+            let known = ctx
+                .state
+                .ledger
+                .lock()
+                .map_or(Known::New, |l| l.known(a.job_id));
+            match known {
                 Known::Unconfirmed(result) => {
                     tracing::debug!(
                         job = a.job_id,
@@ -398,6 +409,7 @@ async fn on_order(ctx: &mut SessionContext<'_>, order: Down) -> Option<AgentMess
                         a,
                         ctx.reports.clone(),
                         ctx.running.clone(),
+                        ctx.state.ledger.clone(),
                         ctx.sandbox.clone(),
                     )
                     .await;
@@ -406,8 +418,16 @@ async fn on_order(ctx: &mut SessionContext<'_>, order: Down) -> Option<AgentMess
             }
         }
         Down::Cancel(c) => {
-            if let Some(job) = ctx.running.lock().await.remove(&c.job_id) {
-                let _ = job.kill.send(());
+            // The job stays listed as running until it has ended and its
+            // result is in the ledger.
+            let kill = ctx
+                .running
+                .lock()
+                .await
+                .get_mut(&c.job_id)
+                .and_then(|j| j.kill.take());
+            if let Some(kill) = kill {
+                let _ = kill.send(());
             }
             None
         }
@@ -418,7 +438,9 @@ async fn on_order(ctx: &mut SessionContext<'_>, order: Down) -> Option<AgentMess
             })
         }
         Down::ResultStored(r) => {
-            ctx.state.ledger.confirmed(r.job_id);
+            if let Ok(mut l) = ctx.state.ledger.lock() {
+                l.confirmed(r.job_id);
+            }
             None
         }
     }

@@ -6,9 +6,11 @@
 //! start, a result, a drain acknowledgement or a reclamation notice waits
 //! for room — back-pressure on the job task, never a loss.
 //!
-//! A result stays in `unconfirmed` from the moment it is written to a
-//! session until the scheduler answers `ResultStored`; every new session
-//! repeats what is there in its Hello. That is what makes a result
+//! A result enters `unconfirmed` the moment its job ends — before the job
+//! leaves the running set, so at every instant the agent knows a job it
+//! was given as running or as finished — and stays there until the
+//! scheduler answers `ResultStored`; every new session repeats what is
+//! there in its Hello. That is what makes a result
 //! survive a scheduler crash: the scheduler stores it before it confirms.
 //! Its size is bounded by the jobs that can finish while no scheduler
 //! answers — at most the worker's slots, since nothing new is assigned
@@ -31,6 +33,9 @@ const REMEMBER_CONFIRMED: usize = 4096;
 /// The sending half every job holds.
 pub(crate) type Reports = mpsc::Sender<AgentMessage>;
 
+/// The ledger every job and session shares.
+pub(crate) type SharedLedger = std::sync::Arc<std::sync::Mutex<Ledger>>;
+
 /// What the agent knows of a job the scheduler (re)sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Known {
@@ -42,8 +47,8 @@ pub(crate) enum Known {
     Confirmed,
 }
 
-/// Results written to a session but not confirmed stored, and the ids of
-/// those that were.
+/// Results of jobs that ended but were not confirmed stored, and the ids
+/// of those that were.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
     unconfirmed: BTreeMap<u64, JobResult>,
@@ -51,8 +56,8 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    /// A result is being written to a session: keep it until confirmed.
-    pub(crate) fn written(&mut self, result: &JobResult) {
+    /// A job ended: keep its result until the scheduler confirms it.
+    pub(crate) fn finished(&mut self, result: &JobResult) {
         if self.unconfirmed.len() >= MAX_UNCONFIRMED
             && !self.unconfirmed.contains_key(&result.job_id)
             && let Some((&oldest, _)) = self.unconfirmed.iter().next()
@@ -120,7 +125,7 @@ mod tests {
     #[test]
     fn a_written_result_is_repeated_until_confirmed_then_remembered_as_done() {
         let mut l = Ledger::default();
-        l.written(&result(7));
+        l.finished(&result(7));
         assert_eq!(l.pending(), vec![result(7)]);
         assert_eq!(l.known(7), Known::Unconfirmed(Box::new(result(7))));
         l.confirmed(7);
@@ -133,7 +138,7 @@ mod tests {
     fn unconfirmed_results_are_bounded() {
         let mut l = Ledger::default();
         for j in 0..(MAX_UNCONFIRMED as u64 + 10) {
-            l.written(&result(j));
+            l.finished(&result(j));
         }
         assert_eq!(l.pending().len(), MAX_UNCONFIRMED);
         assert_eq!(l.known(0), Known::New);

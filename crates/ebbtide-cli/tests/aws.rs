@@ -152,15 +152,7 @@ async fn impostor(
 }
 
 async fn job(http: &str, id: u64) -> Value {
-    reqwest::Client::new()
-        .get(format!("{http}/v1/jobs/{id}"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
+    support::job(http, KEY, id).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

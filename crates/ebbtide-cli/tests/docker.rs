@@ -122,15 +122,7 @@ async fn submit(s: &Server, command: &str) -> u64 {
 }
 
 async fn job(s: &Server, id: u64) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/v1/jobs/{id}", s.http))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
+    support::job(&s.http, KEY, id).await
 }
 
 /// Waits for every job to end; returns them and the most containers seen.

@@ -94,3 +94,39 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// Pids of the local agents recorded under `data_dir` that are alive.
+pub fn agent_pids(data_dir: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("local-instances")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter_map(|t| {
+            serde_json::from_str::<serde_json::Value>(&t)
+                .ok()?
+                .get("pid")?
+                .as_i64()
+        })
+        .filter_map(|p| i32::try_from(p).ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+            })
+        })
+        .collect()
+}
+
+/// `GET /v1/jobs/ID` as `key`, as JSON.
+pub async fn job(base: &str, key: &str, id: u64) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/jobs/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
