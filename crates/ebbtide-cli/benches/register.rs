@@ -11,54 +11,17 @@
 //! start-up, which the load benchmark includes, is not part of it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ebbtide_core::{InstanceId, WorkerId};
 use ebbtide_proto::worker::v1::RegisterRequest;
 use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
-use ebbtide_provider::{InstanceInfo, LaunchRequest, LaunchedInstance, Provider, ProviderError};
+use ebbtide_provider::Provider;
+use ebbtide_provider::capture::Capture;
 
 const WORKERS: u32 = 4000;
 const CONNECTIONS: usize = 8;
 const IN_FLIGHT: usize = 256;
-
-/// A provider that launches nothing and keeps the credentials it was given.
-#[derive(Default)]
-struct Capture {
-    tokens: Mutex<Vec<(WorkerId, String)>>,
-}
-
-#[async_trait::async_trait]
-impl Provider for Capture {
-    fn name(&self) -> &str {
-        "capture"
-    }
-
-    async fn launch(&self, request: LaunchRequest) -> Result<Vec<LaunchedInstance>, ProviderError> {
-        let mut tokens = self.tokens.lock().expect("lock");
-        Ok(request
-            .workers
-            .iter()
-            .map(|w| {
-                tokens.push((w.worker, w.bootstrap_token.expose().to_string()));
-                LaunchedInstance {
-                    worker: w.worker,
-                    instance: InstanceId(format!("capture-{}", w.worker.0)),
-                    zone: None,
-                }
-            })
-            .collect())
-    }
-
-    async fn terminate(&self, _instances: &[InstanceId]) -> Result<(), ProviderError> {
-        Ok(())
-    }
-
-    async fn list(&self) -> Result<Vec<InstanceInfo>, ProviderError> {
-        Ok(Vec::new())
-    }
-}
 
 fn config(dir: &std::path::Path) -> String {
     format!(
@@ -116,13 +79,13 @@ fn main() {
             .await
             .expect("server");
         let start = Instant::now();
-        while capture.tokens.lock().expect("lock").len() < WORKERS as usize {
+        while capture.waiting() < WORKERS as usize {
             assert!(start.elapsed() < Duration::from_secs(60), "tokens never issued");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Let the control loop take every InstanceLaunched in.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let tokens = std::mem::take(&mut *capture.tokens.lock().expect("lock"));
+        let tokens = capture.take();
         let url = format!("http://{}", server.grpc_addr);
         let mut clients = Vec::new();
         for _ in 0..CONNECTIONS {

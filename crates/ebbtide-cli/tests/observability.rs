@@ -252,12 +252,7 @@ async fn submit(http: &str, key: &str, class: &str) -> u64 {
 }
 
 async fn metrics_text(http: &str) -> String {
-    reqwest::get(format!("{http}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
+    support::metrics(http).await
 }
 
 fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -9,6 +9,8 @@
 //! before a scheduler crash) and never anything else. This crate must never
 //! depend on a cloud SDK: those live in the provider crates.
 
+#[cfg(feature = "testkit")]
+pub mod capture;
 pub mod conformance;
 mod governed;
 pub mod labels;

@@ -395,15 +395,74 @@ async fn cancel(
         .into_response())
 }
 
+/// Bytes of log read from the store at a time; a log is never held whole.
+const LOG_PAGE: u64 = 256 << 10;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogQuery {
+    /// Byte offset to start from.
+    offset: Option<u64>,
+    /// At most this many bytes (whole chunks); the response says where the
+    /// next page starts in `X-Ebbtide-Next-Offset`.
+    limit: Option<u64>,
+}
+
+/// A job's log: one page with `limit`, else the whole log from `offset`,
+/// streamed a page at a time so a large log never sits in memory.
 async fn logs(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers)?;
     let job = owned(&state, &tenant, parse_id(&id)?).await?;
-    let bytes = state.store.logs(job.id).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response())
+    let offset = q.offset.unwrap_or(0);
+    let text = (header::CONTENT_TYPE, "text/plain; charset=utf-8");
+    if let Some(limit) = q.limit {
+        if !(1..=16 << 20).contains(&limit) {
+            return Err(ApiError::bad(
+                "limit",
+                "must be between 1 and 16777216 bytes",
+            ));
+        }
+        let page = state.store.log_page(job.id, offset, limit).await?;
+        let body: Vec<u8> = page.chunks.into_iter().flat_map(|c| c.bytes).collect();
+        let mut response = ([text], body).into_response();
+        if let Some(next) = page.next
+            && let Ok(v) = header::HeaderValue::from_str(&next.to_string())
+        {
+            response.headers_mut().insert("x-ebbtide-next-offset", v);
+        }
+        return Ok(response);
+    }
+    // Two pages in flight at most: the reader waits for the client.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(2);
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let mut at = offset;
+        loop {
+            match store.log_page(job.id, at, LOG_PAGE).await {
+                Ok(page) => {
+                    let bytes: Vec<u8> = page.chunks.into_iter().flat_map(|c| c.bytes).collect();
+                    if !bytes.is_empty() && tx.send(Ok(bytes.into())).await.is_err() {
+                        return;
+                    }
+                    match page.next {
+                        Some(n) => at = n,
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Ok(([text], body).into_response())
 }
 
 async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {

@@ -32,6 +32,9 @@ struct Service {
     sessions: SessionKey,
     heartbeat_ms: u32,
     identity: Option<IdentityCheck>,
+    /// Ends every open session at shutdown: an agent's stream never ends
+    /// by itself, and the server's graceful stop waits for all streams.
+    stopping: watch::Receiver<bool>,
 }
 
 /// What registration checks of an EC2 worker's identity: the verifier for
@@ -120,6 +123,7 @@ pub(crate) async fn serve(
         sessions,
         heartbeat_ms: 2_000,
         identity,
+        stopping: shutdown.clone(),
     };
     let result = tonic::transport::Server::builder()
         .add_service(WorkerApiServer::new(service))
@@ -244,8 +248,16 @@ impl WorkerApi for Service {
                 Status::unauthenticated(reason)
             })?;
         let tx = self.tx.clone();
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
-            while let Ok(Some(msg)) = inbound.message().await {
+            loop {
+                let msg = tokio::select! {
+                    m = inbound.message() => match m {
+                        Ok(Some(m)) => m,
+                        _ => break,
+                    },
+                    _ = stopping.changed() => break,
+                };
                 let forward = match msg.kind {
                     Some(Up::Heartbeat(_)) => Some(LoopMsg::Event(Event::Heartbeat { worker })),
                     Some(Up::Started(s)) => Some(LoopMsg::Event(Event::JobStarted {

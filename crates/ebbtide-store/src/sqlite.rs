@@ -465,19 +465,19 @@ impl Store for SqliteStore {
         offset: u64,
         max_bytes: u64,
     ) -> Result<LogPage, StoreError> {
-        // Chunks are at most tens of KiB, so a page of whole chunks stays
-        // close to `max_bytes`; one row more tells whether there is more.
-        let rows = sqlx::query(
+        // Rows are read one at a time and the read stops at the page's
+        // size, so a page costs about `max_bytes` however big the log is.
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query(
             "SELECT start, attempt, chunk FROM job_logs
-             WHERE job = ?1 AND start + length(chunk) > ?2 ORDER BY seq LIMIT 256",
+             WHERE job = ?1 AND start + length(chunk) > ?2 ORDER BY seq",
         )
         .bind(id.0 as i64)
         .bind(offset as i64)
-        .fetch_all(&self.reads)
-        .await?;
+        .fetch(&self.reads);
         let mut page = LogPage::default();
         let mut taken = 0u64;
-        for r in rows {
+        while let Some(r) = rows.try_next().await? {
             let start = r.try_get::<i64, _>("start")? as u64;
             if taken >= max_bytes.max(1) {
                 page.next = Some(start);
@@ -492,18 +492,11 @@ impl Store for SqliteStore {
                 at = offset;
             }
             taken += bytes.len() as u64;
-            page.next = None;
             page.chunks.push(LogChunk {
                 offset: at,
                 attempt,
                 bytes,
             });
-        }
-        if page.next.is_none()
-            && page.chunks.len() == 256
-            && let Some(last) = page.chunks.last()
-        {
-            page.next = Some(last.offset + last.bytes.len() as u64);
         }
         Ok(page)
     }

@@ -130,3 +130,13 @@ pub async fn job(base: &str, key: &str, id: u64) -> serde_json::Value {
         .await
         .expect("json")
 }
+
+/// The Prometheus exposition at `base/metrics`.
+pub async fn metrics(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
