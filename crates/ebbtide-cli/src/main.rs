@@ -110,5 +110,40 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<()> {
         e.tenants.len(),
         e.pools.len()
     );
+    for w in ebbtide_config::warnings(&config) {
+        println!("warning: {w}");
+    }
+    if let Err(problem) = data_dir_writable(&config.server.data_dir) {
+        anyhow::bail!("server.data_dir: {problem}");
+    }
     Ok(())
+}
+
+/// Whether `serve` could keep its state in `dir`: it exists and takes a
+/// file, or it can be created.
+fn data_dir_writable(dir: &std::path::Path) -> Result<(), String> {
+    let mut probe = dir.to_path_buf();
+    while !probe.exists() {
+        match probe.parent() {
+            Some(p) if !p.as_os_str().is_empty() => probe = p.to_path_buf(),
+            _ => {
+                probe = std::path::PathBuf::from(".");
+                break;
+            }
+        }
+    }
+    if !probe.is_dir() {
+        return Err(format!("{} is not a directory", probe.display()));
+    }
+    let test = probe.join(format!(".ebbtide-write-test-{}", std::process::id()));
+    match std::fs::write(&test, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&test);
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "cannot write in {} ({e}); serve keeps its store and keys there",
+            probe.display()
+        )),
+    }
 }

@@ -112,6 +112,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(&config.server.log_level),
         Some(config.server.log_format.as_str()),
     );
+    for w in ebbtide_config::warnings(&config) {
+        tracing::warn!(file = %args.config.display(), "{w}");
+    }
     let pid_path = pid_file(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -126,6 +129,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut hup = signal(SignalKind::hangup())?;
         loop {
             tokio::select! {
+                _ = handle.loop_stopped() => {
+                    tracing::error!("the control loop stopped; exiting so a supervisor restarts the scheduler");
+                    let _ = std::fs::remove_file(&pid_path);
+                    anyhow::bail!("the scheduler's control loop stopped unexpectedly");
+                }
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = hup.recv() => {

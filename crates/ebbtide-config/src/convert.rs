@@ -119,14 +119,16 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         providers.aws.as_ref().map(|a| a.region.as_str()),
         &mut issue,
     );
-    ClusterConfig {
+    let cluster = ClusterConfig {
         server,
         api_keys,
         engine,
         tenant_defaults,
         providers,
         cost_reports,
-    }
+    };
+    crate::service::check(&cluster, &mut issue);
+    cluster
 }
 
 fn api_limits(

@@ -13,9 +13,11 @@ mod convert;
 mod locate;
 mod reports;
 mod schema;
+mod service;
 
 pub use reports::{CostReportsConfig, S3ReportSettings};
 pub use schema::LogFormat;
+pub use service::{KNOWN_PROVIDERS, heartbeat_interval, warnings};
 
 use std::path::Path;
 

@@ -49,7 +49,7 @@ pub(crate) async fn serve(
         classes,
     };
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(get_job))
@@ -147,6 +147,18 @@ fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
             "missing or unknown API key (Authorization: Bearer KEY)",
         )
     })
+}
+
+/// Alive means the control loop runs: without it nothing is scheduled,
+/// however well the HTTP server answers.
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if state.tx.is_closed() {
+        return Err(ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scheduler loop stopped",
+        ));
+    }
+    Ok("ok")
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {

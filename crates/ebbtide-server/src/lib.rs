@@ -122,6 +122,13 @@ impl ServerHandle {
         Ok(())
     }
 
+    /// Completes if the control loop stops on its own (a panic, a lost
+    /// store writer): the process must then exit, not serve on without a
+    /// scheduler.
+    pub async fn loop_stopped(&self) {
+        self.tx.closed().await;
+    }
+
     /// Stops accepting requests and waits for the listeners to close.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
@@ -230,7 +237,7 @@ pub async fn start_with_providers(
         tx.clone(),
         store.clone(),
         sessions,
-        config.server.clone(),
+        config.engine.heartbeat_timeout,
         identity,
         shutdown_rx.clone(),
     )));

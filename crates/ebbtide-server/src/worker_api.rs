@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use ebbtide_config::ServerConfig;
 use ebbtide_core::{Event, JobId, JobOutcome, Timestamp, WorkerId};
 use ebbtide_proto::worker::v1::agent_message::Kind as Up;
 use ebbtide_proto::worker::v1::worker_api_server::{WorkerApi, WorkerApiServer};
@@ -113,7 +112,7 @@ pub(crate) async fn serve(
     tx: mpsc::Sender<LoopMsg>,
     store: Arc<dyn Store>,
     sessions: SessionKey,
-    _server: ServerConfig,
+    heartbeat_timeout: std::time::Duration,
     identity: Option<IdentityCheck>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -121,7 +120,10 @@ pub(crate) async fn serve(
         tx,
         store,
         sessions,
-        heartbeat_ms: 2_000,
+        heartbeat_ms: u32::try_from(
+            ebbtide_config::heartbeat_interval(heartbeat_timeout).as_millis(),
+        )
+        .unwrap_or(u32::MAX),
         identity,
         stopping: shutdown.clone(),
     };
