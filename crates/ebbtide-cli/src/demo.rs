@@ -52,6 +52,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 state_dir: dir.join("local-instances"),
                 work_root: ebbtide_server::local_work_root(&dir),
                 job_user: None,
+                orphan_timeout: std::time::Duration::from_secs(600),
             })?;
         let left: Vec<_> = local
             .list()

@@ -150,7 +150,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
         tracing::info!("shutting down");
-        handle.shutdown().await;
+        handle.stop().await;
         let _ = std::fs::remove_file(&pid_path);
         Ok(())
     })

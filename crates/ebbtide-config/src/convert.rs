@@ -111,6 +111,9 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         log_format: srv.log_format,
         orphan_grace: srv.orphan_grace,
         max_job_output: srv.max_job_output_bytes,
+        agent_orphan_timeout: srv.agent_orphan_timeout,
+        stop_grace: srv.stop_grace,
+        on_stop: srv.on_stop,
     };
     let providers = providers(file.providers, &engine, &mut issue);
     let cost_reports = crate::reports::to_config(

@@ -16,7 +16,7 @@ mod schema;
 mod service;
 
 pub use reports::{CostReportsConfig, S3ReportSettings};
-pub use schema::LogFormat;
+pub use schema::{LogFormat, OnStop};
 pub use service::{KNOWN_PROVIDERS, heartbeat_interval, warnings};
 
 use std::path::Path;
@@ -55,6 +55,14 @@ pub struct ServerConfig {
     /// Most output stored per job (all attempts together); what follows
     /// is dropped and a marker in the log says so.
     pub max_job_output: u64,
+    /// How long an agent that reaches no scheduler keeps its jobs before
+    /// it stops them and exits.
+    pub agent_orphan_timeout: std::time::Duration,
+    /// On SIGTERM: how long running jobs get to finish before the
+    /// scheduler stops.
+    pub stop_grace: std::time::Duration,
+    /// On SIGTERM: leave the workers for the next scheduler, or terminate.
+    pub on_stop: OnStop,
 }
 
 /// Settings of the providers the pools use.

@@ -413,6 +413,25 @@ pub(crate) struct ServerSection {
     pub orphan_grace: Duration,
     #[serde(default = "default_max_job_output")]
     pub max_job_output_bytes: u64,
+    #[serde(with = "humantime_serde", default = "default_agent_orphan_timeout")]
+    pub agent_orphan_timeout: Duration,
+    #[serde(with = "humantime_serde", default = "default_server_stop_grace")]
+    pub stop_grace: Duration,
+    #[serde(default)]
+    pub on_stop: OnStop,
+}
+
+/// What a stopping scheduler does with its workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStop {
+    /// Leave them running for the next scheduler to adopt (their jobs
+    /// continue and are not re-run).
+    #[default]
+    Leave,
+    /// Terminate every instance (jobs still running are requeued by the
+    /// next scheduler as a visible re-run).
+    Terminate,
 }
 
 /// How log lines are written.
@@ -447,6 +466,14 @@ fn default_reconcile() -> Duration {
 fn default_max_job_output() -> u64 {
     16 << 20
 }
+/// Ten minutes without any scheduler: long enough for a restart or an
+/// upgrade, short enough that an abandoned instance stops soon.
+fn default_agent_orphan_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_server_stop_grace() -> Duration {
+    Duration::from_secs(30)
+}
 fn default_orphan_grace() -> Duration {
     Duration::from_secs(120)
 }
@@ -467,6 +494,9 @@ impl Default for ServerSection {
             log_format: LogFormat::Text,
             orphan_grace: default_orphan_grace(),
             max_job_output_bytes: default_max_job_output(),
+            agent_orphan_timeout: default_agent_orphan_timeout(),
+            stop_grace: default_server_stop_grace(),
+            on_stop: OnStop::Leave,
         }
     }
 }

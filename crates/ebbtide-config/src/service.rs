@@ -70,6 +70,20 @@ pub(crate) fn check(config: &ClusterConfig, issue: &mut impl FnMut(String, Strin
     );
     within(
         issue,
+        "server.agent_orphan_timeout",
+        s.agent_orphan_timeout,
+        secs(1),
+        secs(7 * 86_400),
+    );
+    within(
+        issue,
+        "server.stop_grace",
+        s.stop_grace,
+        Duration::ZERO,
+        secs(86_400),
+    );
+    within(
+        issue,
         "engine.heartbeat_timeout",
         config.engine.heartbeat_timeout,
         secs(1),

@@ -101,6 +101,10 @@ pub enum Event {
     },
     /// Time passed: re-plan, expire timeouts, age the queue.
     Tick,
+    /// The scheduler is stopping: start no more jobs and launch nothing;
+    /// jobs already on workers finish, queued ones wait (durably) for the
+    /// next scheduler. Lasts for the rest of this engine's life.
+    StopDispatch,
     /// A restarted scheduler takes back a worker that outlived it: its
     /// instance is still up and its agent reconnected with a valid session.
     /// The jobs it reports running continue there instead of being re-run.

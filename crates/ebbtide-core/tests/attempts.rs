@@ -95,3 +95,41 @@ fn an_adopted_job_keeps_its_attempt_and_its_next_one_follows_it() {
     h.run_for(Duration::from_secs(40), Duration::from_secs(1));
     assert_eq!(assigned_attempts(&h, JobId(7)), vec![3]);
 }
+
+#[test]
+fn a_stopping_engine_starts_no_job_and_launches_nothing_while_running_ones_finish() {
+    let mut h = harness();
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    assert!(
+        h.engine
+            .job_state(JobId(1))
+            .and_then(|s| s.worker())
+            .is_some()
+    );
+    h.send(Event::StopDispatch);
+    let before = h.log.len();
+    h.submit(testkit::job(2, 0, 1));
+    h.run_for(Duration::from_secs(60), Duration::from_secs(1));
+    let after: Vec<&Command> = h.log[before..].iter().collect();
+    assert!(
+        !after
+            .iter()
+            .any(|c| matches!(c, Command::Assign { .. } | Command::Launch { .. })),
+        "{after:?}"
+    );
+    let cmds = h.finish(JobId(1), JobOutcome::Succeeded);
+    assert!(cmds.iter().any(|c| matches!(
+        c,
+        Command::Completed {
+            job: JobId(1),
+            outcome: JobOutcome::Succeeded,
+            ..
+        }
+    )));
+    assert_eq!(
+        h.engine.queued_jobs(),
+        1,
+        "job 2 waits for the next scheduler"
+    );
+}

@@ -106,6 +106,12 @@ pub enum LoopMsg {
         /// What it returned.
         listed: Result<Vec<ebbtide_provider::InstanceInfo>, String>,
     },
+    /// Terminate every instance (a stop with `server.on_stop =
+    /// "terminate"`); answers how many once the providers confirmed.
+    TerminateAll {
+        /// The count.
+        reply: oneshot::Sender<usize>,
+    },
     /// Status for the API.
     Status {
         /// The answer.
@@ -131,6 +137,8 @@ pub struct ReportedResult {
 pub struct StatusReport {
     /// Jobs waiting.
     pub queued: usize,
+    /// Jobs assigned to or running on a worker.
+    pub on_workers: usize,
     /// Per pool.
     pub pools: Vec<PoolReport>,
 }
@@ -1061,6 +1069,7 @@ impl Control {
                 listed_at,
                 listed,
             } => self.finish_reconcile(&provider, listed_at, listed),
+            LoopMsg::TerminateAll { reply } => self.terminate_all(reply),
             LoopMsg::Status { reply } => {
                 let pools = self
                     .engine
@@ -1083,10 +1092,43 @@ impl Control {
                     .collect();
                 let _ = reply.send(StatusReport {
                     queued: self.engine.queued_jobs(),
+                    on_workers: self.engine.live_jobs() - self.engine.queued_jobs(),
                     pools,
                 });
             }
         }
+    }
+
+    /// Terminates every instance of every worker, provider by provider,
+    /// and answers once the providers are done.
+    fn terminate_all(&mut self, reply: oneshot::Sender<usize>) {
+        let mut by_provider: HashMap<String, Vec<ebbtide_core::InstanceId>> = HashMap::new();
+        for w in self.engine.live_workers() {
+            if let Some((pool, Some(instance))) = self.engine.worker_placement(w)
+                && let Some(p) = self.engine.config().pools.get(pool.0 as usize)
+            {
+                by_provider
+                    .entry(p.provider.clone())
+                    .or_default()
+                    .push(instance.clone());
+            }
+        }
+        let calls: Vec<_> = by_provider
+            .into_iter()
+            .filter_map(|(name, instances)| Some((self.providers.get(&name)?.clone(), instances)))
+            .collect();
+        tokio::spawn(async move {
+            let mut n = 0;
+            for (provider, instances) in calls {
+                match provider.terminate(&instances).await {
+                    Ok(()) => n += instances.len(),
+                    Err(e) => {
+                        tracing::error!(provider = provider.name(), error = %e, "could not terminate workers at stop")
+                    }
+                }
+            }
+            let _ = reply.send(n);
+        });
     }
 
     /// A Session opened: results the agent holds are applied first, a job

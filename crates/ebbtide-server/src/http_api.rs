@@ -31,6 +31,9 @@ struct AppState {
     store: Arc<dyn Store>,
     auth: ApiKeys,
     classes: Arc<std::sync::RwLock<Vec<ClassConfig>>>,
+    /// Set when the scheduler stops: submissions are refused (503) before
+    /// anything is stored.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) async fn serve(
@@ -40,6 +43,7 @@ pub(crate) async fn serve(
     auth: ApiKeys,
     classes: Arc<std::sync::RwLock<Vec<ClassConfig>>>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let state = AppState {
@@ -47,6 +51,7 @@ pub(crate) async fn serve(
         store,
         auth,
         classes,
+        stopping,
     };
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -273,6 +278,12 @@ async fn submit(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let tenant = tenant(&state, &headers)?;
+    if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler is stopping; submit again once it is back",
+        ));
+    }
     let body: SubmitBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad("body", format!("invalid JSON job: {e}")))?;
     let classes = state.classes.read().map(|c| c.clone()).unwrap_or_default();

@@ -96,6 +96,9 @@ pub struct ServerHandle {
     tx: mpsc::Sender<LoopMsg>,
     auth: auth::ApiKeys,
     classes: Arc<std::sync::RwLock<Vec<ebbtide_core::ClassConfig>>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    stop_grace: Duration,
+    on_stop: ebbtide_config::OnStop,
 }
 
 impl ServerHandle {
@@ -127,6 +130,57 @@ impl ServerHandle {
     /// scheduler.
     pub async fn loop_stopped(&self) {
         self.tx.closed().await;
+    }
+
+    /// Stops as a decision (SIGTERM): refuses new submissions, starts no
+    /// more jobs, gives running ones `server.stop_grace` to finish, then —
+    /// per `server.on_stop` — leaves the workers for the next scheduler to
+    /// adopt or terminates them, and shuts down with everything durable.
+    pub async fn stop(self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self
+            .tx
+            .send(LoopMsg::Event(ebbtide_core::Event::StopDispatch))
+            .await;
+        let deadline = tokio::time::Instant::now() + self.stop_grace;
+        let mut running = self.jobs_on_workers().await;
+        tracing::info!(
+            running,
+            grace_s = self.stop_grace.as_secs(),
+            "stopping: no new submissions or starts; running jobs get the grace to finish"
+        );
+        while running > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            running = self.jobs_on_workers().await;
+        }
+        match self.on_stop {
+            ebbtide_config::OnStop::Leave => tracing::info!(
+                running,
+                "stopping: workers left running for the next scheduler to adopt (server.on_stop = \"leave\"); their jobs continue"
+            ),
+            ebbtide_config::OnStop::Terminate => {
+                let (reply, done) = tokio::sync::oneshot::channel();
+                if self.tx.send(LoopMsg::TerminateAll { reply }).await.is_ok() {
+                    let terminated = done.await.unwrap_or(0);
+                    tracing::warn!(
+                        terminated,
+                        running,
+                        "stopping: every worker terminated (server.on_stop = \"terminate\"); jobs that were still running run again under the next scheduler"
+                    );
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Jobs assigned to or running on a worker now.
+    async fn jobs_on_workers(&self) -> usize {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.tx.send(LoopMsg::Status { reply }).await.is_err() {
+            return 0;
+        }
+        answer.await.map_or(0, |s| s.on_workers)
     }
 
     /// Stops accepting requests and waits for the listeners to close.
@@ -256,6 +310,7 @@ pub async fn start_with_providers(
             }
         }));
     }
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tasks.push(tokio::spawn(http_api::serve(
         http,
         tx.clone(),
@@ -263,6 +318,7 @@ pub async fn start_with_providers(
         auth.clone(),
         classes.clone(),
         metrics,
+        stopping.clone(),
         shutdown_rx,
     )));
     tracing::info!(%http_addr, %grpc_addr, cluster = %config.server.cluster, "ebbtide serving");
@@ -274,6 +330,9 @@ pub async fn start_with_providers(
         tx,
         auth,
         classes,
+        stopping,
+        stop_grace: config.server.stop_grace,
+        on_stop: config.server.on_stop,
     })
 }
 
@@ -350,6 +409,7 @@ fn local_provider(config: &ClusterConfig) -> Result<LocalProvider, ServerError> 
         state_dir: config.server.data_dir.join("local-instances"),
         work_root: local_work_root(&config.server.data_dir),
         job_user: None,
+        orphan_timeout: config.server.agent_orphan_timeout,
     })
     .map_err(|source| ServerError::DataDir {
         path: config.server.data_dir.display().to_string(),

@@ -51,6 +51,8 @@ pub struct LocalConfig {
     pub work_root: PathBuf,
     /// The user jobs run as when the scheduler runs as root.
     pub job_user: Option<String>,
+    /// How long an agent that reaches no scheduler keeps going.
+    pub orphan_timeout: Duration,
 }
 
 /// Variables the agent takes from the scheduler's environment; nothing
@@ -199,6 +201,8 @@ impl Provider for LocalProvider {
                 .arg(w.worker.0.to_string())
                 .arg("--work-dir")
                 .arg(&work_dir)
+                .arg("--orphan-timeout")
+                .arg(format!("{}ms", self.config.orphan_timeout.as_millis()))
                 .env_clear()
                 .envs(
                     AGENT_ENV

@@ -15,6 +15,7 @@ fn provider(dir: &std::path::Path, cluster: &str) -> LocalProvider {
         state_dir: dir.to_path_buf(),
         work_root: dir.join("work"),
         job_user: None,
+        orphan_timeout: std::time::Duration::from_secs(60),
     })
     .expect("provider")
 }
@@ -56,6 +57,7 @@ impl conformance::Harness for Local {
             state_dir: self.dir.path().join("missing"),
             work_root: self.dir.path().join("missing-work"),
             job_user: None,
+            orphan_timeout: std::time::Duration::from_secs(60),
         })
         .expect("provider");
         Some((Arc::new(missing), request(&[1]), "permanent"))

@@ -37,7 +37,7 @@ impl Engine {
         now: Timestamp,
         out: &mut Vec<Command>,
     ) -> Result<(), EngineError> {
-        if self.total_free_slots() == 0 || self.queue.len() == 0 {
+        if self.stopping || self.total_free_slots() == 0 || self.queue.len() == 0 {
             return Ok(());
         }
         let mut heap: BinaryHeap<Reverse<HeadKey>> = self

@@ -39,7 +39,10 @@ impl Engine {
         let tenant = &mut self.tenants[spec.tenant.0 as usize];
         tenant.advance(now);
         let allowed = tenant.allowance(cpu, mem) != Allowance::Blocked;
-        if allowed && let Some(worker) = self.best_fit(sig, cpu, mem) {
+        if allowed
+            && !self.stopping
+            && let Some(worker) = self.best_fit(sig, cpu, mem)
+        {
             return self.assign(spec.id, worker, now, out);
         }
         self.enqueue(spec.id);

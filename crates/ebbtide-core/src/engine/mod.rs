@@ -123,6 +123,8 @@ pub struct Engine {
     stats: Stats,
     /// Latest `now` seen; only for invariant checks, never for decisions.
     clock: Timestamp,
+    /// Set by `StopDispatch`: no job is started and nothing launched.
+    stopping: bool,
 }
 
 /// Lifetime counters, for the simulator, metrics and invariant checks.
@@ -182,6 +184,7 @@ impl Engine {
             next_seq: 0,
             stats: Stats::default(),
             clock: now,
+            stopping: false,
         })
     }
 
@@ -224,6 +227,7 @@ impl Engine {
                 self.on_set_desired(pool, desired, now, &mut out)?
             }
             Event::Tick => self.on_tick(now, &mut out)?,
+            Event::StopDispatch => self.stopping = true,
             Event::WorkerAdopted(adoption) => self.on_adopted(adoption, now, &mut out)?,
         }
         Ok(out)
@@ -248,6 +252,9 @@ impl Engine {
         now: Timestamp,
         out: &mut Vec<Command>,
     ) -> Result<(), EngineError> {
+        if self.stopping {
+            return Ok(());
+        }
         match self.config.scaling_mode {
             ScalingMode::Planner => self.plan_and_scale(now, out),
             ScalingMode::External => self.reconcile_external(now, out),
@@ -262,6 +269,11 @@ impl Engine {
     /// Lifetime counters.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// Whether `StopDispatch` was applied.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Jobs waiting.
