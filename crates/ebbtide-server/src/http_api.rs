@@ -26,33 +26,22 @@ use crate::control::LoopMsg;
 use crate::now;
 
 #[derive(Clone)]
-struct AppState {
-    tx: mpsc::Sender<LoopMsg>,
-    store: Arc<dyn Store>,
-    auth: ApiKeys,
-    classes: Arc<std::sync::RwLock<Vec<ClassConfig>>>,
+pub(crate) struct AppState {
+    pub(crate) tx: mpsc::Sender<LoopMsg>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) auth: ApiKeys,
+    pub(crate) classes: Arc<std::sync::RwLock<Vec<ClassConfig>>>,
     /// Set when the scheduler stops: submissions are refused (503) before
     /// anything is stored.
-    stopping: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
-    tx: mpsc::Sender<LoopMsg>,
-    store: Arc<dyn Store>,
-    auth: ApiKeys,
-    classes: Arc<std::sync::RwLock<Vec<ClassConfig>>>,
+    state: AppState,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let state = AppState {
-        tx,
-        store,
-        auth,
-        classes,
-        stopping,
-    };
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -313,12 +313,14 @@ pub async fn start_with_providers(
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     tasks.push(tokio::spawn(http_api::serve(
         http,
-        tx.clone(),
-        store,
-        auth.clone(),
-        classes.clone(),
+        http_api::AppState {
+            tx: tx.clone(),
+            store,
+            auth: auth.clone(),
+            classes: classes.clone(),
+            stopping: stopping.clone(),
+        },
         metrics,
-        stopping.clone(),
         shutdown_rx,
     )));
     tracing::info!(%http_addr, %grpc_addr, cluster = %config.server.cluster, "ebbtide serving");
