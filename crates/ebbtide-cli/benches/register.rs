@@ -71,7 +71,7 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = ebbtide_config::parse(&config(dir.path())).expect("config");
+        let config = ebbtide_config::parse_with(&config(dir.path()), &["capture"]).expect("config");
         let capture = Arc::new(Capture::default());
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         providers.insert("capture".into(), capture.clone());

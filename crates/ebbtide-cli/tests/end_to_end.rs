@@ -336,6 +336,19 @@ async fn tenants_see_only_their_own_jobs_and_bad_requests_name_the_field() {
     let bad = submit(
         &server,
         KEYS[0].1,
+        json!({ "class": "high", "command": "echo a\u{0}b" }),
+    )
+    .await;
+    assert_eq!(bad.status(), 400, "a NUL byte is refused at the door");
+    let e = bad.json::<Value>().await.expect("json");
+    assert_eq!(e["error"]["field"], "command", "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap_or("").contains("NUL"),
+        "{e}"
+    );
+    let bad = submit(
+        &server,
+        KEYS[0].1,
         json!({ "class": "high", "command": "true", "colour": "red" }),
     )
     .await;

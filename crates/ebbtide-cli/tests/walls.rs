@@ -150,7 +150,8 @@ struct Cluster {
 
 async fn cluster(max_output: u64) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = ebbtide_config::parse(&config(dir.path(), max_output)).expect("config");
+    let config =
+        ebbtide_config::parse_with(&config(dir.path(), max_output), &["capture"]).expect("config");
     let capture = Arc::new(Capture::default());
     let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     providers.insert("capture".into(), capture.clone());

@@ -9,7 +9,11 @@ use ebbtide_core::{
 use crate::schema::{File, PoolKindName, PoolSection, TenantDefaults};
 use crate::{ClusterConfig, Issue};
 
-pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
+pub(crate) fn to_cluster(
+    file: File,
+    known_providers: &[&str],
+    issues: &mut Vec<Issue>,
+) -> ClusterConfig {
     let mut issue = |path: String, message: String| {
         issues.push(Issue {
             line: None,
@@ -130,7 +134,7 @@ pub(crate) fn to_cluster(file: File, issues: &mut Vec<Issue>) -> ClusterConfig {
         providers,
         cost_reports,
     };
-    crate::service::check(&cluster, &mut issue);
+    crate::service::check(&cluster, known_providers, &mut issue);
     cluster
 }
 

@@ -246,8 +246,15 @@ pub enum LoadError {
     },
 }
 
-/// Parses and validates configuration text.
+/// Parses and validates configuration text for this build's providers
+/// ([`KNOWN_PROVIDERS`]).
 pub fn parse(text: &str) -> Result<ClusterConfig, ConfigErrors> {
+    parse_with(text, KNOWN_PROVIDERS)
+}
+
+/// [`parse`] for a program that runs other providers (an embedding
+/// program, a test's scripted provider): a pool may name any of them.
+pub fn parse_with(text: &str, providers: &[&str]) -> Result<ClusterConfig, ConfigErrors> {
     let file: schema::File = toml::from_str(text).map_err(|e| ConfigErrors {
         issues: vec![Issue {
             line: e.span().map(|s| locate::line_at(text, s.start)),
@@ -259,7 +266,7 @@ pub fn parse(text: &str) -> Result<ClusterConfig, ConfigErrors> {
         }],
     })?;
     let mut issues = Vec::new();
-    let config = convert::to_cluster(file, &mut issues);
+    let config = convert::to_cluster(file, providers, &mut issues);
     if let Err(errors) = config.engine.validate() {
         issues.extend(errors.into_iter().map(|e| Issue {
             line: None,

@@ -42,7 +42,11 @@ pub fn heartbeat_interval(heartbeat_timeout: Duration) -> Duration {
     (heartbeat_timeout / 4).max(Duration::from_millis(250))
 }
 
-pub(crate) fn check(config: &ClusterConfig, issue: &mut impl FnMut(String, String)) {
+pub(crate) fn check(
+    config: &ClusterConfig,
+    providers: &[&str],
+    issue: &mut impl FnMut(String, String),
+) {
     let s = &config.server;
     let ms = Duration::from_millis;
     let secs = Duration::from_secs;
@@ -129,13 +133,13 @@ pub(crate) fn check(config: &ClusterConfig, issue: &mut impl FnMut(String, Strin
         }
     }
     for (i, p) in config.engine.pools.iter().enumerate() {
-        if !KNOWN_PROVIDERS.contains(&p.provider.as_str()) {
+        if !providers.contains(&p.provider.as_str()) {
             issue(
                 format!("pools[{i}].provider"),
                 format!(
                     "unknown provider {:?}; this build has {}",
                     p.provider,
-                    KNOWN_PROVIDERS.join(", ")
+                    providers.join(", ")
                 ),
             );
         }

@@ -149,4 +149,11 @@ pub enum LaunchFailure {
     Quota,
     /// Bad configuration or credentials: retrying will not help.
     Permanent,
+    /// The provider launched fewer instances than asked and gave no error
+    /// for the rest: a shortfall of that market, handled like capacity.
+    Incomplete,
+    /// Ebbtide could not record the workers' bootstrap credentials (its
+    /// own store failed), so nothing was asked of the provider: retried
+    /// with back-off, no market is blamed.
+    NotIssued,
 }

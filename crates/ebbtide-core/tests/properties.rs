@@ -45,7 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<usize>(), 0u8..4).prop_map(|(i, o)| Op::Finish(i, o)),
         1 => any::<usize>().prop_map(Op::Cancel),
         4 => (any::<usize>(), any::<bool>()).prop_map(|(i, z)| Op::Launched(i, z)),
-        1 => (any::<usize>(), 0u8..4).prop_map(|(i, r)| Op::LaunchFailed(i, r)),
+        1 => (any::<usize>(), 0u8..6).prop_map(|(i, r)| Op::LaunchFailed(i, r)),
         4 => any::<usize>().prop_map(Op::Register),
         3 => any::<usize>().prop_map(Op::Ack),
         3 => any::<usize>().prop_map(Op::Terminated),
@@ -250,6 +250,8 @@ fn event_for(op: &Op, engine: &Engine, obs: &mut Observer, now: Timestamp) -> Op
                 LaunchFailure::Throttled,
                 LaunchFailure::Quota,
                 LaunchFailure::Permanent,
+                LaunchFailure::Incomplete,
+                LaunchFailure::NotIssued,
             ][usize::from(r)];
             let _ = now;
             Event::LaunchFailed {

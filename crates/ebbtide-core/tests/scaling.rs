@@ -631,3 +631,67 @@ fn each_launch_batch_has_consecutive_worker_ids() {
         );
     }
 }
+
+fn spot_only(cfg: &mut ebbtide_core::EngineConfig) {
+    cfg.pools[0].market = MarketPolicy {
+        on_demand_base: 0,
+        spot_percent: 100,
+        spot_fallback_for: Duration::from_secs(600),
+    };
+}
+
+#[test]
+fn an_incomplete_spot_launch_falls_back_like_a_capacity_error() {
+    let mut cfg = testkit::config();
+    spot_only(&mut cfg);
+    let mut h = Harness::new(cfg);
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(SEC, SEC);
+    let w = h.engine.live_workers().next().expect("spot requested");
+    let cmds = h.send(Event::LaunchFailed {
+        workers: vec![w],
+        reason: LaunchFailure::Incomplete,
+    });
+    assert!(
+        cmds.iter().any(|c| matches!(
+            c,
+            Command::Launch {
+                market: Market::OnDemand,
+                ..
+            }
+        )),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn credentials_that_could_not_be_issued_back_off_without_blaming_spot() {
+    let mut cfg = testkit::config();
+    spot_only(&mut cfg);
+    let mut h = Harness::new(cfg);
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(SEC, SEC);
+    let w = h.engine.live_workers().next().expect("spot requested");
+    let cmds = h.send(Event::LaunchFailed {
+        workers: vec![w],
+        reason: LaunchFailure::NotIssued,
+    });
+    assert!(
+        !cmds.iter().any(|c| matches!(c, Command::Launch { .. })),
+        "backs off: {cmds:?}"
+    );
+    h.now = h.now + Duration::from_secs(3);
+    let retry = h.send(Event::Tick);
+    assert!(
+        retry.iter().any(|c| matches!(
+            c,
+            Command::Launch {
+                market: Market::Spot,
+                ..
+            }
+        )),
+        "spot again after the back-off: {retry:?}"
+    );
+}

@@ -72,9 +72,7 @@ async fn launch_and_list(h: &dyn Harness) -> Result<Vec<LaunchedInstance>, Strin
     if workers != [9_001, 9_002, 9_003] {
         return Err(format!("launch 3: got instances for workers {workers:?}"));
     }
-    let mut ids: Vec<&InstanceId> = launched.iter().map(|l| &l.instance).collect();
-    ids.dedup();
-    if ids.len() != 3 {
+    if !all_distinct(launched.iter().map(|l| &l.instance)) {
         return Err("launch 3: instance ids are not distinct".into());
     }
     settle("launched instances are listed as running", || async {
@@ -217,4 +215,27 @@ pub fn launches(workers: &[u64]) -> Vec<crate::WorkerLaunch> {
             bootstrap_token: crate::Secret::new(format!("token-{w}")),
         })
         .collect()
+}
+
+/// Whether no instance id repeats (wherever the repeats sit: `dedup` alone
+/// only removes neighbours).
+fn all_distinct<'a>(ids: impl Iterator<Item = &'a InstanceId>) -> bool {
+    let mut ids: Vec<&InstanceId> = ids.collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    ids.len() == n
+}
+
+#[cfg(test)]
+mod distinct_tests {
+    use super::*;
+
+    #[test]
+    fn a_repeat_that_is_not_a_neighbour_is_found() {
+        let ids = ["i-a", "i-b", "i-a"].map(|s| InstanceId(s.into()));
+        assert!(!all_distinct(ids.iter()));
+        let ids = ["i-a", "i-b", "i-c"].map(|s| InstanceId(s.into()));
+        assert!(all_distinct(ids.iter()));
+    }
 }

@@ -1548,6 +1548,8 @@ impl Control {
                     LaunchFailure::Throttled => "throttled",
                     LaunchFailure::Quota => "quota",
                     LaunchFailure::Permanent => "permanent",
+                    LaunchFailure::Incomplete => "incomplete",
+                    LaunchFailure::NotIssued => "not_issued",
                 };
                 crate::telemetry::launch_failed(
                     &cfg.provider,
@@ -1628,7 +1630,7 @@ impl Control {
                     let _ = tx
                         .send(LoopMsg::Event(Event::LaunchFailed {
                             workers,
-                            reason: LaunchFailure::Throttled,
+                            reason: LaunchFailure::NotIssued,
                         }))
                         .await;
                     return;
@@ -1652,7 +1654,7 @@ impl Control {
                         let _ = tx
                             .send(LoopMsg::Event(Event::LaunchFailed {
                                 workers: missing,
-                                reason: LaunchFailure::Throttled,
+                                reason: LaunchFailure::Incomplete,
                             }))
                             .await;
                     }

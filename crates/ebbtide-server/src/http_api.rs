@@ -208,6 +208,13 @@ fn validate(body: &SubmitBody, classes: &[ClassConfig]) -> Result<(), ApiError> 
             "must be a non-empty shell command of at most 65536 bytes",
         ));
     }
+    if let Some(at) = body.command.find('\0') {
+        // A shell command cannot carry a NUL: it would fail at run time.
+        return Err(ApiError::bad(
+            "command",
+            format!("must not contain a NUL byte (found at byte {at})"),
+        ));
+    }
     if let Some(t) = body.timeout_s
         && !(1..=86_400).contains(&t)
     {

@@ -100,7 +100,10 @@ impl Engine {
         }
         let pool = &mut self.pools[pool_id.0 as usize];
         match (reason, market) {
-            (LaunchFailure::Capacity | LaunchFailure::Quota, Market::Spot) => {
+            (
+                LaunchFailure::Capacity | LaunchFailure::Quota | LaunchFailure::Incomplete,
+                Market::Spot,
+            ) => {
                 pool.spot_blocked_until = now + pool.config.market.spot_fallback_for;
                 pool.last_spot_failure = Some(now);
             }
