@@ -3,7 +3,10 @@
 //! The control loop takes the engine's ledger lines every
 //! `cost_reports.ledger_flush` and hands them to [`LedgerWriter`], which
 //! makes them durable in the store off the loop (lines it cannot write are
-//! kept and retried; amounts add up, so order never matters). A separate
+//! kept and retried; amounts add up, so order never matters). The way to
+//! the writer is bounded: while the store is behind, the loop leaves the
+//! lines in the engine, whose ledger sums them per (day, worker, tenant) —
+//! its size is bounded by the fleet, not by how long the store stalls. A separate
 //! task publishes every finished day whose ledger changed, every
 //! `cost_reports.publish_interval` and once at start-up (days left due by
 //! an earlier run go first).
@@ -20,14 +23,14 @@ use tokio::sync::{mpsc, watch};
 /// Makes ledger lines durable without ever blocking the control loop.
 pub(crate) struct LedgerWriter {
     /// Lines, and the instant the fleet's cost is booked up to with them.
-    lines: mpsc::UnboundedSender<(Vec<CostLine>, u64)>,
+    lines: mpsc::Sender<(Vec<CostLine>, u64)>,
     aws_region: Option<String>,
 }
 
 impl LedgerWriter {
     /// Starts the writer task over `store`.
     pub(crate) fn start(store: Arc<dyn Store>, config: &ClusterConfig) -> LedgerWriter {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(LEDGER_BATCHES);
         tokio::spawn(write_loop(store, rx));
         LedgerWriter {
             lines: tx,
@@ -50,16 +53,29 @@ impl LedgerWriter {
     /// instant the whole fleet is booked up to (sent even with no lines:
     /// an idle fleet's mark still moves).
     pub(crate) fn flush(&self, engine: &mut Engine, now: Timestamp) {
-        let lines = self.take(engine, now);
-        if self.lines.send((lines, now.as_millis())).is_err() {
-            tracing::error!(
-                "the ledger writer stopped; cost lines since the last flush are not durable"
-            );
-        }
+        let permit = match self.lines.try_reserve() {
+            Ok(p) => p,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                tracing::warn!(
+                    "the cost ledger writer is behind; lines stay in the engine until it catches up"
+                );
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => {
+                tracing::error!(
+                    "the ledger writer stopped; cost lines since the last flush are not durable"
+                );
+                return;
+            }
+        };
+        permit.send((self.take(engine, now), now.as_millis()));
     }
 }
 
-async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::UnboundedReceiver<(Vec<CostLine>, u64)>) {
+/// Flushes waiting for the writer; beyond this the engine keeps the lines.
+const LEDGER_BATCHES: usize = 4;
+
+async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Vec<CostLine>, u64)>) {
     let mut pending: Vec<CostLine> = Vec::new();
     let mut mark: Option<u64> = None;
     loop {
