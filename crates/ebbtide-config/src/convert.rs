@@ -88,6 +88,7 @@ pub(crate) fn to_cluster(
         tenants,
         pools,
         heartbeat_timeout: file.engine.heartbeat_timeout,
+        assignment_timeout: file.engine.assignment_timeout,
         max_cost_per_hour: file
             .engine
             .max_cost_per_hour

@@ -149,6 +149,8 @@ fn default_retries() -> u32 {
 pub(crate) struct EngineSection {
     #[serde(with = "humantime_serde", default = "default_heartbeat")]
     pub heartbeat_timeout: Duration,
+    #[serde(with = "humantime_serde", default = "default_assignment_timeout")]
+    pub assignment_timeout: Duration,
     #[serde(with = "humantime_serde", default = "default_job_duration")]
     pub default_job_duration: Duration,
     /// Dollars per hour for the whole fleet.
@@ -159,6 +161,7 @@ impl Default for EngineSection {
     fn default() -> Self {
         EngineSection {
             heartbeat_timeout: default_heartbeat(),
+            assignment_timeout: default_assignment_timeout(),
             default_job_duration: default_job_duration(),
             max_cost_per_hour: None,
         }
@@ -167,6 +170,9 @@ impl Default for EngineSection {
 
 fn default_heartbeat() -> Duration {
     Duration::from_secs(30)
+}
+fn default_assignment_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_job_duration() -> Duration {
     Duration::from_secs(600)

@@ -88,6 +88,13 @@ pub(crate) fn check(
     );
     within(
         issue,
+        "engine.assignment_timeout",
+        config.engine.assignment_timeout,
+        secs(1),
+        secs(3600),
+    );
+    within(
+        issue,
         "engine.heartbeat_timeout",
         config.engine.heartbeat_timeout,
         secs(1),

@@ -145,3 +145,13 @@ fn a_config_without_pools_or_keys_is_valid_but_warned_about() {
     assert!(w.iter().any(|w| w.contains("nobody can submit")), "{w:?}");
     assert!(ebbtide_config::warnings(&ebbtide_config::parse(LOCAL).expect("valid")).is_empty());
 }
+
+#[test]
+fn a_zero_assignment_timeout_is_refused() {
+    let text = LOCAL.replace(
+        "heartbeat_timeout = \"15s\"",
+        "heartbeat_timeout = \"15s\"\nassignment_timeout = \"0s\"",
+    );
+    let (_, line) = refused(&text, "engine.assignment_timeout");
+    assert_eq!(line, Some(line_of(&text, "assignment_timeout")));
+}

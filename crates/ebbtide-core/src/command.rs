@@ -52,6 +52,16 @@ pub enum Command {
         /// Jobs it held, now requeued or lost for good.
         jobs: u32,
     },
+    /// A worker did not confirm it started an assigned job in time: it is
+    /// told to stop it (`StopJob` follows) and the job is requeued.
+    AssignmentExpired {
+        /// The job.
+        job: JobId,
+        /// The worker that never started it.
+        worker: WorkerId,
+        /// How long the assignment waited.
+        waited: std::time::Duration,
+    },
     /// Ask the provider to terminate an instance (idempotent).
     Terminate {
         /// The pool (its provider).

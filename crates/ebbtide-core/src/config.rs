@@ -20,6 +20,11 @@ pub struct EngineConfig {
     pub pools: Vec<PoolConfig>,
     /// A worker silent for longer than this is lost and its jobs requeued.
     pub heartbeat_timeout: Duration,
+    /// A job assigned to a worker that does not confirm it started within
+    /// this long is taken back: the worker is told to stop it and it is
+    /// requeued (an attempt that counts), so a lost or ignored assignment
+    /// never holds a job forever.
+    pub assignment_timeout: Duration,
     /// Fleet-wide cost ceiling; scale-ups stop at it (warm minimums excepted).
     pub max_cost_per_hour: Option<PricePerHour>,
     /// Prior for job run time until the engine has observed real ones.
@@ -299,6 +304,9 @@ impl EngineConfig {
         }
         for (i, p) in self.pools.iter().enumerate() {
             validate_pool(i, p, &mut err);
+        }
+        if self.assignment_timeout.is_zero() {
+            err("assignment_timeout".into(), "must be positive".into());
         }
         if self.heartbeat_timeout.is_zero() {
             err("heartbeat_timeout".into(), "must be positive".into());

@@ -83,6 +83,7 @@ pub fn config() -> EngineConfig {
         tenants: vec![tenant("acme")],
         pools: vec![dynamic_pool("cloud")],
         heartbeat_timeout: Duration::from_secs(30),
+        assignment_timeout: Duration::from_secs(60),
         max_cost_per_hour: None,
         default_job_duration: Duration::from_secs(600),
         scaling_mode: ScalingMode::Planner,
@@ -124,6 +125,9 @@ pub struct Harness {
     pub boot: Duration,
     /// Whether the fake fleet answers commands by itself.
     pub obedient: bool,
+    /// Whether an obedient fleet's agents confirm each assignment at once
+    /// (`JobStarted`), as real agents do.
+    pub confirms_starts: bool,
     booting: BTreeMap<WorkerId, Timestamp>,
     next_instance: u64,
 }
@@ -139,6 +143,7 @@ impl Harness {
             log: Vec::new(),
             boot: Duration::from_secs(30),
             obedient: true,
+            confirms_starts: true,
             booting: BTreeMap::new(),
             next_instance: 1,
         }
@@ -233,6 +238,16 @@ impl Harness {
                 }
                 Command::Drain { worker, .. } => {
                     self.send(Event::DrainAcknowledged { worker: *worker });
+                }
+                Command::Assign { job, worker, .. }
+                    if self.confirms_starts
+                        && self.engine.job_state(*job).and_then(|st| st.worker())
+                            == Some(*worker) =>
+                {
+                    self.send(Event::JobStarted {
+                        job: *job,
+                        worker: *worker,
+                    });
                 }
                 Command::Terminate { worker, .. } => {
                     self.send(Event::InstanceTerminated { worker: *worker });

@@ -133,3 +133,52 @@ fn a_stopping_engine_starts_no_job_and_launches_nothing_while_running_ones_finis
         "job 2 waits for the next scheduler"
     );
 }
+
+#[test]
+fn an_assignment_the_worker_never_confirms_is_taken_back_stopped_there_and_requeued() {
+    let mut h = harness();
+    h.confirms_starts = false;
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    let first = h
+        .engine
+        .job_state(JobId(1))
+        .and_then(|s| s.worker())
+        .expect("assigned");
+    // No JobStarted ever comes from that worker.
+    h.run_for(Duration::from_secs(61), Duration::from_secs(1));
+    assert!(h.log.iter().any(|c| matches!(
+        c,
+        Command::AssignmentExpired { job: JobId(1), worker, .. } if *worker == first
+    )));
+    assert!(
+        h.log.contains(&Command::StopJob {
+            job: JobId(1),
+            worker: first
+        }),
+        "the worker is told to stop it, in case it did start"
+    );
+    assert!(h.log.contains(&Command::Requeued {
+        job: JobId(1),
+        attempts: 1
+    }));
+    assert_eq!(
+        assigned_attempts(&h, JobId(1)),
+        vec![1, 2],
+        "the second assignment is a new attempt"
+    );
+}
+
+#[test]
+fn a_started_job_is_never_taken_back_however_long_it_runs() {
+    let mut h = harness();
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(Duration::from_secs(600), Duration::from_secs(5));
+    assert!(
+        !h.log
+            .iter()
+            .any(|c| matches!(c, Command::AssignmentExpired { .. })),
+        "a running job is not an unconfirmed assignment"
+    );
+    assert_eq!(assigned_attempts(&h, JobId(1)), vec![1]);
+}

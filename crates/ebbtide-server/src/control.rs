@@ -1417,6 +1417,18 @@ impl Control {
                     self.keep_undelivered(worker, Undelivered::Order(Down::Drain(Drain {})));
                 }
             }
+            Command::AssignmentExpired {
+                job,
+                worker,
+                waited,
+            } => {
+                tracing::warn!(
+                    job = job.0,
+                    worker = worker.0,
+                    waited_ms = waited.as_millis() as u64,
+                    "worker never confirmed it started the job; stopping it there and requeueing (engine.assignment_timeout)"
+                );
+            }
             Command::WorkerLost {
                 pool,
                 worker,

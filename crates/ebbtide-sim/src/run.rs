@@ -426,7 +426,7 @@ impl Run<'_> {
                 self.stats.instance_cost(&l);
             }
             Command::Scale(_) => self.stats.decisions += 1,
-            Command::WorkerLost { .. } => {}
+            Command::WorkerLost { .. } | Command::AssignmentExpired { .. } => {}
         }
     }
 

@@ -258,6 +258,45 @@ impl Engine {
         self.dispatch_all(now, out)
     }
 
+    /// Takes back assignments no worker confirmed within
+    /// `assignment_timeout`: the worker is told to stop the job (in case it
+    /// did start and the confirmation was lost) and it is requeued.
+    pub(super) fn expire_assignments(
+        &mut self,
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let limit = self.config.assignment_timeout;
+        let mut expired: Vec<(JobId, WorkerId, std::time::Duration)> = self
+            .jobs
+            .iter()
+            .filter_map(|(id, j)| match j.state {
+                JobState::Assigned { worker, at } if now.saturating_since(at) > limit => {
+                    Some((*id, worker, now.saturating_since(at)))
+                }
+                _ => None,
+            })
+            .collect();
+        expired.sort_by_key(|(id, _, _)| *id);
+        for (job, worker, waited) in expired {
+            out.push(Command::AssignmentExpired {
+                job,
+                worker,
+                waited,
+            });
+            out.push(Command::StopJob { job, worker });
+            let cancelled = self.jobs.get(&job).is_some_and(|j| j.cancel_requested);
+            self.detach(job, worker, now)?;
+            if cancelled {
+                self.complete(job, JobOutcome::Cancelled, out);
+            } else {
+                self.requeue_or_abandon(job, out);
+            }
+            self.after_slot_freed(worker, now, out)?;
+        }
+        Ok(())
+    }
+
     /// Takes a job off its worker, releasing the slot and the tenant quota.
     pub(super) fn detach(
         &mut self,

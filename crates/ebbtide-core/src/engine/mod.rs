@@ -241,6 +241,7 @@ impl Engine {
             p.forecast.roll(now);
         }
         self.expire_workers(now, out)?;
+        self.expire_assignments(now, out)?;
         self.dispatch_all(now, out)?;
         self.rescale(now, out)
     }
