@@ -186,6 +186,9 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
         Some(path) => runtime.block_on(ec2_agent_config(path, &args))?,
         None => local_agent_config(&args)?,
     };
+    // On EC2 the agent is the instance's reason to exist: orphaned, it
+    // powers the instance off, which the launch made a termination.
+    let power_off_when_orphaned = args.ec2_batch.is_some();
     runtime.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // SIGTERM: the instance is being terminated; the agent stops its
@@ -193,10 +196,26 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
         let stop = async move {
             term.recv().await;
         };
-        ebbtide_agent::run_until(config, stop)
-            .await
-            .map_err(Into::into)
+        let outcome = ebbtide_agent::run_until(config, stop).await;
+        if power_off_when_orphaned
+            && matches!(outcome, Err(ebbtide_agent::AgentError::Unreachable(_)))
+        {
+            power_off();
+        }
+        outcome.map_err(Into::into)
     })
+}
+
+/// Powers the instance off (an orphaned EC2 worker: its launch made
+/// shutdown a termination, so it stops billing).
+fn power_off() {
+    tracing::error!("no scheduler: powering this instance off so it stops billing");
+    let status = std::process::Command::new("/sbin/shutdown")
+        .args(["-h", "now"])
+        .status();
+    if !status.is_ok_and(|s| s.success()) {
+        tracing::error!("shutdown -h now failed; the instance keeps running without an agent");
+    }
 }
 
 /// An EC2 instance: its entry of the batch file, by launch index.

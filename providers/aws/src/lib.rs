@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::Client;
 use aws_sdk_ec2::types::{
     Filter, IamInstanceProfileSpecification, InstanceMarketOptionsRequest, InstanceStateName,
-    InstanceType, MarketType, ResourceType, SpotMarketOptions, Tag, TagSpecification,
+    InstanceType, MarketType, ResourceType, ShutdownBehavior, SpotMarketOptions, Tag,
+    TagSpecification,
 };
 use ebbtide_core::{InstanceId, Market, Micros, PricePerHour, WorkerId};
 use ebbtide_provider::{
@@ -239,6 +240,9 @@ impl AwsProvider {
             .subnet_id(&subnet.id)
             .set_security_group_ids(Some(pool.security_groups.clone()))
             .user_data(user_data)
+            // An agent that no scheduler answers powers the instance off;
+            // off must mean gone, or an abandoned instance bills its disks.
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
             .client_token(&launch)
             .tag_specifications(
                 TagSpecification::builder()

@@ -222,6 +222,20 @@ async fn instances_carry_tags_user_data_and_workers_from_their_launch_index() {
     assert_eq!(tags.get("ebbtide.pool").map(String::as_str), Some("ci"));
     assert_eq!(tags.get("team").map(String::as_str), Some("ci"));
     assert!(tags.contains_key("ebbtide.launch"));
+    // An orphaned agent powers its instance off: that must terminate it.
+    let behaviour = ec2
+        .describe_instance_attribute()
+        .instance_id(&launched[0].instance.0)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::InstanceInitiatedShutdownBehavior)
+        .send()
+        .await
+        .expect("attribute");
+    assert_eq!(
+        behaviour
+            .instance_initiated_shutdown_behavior()
+            .and_then(|v| v.value()),
+        Some("terminate")
+    );
     let ids: Vec<InstanceId> = launched.iter().map(|l| l.instance.clone()).collect();
     p.terminate(&ids).await.expect("terminate");
 }
