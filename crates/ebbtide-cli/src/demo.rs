@@ -61,6 +61,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map(|i| i.instance)
             .collect();
         local.terminate(&left).await?;
+        let _ = std::fs::remove_dir_all(ebbtide_server::local_work_root(&dir));
         let _ = std::fs::remove_dir_all(&dir);
         outcome
     })

@@ -196,7 +196,15 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
         let stop = async move {
             term.recv().await;
         };
+        let own_work_dir = args
+            .work_dir
+            .is_none()
+            .then(|| config.sandbox.work_root.clone());
         let outcome = ebbtide_agent::run_until(config, stop).await;
+        // A work directory the agent chose itself goes with it.
+        if let Some(dir) = own_work_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         if power_off_when_orphaned
             && matches!(outcome, Err(ebbtide_agent::AgentError::Unreachable(_)))
         {

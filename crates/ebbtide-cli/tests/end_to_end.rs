@@ -166,6 +166,7 @@ impl Drop for Server {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+        let _ = std::fs::remove_dir_all(ebbtide_server::local_work_root(&self.dir.join("data")));
     }
 }
 

@@ -269,6 +269,17 @@ impl Provider for LocalProvider {
                 continue;
             }
             stop(&record).await;
+            // Its jobs' directories go with it (the agent cleans each
+            // after its job; this catches an agent that died mid-job).
+            let work = self
+                .config
+                .work_root
+                .join(format!("worker-{}", record.worker));
+            if let Err(e) = std::fs::remove_dir_all(&work)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %work.display(), error = %e, "cannot remove a terminated worker's directory");
+            }
             let _ = std::fs::remove_file(&path);
         }
         Ok(())

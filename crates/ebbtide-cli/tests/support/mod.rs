@@ -78,6 +78,8 @@ impl Drop for Reaper {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // The jobs' directories live outside the data directory.
+        let _ = std::fs::remove_dir_all(ebbtide_server::local_work_root(&self.data_dir));
         let Ok(entries) = std::fs::read_dir(self.data_dir.join("local-instances")) else {
             return;
         };
