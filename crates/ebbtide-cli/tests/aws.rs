@@ -339,6 +339,9 @@ team = "e2e"
                 .args(["agent", "--ec2-batch"])
                 .arg(&batch)
                 .args(["--imds-endpoint", &meta])
+                // Inside the test's directory, so it goes with the test.
+                .arg("--work-dir")
+                .arg(dir.path().join(format!("{id}.work")))
                 .stdout(Stdio::null())
                 .stderr(
                     std::fs::File::create(dir.path().join(format!("{id}.agent.log"))).expect("log"),

@@ -217,26 +217,6 @@ fn local_config(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-struct Running(Child, std::path::PathBuf);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        // The agents the local provider started.
-        if let Ok(entries) = std::fs::read_dir(self.1.join("data/local-instances")) {
-            for e in entries.flatten() {
-                if let Some(pid) = std::fs::read_to_string(e.path())
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok()?.get("pid")?.as_i64())
-                {
-                    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-                }
-            }
-        }
-    }
-}
-
 async fn submit(http: &str, key: &str, class: &str) -> u64 {
     let r: Value = reqwest::Client::new()
         .post(format!("{http}/v1/jobs"))
@@ -273,7 +253,8 @@ async fn live_metrics_after_a_workload_are_lint_clean_parseable_and_true() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = local_config(dir.path());
     let (child, http) = support::serve(&config, &dir.path().join("serve.log"));
-    let _running = Running(child, dir.path().to_path_buf());
+    let mut reaper = support::Reaper::new(&dir.path().join("data"));
+    reaper.children.push(child);
     let mut ids = Vec::new();
     for _ in 0..5 {
         ids.push(submit(&http, KEY, "high").await);
@@ -403,7 +384,8 @@ async fn a_real_prometheus_scrapes_the_scheduler_and_answers_a_query() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = local_config(dir.path());
     let (child, http) = support::serve(&config, &dir.path().join("serve.log"));
-    let _running = Running(child, dir.path().to_path_buf());
+    let mut reaper = support::Reaper::new(&dir.path().join("data"));
+    reaper.children.push(child);
     submit(&http, KEY, "high").await;
     let target = http.trim_start_matches("http://").to_string();
     let free = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
