@@ -140,15 +140,22 @@ async fn sigterm_refuses_new_work_lets_the_running_job_finish_and_leaves_the_wor
     let agents = support::agent_pids(&data);
     sigterm(&child);
     let stopped_at = Instant::now();
-    // While it drains, the API answers but takes no new work.
-    let mut refused = false;
-    while !refused && stopped_at.elapsed() < Duration::from_millis(1500) {
-        if let Ok(r) = submit(&http, "echo too-late").await {
-            assert_eq!(r.status(), 503, "a stopping scheduler stores nothing new");
-            refused = true;
-        }
+    // The signal lands asynchronously: once the scheduler says it is
+    // stopping, and while it drains, the API answers but takes no work.
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("stopping: no new submissions")
+    {
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(10),
+            "never began to stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(refused, "the stopping scheduler answered");
+    let r = submit(&http, "echo too-late")
+        .await
+        .expect("the draining API answers");
+    assert_eq!(r.status(), 503, "a stopping scheduler stores nothing new");
     assert!(
         exit_status(&mut child, Duration::from_secs(30)).await,
         "clean exit"
