@@ -91,11 +91,32 @@ async fn wait_status(http: &str, id: u64, want: &str) {
     }
 }
 
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
-    })
+use support::alive;
+
+/// Submits a minute-long job that writes its pid into `shared`, waits until
+/// it runs, and returns that pid (the shell execs into the sleep).
+async fn long_job(http: &str, shared: &Path) -> i32 {
+    let pid_file = shared.join("job.pid");
+    let id = submitted(
+        http,
+        &format!("echo $$ > {}; exec sleep 60", pid_file.display()),
+    )
+    .await;
+    wait_status(http, id, "running").await;
+    let start = Instant::now();
+    loop {
+        if let Some(p) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            return p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "job never wrote its pid"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_gone(pid: i32, limit: Duration, what: &str) {
@@ -204,28 +225,8 @@ async fn sigterm_with_on_stop_terminate_ends_the_workers_and_their_jobs_after_th
     .expect("config");
     let _reaper = support::Reaper::new(&data);
     let (mut child, http) = support::serve(&path, &dir.path().join("serve.log"));
-    let pid_file = shared.join("job.pid");
-    let id = submitted(
-        &http,
-        &format!("echo $$ > {}; exec sleep 60", pid_file.display()),
-    )
-    .await;
-    wait_status(&http, id, "running").await;
+    let job_pid = long_job(&http, &shared).await;
     let agents = support::agent_pids(&data);
-    let start = Instant::now();
-    let job_pid = loop {
-        if let Some(p) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        {
-            break p;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "job never wrote its pid"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
     sigterm(&child);
     assert!(
         exit_status(&mut child, Duration::from_secs(30)).await,
@@ -252,19 +253,8 @@ async fn an_agent_that_reaches_no_scheduler_stops_its_job_and_exits() {
     let mut reaper = support::Reaper::new(&data);
     let (child, http) = support::serve(&path, &dir.path().join("serve.log"));
     reaper.children.push(child);
-    let pid_file = shared.join("job.pid");
-    let id = submitted(
-        &http,
-        &format!("echo $$ > {}; exec sleep 60", pid_file.display()),
-    )
-    .await;
-    wait_status(&http, id, "running").await;
+    let job_pid = long_job(&http, &shared).await;
     let agents = support::agent_pids(&data);
-    let job_pid: i32 = std::fs::read_to_string(&pid_file)
-        .expect("pid")
-        .trim()
-        .parse()
-        .expect("pid");
     // The scheduler dies and never comes back.
     for c in &mut reaper.children {
         let _ = c.kill();

@@ -369,11 +369,7 @@ fn spot_fills_above_the_on_demand_base() {
 #[test]
 fn a_spot_capacity_error_falls_back_to_on_demand_at_once() {
     let mut cfg = testkit::config();
-    cfg.pools[0].market = MarketPolicy {
-        on_demand_base: 0,
-        spot_percent: 100,
-        spot_fallback_for: Duration::from_secs(600),
-    };
+    spot_only(&mut cfg);
     let mut h = Harness::new(cfg);
     h.obedient = false;
     h.submit(testkit::job(1, 0, 1));

@@ -111,13 +111,16 @@ pub fn agent_pids(data_dir: &Path) -> Vec<i32> {
                 .as_i64()
         })
         .filter_map(|p| i32::try_from(p).ok())
-        .filter(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
-            })
-        })
+        .filter(|p| alive(*p))
         .collect()
+}
+
+/// Whether a process exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
+    })
 }
 
 /// `GET /v1/jobs/ID` as `key`, as JSON.
