@@ -54,7 +54,7 @@ pub(crate) enum AfterCommit {
 }
 
 struct Batch {
-    writes: Vec<JobWrite>,
+    writes: Arc<[JobWrite]>,
     then: Vec<AfterCommit>,
 }
 
@@ -137,7 +137,7 @@ impl Journal {
             return;
         }
         let batch = Batch {
-            writes: std::mem::take(&mut self.writes),
+            writes: std::mem::take(&mut self.writes).into(),
             then: std::mem::take(&mut self.then),
         };
         self.bytes = 0;
@@ -149,7 +149,7 @@ impl Journal {
                 // Cannot happen with one batch in flight; keep it rather
                 // than lose it.
                 tracing::error!("journal writer unavailable; writes kept for the next flush");
-                self.writes = batch.writes;
+                self.writes = batch.writes.to_vec();
                 self.then = batch.then;
             }
         }
@@ -164,10 +164,10 @@ impl Journal {
 /// Commits one batch, retrying (with a growing pause) for as long as the
 /// store refuses it: what follows a batch must never run before it is
 /// durable, and dropping it would lose a job's state.
-async fn commit(store: &dyn Store, writes: &[JobWrite]) {
+async fn commit(store: &dyn Store, writes: &Arc<[JobWrite]>) {
     let mut delay = Duration::from_millis(50);
     loop {
-        match store.apply(writes.to_vec()).await {
+        match store.apply(writes.clone()).await {
             Ok(missing) => {
                 if !missing.is_empty() {
                     tracing::error!(jobs = ?missing, "journal writes named jobs the store does not hold");

@@ -38,11 +38,11 @@ pub trait Store: Send + Sync {
     /// loop's stream, for tools and tests).
     async fn append_log(&self, id: JobId, chunk: Vec<u8>) -> Result<(), StoreError> {
         let missing = self
-            .apply(vec![JobWrite::Log {
+            .apply(std::sync::Arc::from([JobWrite::Log {
                 job: id,
                 attempt: 0,
                 chunk,
-            }])
+            }]))
             .await?;
         if missing.is_empty() {
             Ok(())
@@ -53,8 +53,9 @@ pub trait Store: Send + Sync {
     /// Applies the control loop's writes in order, in one transaction:
     /// when this returns `Ok` every one of them is on disk. Returns the
     /// jobs of writes that matched no stored job (a bug upstream, never a
-    /// reason to lose the rest of the batch).
-    async fn apply(&self, writes: Vec<JobWrite>) -> Result<Vec<JobId>, StoreError>;
+    /// reason to lose the rest of the batch). Shared, so the caller keeps
+    /// the batch to retry without copying its output.
+    async fn apply(&self, writes: std::sync::Arc<[JobWrite]>) -> Result<Vec<JobId>, StoreError>;
     /// Up to about `max_bytes` of a job's log from byte `offset` on (whole
     /// chunks: a page ends at the first chunk boundary past `max_bytes`).
     async fn log_page(&self, id: JobId, offset: u64, max_bytes: u64)

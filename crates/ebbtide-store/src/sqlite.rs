@@ -34,7 +34,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum WriteOp {
     Submit(NewJob, Reply<JobRecord>),
     Update(JobId, JobUpdate, Reply<()>),
-    Apply(Vec<JobWrite>, Reply<Vec<JobId>>),
+    Apply(std::sync::Arc<[JobWrite]>, Reply<Vec<JobId>>),
     IssueToken {
         hash: Vec<u8>,
         worker: WorkerId,
@@ -154,9 +154,11 @@ async fn apply(conn: &mut SqliteConnection, batch: Vec<WriteOp>) {
         let d = match op {
             WriteOp::Submit(job, reply) => Done::Job(reply, Box::new(submit(&mut tx, job).await)),
             WriteOp::Update(id, update, reply) => {
-                Done::Unit(reply, update_job(&mut tx, id, update).await)
+                Done::Unit(reply, update_job(&mut tx, id, &update).await)
             }
-            WriteOp::Apply(writes, reply) => Done::Jobs(reply, apply_writes(&mut tx, writes).await),
+            WriteOp::Apply(writes, reply) => {
+                Done::Jobs(reply, apply_writes(&mut tx, &writes).await)
+            }
             WriteOp::IssueToken {
                 hash,
                 worker,
@@ -255,10 +257,10 @@ async fn submit(tx: &mut SqliteConnection, job: NewJob) -> Result<JobRecord, Sto
 async fn update_job(
     tx: &mut SqliteConnection,
     id: JobId,
-    update: JobUpdate,
+    update: &JobUpdate,
 ) -> Result<(), StoreError> {
     let key = id.0 as i64;
-    let result = match update {
+    let result = match *update {
         JobUpdate::Assigned { worker, attempts } => {
             sqlx::query("UPDATE jobs SET state = 'assigned', worker = ?, attempts = ? WHERE id = ?")
                 .bind(worker.0 as i64)
@@ -275,11 +277,11 @@ async fn update_job(
                 .execute(&mut *tx)
                 .await?
         }
-        JobUpdate::Finished { status, exit_code, reason, cost_micros, at_ms } => {
+        JobUpdate::Finished { status, exit_code, ref reason, cost_micros, at_ms } => {
             sqlx::query("UPDATE jobs SET state = ?, exit_code = ?, reason = ?, cost_micros = ?, finished_at_ms = ? WHERE id = ?")
                 .bind(status.as_str())
                 .bind(exit_code)
-                .bind(reason)
+                .bind(reason.as_deref())
                 .bind(cost_micros)
                 .bind(at_ms as i64)
                 .bind(key)
@@ -298,17 +300,17 @@ async fn update_job(
 /// not fatal, so one stale id never costs the rest of the batch.
 async fn apply_writes(
     tx: &mut SqliteConnection,
-    writes: Vec<JobWrite>,
+    writes: &[JobWrite],
 ) -> Result<Vec<JobId>, StoreError> {
     let mut missing = Vec::new();
     for w in writes {
         let outcome = match w {
-            JobWrite::Update(id, update) => update_job(tx, id, update).await,
+            JobWrite::Update(id, update) => update_job(tx, *id, update).await,
             JobWrite::Log {
                 job,
                 attempt,
                 chunk,
-            } => append_log(tx, job, attempt, chunk).await,
+            } => append_log(tx, *job, *attempt, chunk).await,
         };
         match outcome {
             Ok(()) => {}
@@ -323,7 +325,7 @@ async fn append_log(
     tx: &mut SqliteConnection,
     id: JobId,
     attempt: u32,
-    chunk: Vec<u8>,
+    chunk: &[u8],
 ) -> Result<(), StoreError> {
     let result = sqlx::query(
         "INSERT INTO job_logs (job, seq, chunk, start, attempt)
@@ -452,7 +454,7 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn apply(&self, writes: Vec<JobWrite>) -> Result<Vec<JobId>, StoreError> {
+    async fn apply(&self, writes: std::sync::Arc<[JobWrite]>) -> Result<Vec<JobId>, StoreError> {
         if writes.is_empty() {
             return Ok(Vec::new());
         }
