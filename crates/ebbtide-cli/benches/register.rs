@@ -71,11 +71,11 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = ebbtide_config::parse_with(&config(dir.path()), &["capture"]).expect("config");
+        let config = ebbtide_config::parse(&config(dir.path()), &[&ebbtide_provider::capture::CaptureSchema]).expect("config");
         let capture = Arc::new(Capture::default());
         let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         providers.insert("capture".into(), capture.clone());
-        let server = ebbtide_server::start_with_providers(config, providers)
+        let server = ebbtide_server::start(config, ebbtide_server::Infrastructure::providers(providers))
             .await
             .expect("server");
         let start = Instant::now();

@@ -47,7 +47,7 @@ pub fn run(command: CostCommand) -> anyhow::Result<()> {
     if a.from > a.to {
         bail!("--from {} is after --to {}", a.from, a.to);
     }
-    let config = ebbtide_config::load(&a.config)?;
+    let config = crate::plugins::load(&a.config)?;
     if a.upload && config.cost_reports.s3.is_none() {
         bail!("--upload needs [cost_reports.s3] in {}", a.config.display());
     }
@@ -68,8 +68,11 @@ pub fn run(command: CostCommand) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("opening {}", db.display()))?,
         );
-        let publisher =
-            ebbtide_server::cost_report_publisher(&config, store, a.out.clone(), a.upload).await;
+        let sink = match a.upload {
+            true => crate::plugins::report_sink(&config).await,
+            false => None,
+        };
+        let publisher = ebbtide_server::cost_report_publisher(&config, store, a.out.clone(), sink);
         let totals = publisher.publish_range(a.from, a.to).await?;
         let dir = a
             .out

@@ -24,7 +24,7 @@ pub struct DemoArgs {
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("ebbtide-demo-{}", std::process::id()));
     let mut config =
-        ebbtide_config::parse(DEFAULT_CONFIG).context("embedded examples/local.toml")?;
+        crate::plugins::parse(DEFAULT_CONFIG).context("embedded examples/local.toml")?;
     config.server.data_dir = dir.clone();
     config.server.http_listen = "127.0.0.1:0".into();
     config.server.grpc_listen = "127.0.0.1:0".into();
@@ -34,7 +34,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let server = ebbtide_server::start(config).await?;
+        let infrastructure = crate::plugins::infrastructure(&config).await?;
+        let server = ebbtide_server::start(config, infrastructure).await?;
         let base = format!("http://{}", server.http_addr);
         println!(
             "ebbtide demo: scheduler on {base}, worker API on {}, data in {}",
@@ -50,7 +51,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 program: std::env::current_exe()?,
                 args: vec![],
                 state_dir: dir.join("local-instances"),
-                work_root: ebbtide_server::local_work_root(&dir),
+                work_root: ebbtide_provider_local::work_root_for(&dir),
                 job_user: None,
                 orphan_timeout: std::time::Duration::from_secs(600),
             })?;
@@ -61,7 +62,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             .map(|i| i.instance)
             .collect();
         local.terminate(&left).await?;
-        let _ = std::fs::remove_dir_all(ebbtide_server::local_work_root(&dir));
+        let _ = std::fs::remove_dir_all(ebbtide_provider_local::work_root_for(&dir));
         let _ = std::fs::remove_dir_all(&dir);
         outcome
     })

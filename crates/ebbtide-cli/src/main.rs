@@ -6,6 +6,7 @@
 mod client;
 mod cost;
 mod demo;
+mod plugins;
 mod service;
 mod simulate;
 
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
 }
 
 fn config_check(file: &std::path::Path) -> anyhow::Result<()> {
-    let config = ebbtide_config::load(file)?;
+    let config = plugins::load(file)?;
     let e = &config.engine;
     println!(
         "{}: ok ({} classes, {} tenants, {} pools)",

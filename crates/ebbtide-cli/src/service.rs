@@ -107,7 +107,7 @@ pub fn pid_file(config: &ebbtide_config::ClusterConfig) -> PathBuf {
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = ebbtide_config::load(&args.config)?;
+    let config = crate::plugins::load(&args.config)?;
     init_logging(
         Some(&config.server.log_level),
         Some(config.server.log_format.as_str()),
@@ -120,7 +120,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let handle = ebbtide_server::start(config).await?;
+        let infrastructure = crate::plugins::infrastructure(&config).await?;
+        let handle = ebbtide_server::start(config, infrastructure).await?;
         std::fs::write(&pid_path, std::process::id().to_string()).with_context(|| format!("writing {}", pid_path.display()))?;
         // Machine-readable line for scripts and tests.
         println!("ebbtide listening http={} grpc={}", handle.http_addr, handle.grpc_addr);
@@ -139,7 +140,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 _ = hup.recv() => {
                     // An invalid file or an incompatible change is refused;
                     // the running configuration stays.
-                    match ebbtide_config::load(&args.config) {
+                    match crate::plugins::load(&args.config) {
                         Ok(new) => match handle.reload(new).await {
                             Ok(()) => tracing::info!(file = %args.config.display(), "reloaded"),
                             Err(e) => tracing::error!(file = %args.config.display(), error = %e, "reload refused"),
@@ -159,7 +160,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `ebbtide config reload FILE`: validates the file, then asks the running
 /// server (found by its pid file) to reload it.
 pub fn reload(file: &std::path::Path) -> anyhow::Result<()> {
-    let config = ebbtide_config::load(file)?;
+    let config = crate::plugins::load(file)?;
     let path = pid_file(&config);
     let pid: i32 = std::fs::read_to_string(&path)
         .with_context(|| format!("no running server: cannot read {}", path.display()))?

@@ -79,7 +79,10 @@ struct Output<'a> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cluster = ebbtide_config::load(&args.config)?;
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let cluster = ebbtide_sim::world::parse(&text, &crate::plugins::PROVIDERS.names())
+        .map_err(|errors| anyhow::anyhow!("{}: {errors}", args.config.display()))?;
     let Some(pool) = cluster.engine.pools.first().cloned() else {
         bail!("{}: no pools to simulate", args.config.display())
     };

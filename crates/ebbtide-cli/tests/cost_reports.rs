@@ -109,7 +109,7 @@ fn yesterdays_line(day: Day) -> CostLine {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_publishes_finished_days_and_the_cli_publishes_today_matching_the_ledger() {
     let moto = emulator::start().await.expect("moto");
-    let s3 = emulator::s3_client(&moto.url).await;
+    let s3 = ebbtide_report_s3::testkit::s3_client(&moto.url).await;
     s3.create_bucket()
         .bucket(BUCKET)
         .send()

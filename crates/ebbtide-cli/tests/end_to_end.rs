@@ -166,7 +166,9 @@ impl Drop for Server {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let _ = std::fs::remove_dir_all(ebbtide_server::local_work_root(&self.dir.join("data")));
+        let _ = std::fs::remove_dir_all(ebbtide_provider_local::work_root_for(
+            &self.dir.join("data"),
+        ));
     }
 }
 

@@ -150,14 +150,18 @@ struct Cluster {
 
 async fn cluster(max_output: u64) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config =
-        ebbtide_config::parse_with(&config(dir.path(), max_output), &["capture"]).expect("config");
+    let config = ebbtide_config::parse(
+        &config(dir.path(), max_output),
+        &[&ebbtide_provider::capture::CaptureSchema],
+    )
+    .expect("config");
     let capture = Arc::new(Capture::default());
     let mut providers: HashMap<String, Arc<dyn Provider>> = HashMap::new();
     providers.insert("capture".into(), capture.clone());
-    let server = ebbtide_server::start_with_providers(config, providers)
-        .await
-        .expect("server");
+    let server =
+        ebbtide_server::start(config, ebbtide_server::Infrastructure::providers(providers))
+            .await
+            .expect("server");
     let start = Instant::now();
     while capture.waiting() < 2 {
         assert!(start.elapsed() < Duration::from_secs(20), "never launched");

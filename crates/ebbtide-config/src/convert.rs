@@ -11,7 +11,8 @@ use crate::{ClusterConfig, Issue};
 
 pub(crate) fn to_cluster(
     file: File,
-    known_providers: &[&str],
+    text: &str,
+    schemas: &[&dyn crate::ProviderSchema],
     issues: &mut Vec<Issue>,
 ) -> ClusterConfig {
     let mut issue = |path: String, message: String| {
@@ -120,13 +121,10 @@ pub(crate) fn to_cluster(
         stop_grace: srv.stop_grace,
         on_stop: srv.on_stop,
     };
-    let providers = providers(file.providers, &engine, &mut issue);
-    let cost_reports = crate::reports::to_config(
-        file.cost_reports,
-        &server.data_dir,
-        providers.aws.as_ref().map(|a| a.region.as_str()),
-        &mut issue,
-    );
+    let mut provider_issues = Vec::new();
+    let providers = crate::providers::read(text, &engine, schemas, &mut provider_issues);
+    let cost_reports =
+        crate::reports::to_config(file.cost_reports, &server.data_dir, &providers, &mut issue);
     let cluster = ClusterConfig {
         server,
         api_keys,
@@ -135,145 +133,15 @@ pub(crate) fn to_cluster(
         providers,
         cost_reports,
     };
-    crate::service::check(&cluster, known_providers, &mut issue);
+    let names: Vec<&str> = schemas.iter().map(|s| s.name()).collect();
+    crate::service::check(&cluster, &names, &mut issue);
+    // Last: these carry the lines serde found, which `issue` would drop.
+    issues.extend(provider_issues);
     cluster
 }
 
-fn api_limits(
-    api: &crate::schema::ApiSection,
-    path: &str,
-    issue: &mut impl FnMut(String, String),
-) -> crate::ApiLimits {
-    for (key, value) in [
-        ("calls_per_second", api.calls_per_second),
-        ("burst", api.burst),
-    ] {
-        if value == 0 {
-            issue(format!("{path}.{key}"), "must be at least 1".into());
-        }
-    }
-    crate::ApiLimits {
-        calls_per_second: api.calls_per_second.max(1),
-        burst: api.burst.max(1),
-        max_retries: api.max_retries,
-    }
-}
-
-fn providers(
-    section: crate::schema::ProvidersSection,
-    engine: &EngineConfig,
-    issue: &mut impl FnMut(String, String),
-) -> crate::ProvidersConfig {
-    let mut out = crate::ProvidersConfig::default();
-    if let Some(local) = section.local {
-        out.api.insert(
-            "local".into(),
-            api_limits(&local.api, "providers.local.api", issue),
-        );
-    }
-    if let Some(a) = section.aws {
-        out.api
-            .insert("aws".into(), api_limits(&a.api, "providers.aws.api", issue));
-        let mut prices = std::collections::BTreeMap::new();
-        for (t, d) in &a.on_demand_prices {
-            let path = format!("providers.aws.on_demand_prices.{t}");
-            prices.insert(t.clone(), PricePerHour(dollars(*d, &path, issue)));
-        }
-        let mut pools = std::collections::BTreeMap::new();
-        for (name, p) in a.pools {
-            let at = |k: &str| format!("providers.aws.pools.{name}.{k}");
-            if p.instance_types.is_empty() {
-                issue(
-                    at("instance_types"),
-                    "list at least one instance type".into(),
-                );
-            }
-            if p.subnets.is_empty() {
-                issue(
-                    at("subnets"),
-                    "list at least one subnet (one per zone)".into(),
-                );
-            }
-            for t in &p.instance_types {
-                if !prices.contains_key(t) {
-                    issue(
-                        at("instance_types"),
-                        format!("{t} has no price in [providers.aws.on_demand_prices]"),
-                    );
-                }
-            }
-            pools.insert(
-                name,
-                crate::AwsPoolSettings {
-                    ami: p.ami,
-                    instance_types: p.instance_types,
-                    subnets: p.subnets.into_iter().map(|s| (s.id, s.zone)).collect(),
-                    security_groups: p.security_groups,
-                    iam_instance_profile: p.iam_instance_profile,
-                    max_spot_price: p.max_spot_price,
-                    tags: p.tags,
-                    agent_install: p.agent_install,
-                },
-            );
-        }
-        for (i, p) in engine.pools.iter().enumerate() {
-            if p.provider == "aws" && !pools.contains_key(&p.name) {
-                issue(
-                    format!("pools[{i}].provider"),
-                    format!(
-                        "pool {:?} uses aws but has no [providers.aws.pools.{}] launch settings",
-                        p.name, p.name
-                    ),
-                );
-            }
-        }
-        out.aws = Some(crate::AwsSettings {
-            region: a.region,
-            endpoint: a.endpoint,
-            on_demand_prices: prices,
-            spot_price_ttl: a.spot_price_ttl,
-            identity_certificate: a.identity_certificate.map(Into::into),
-            pools,
-        });
-    }
-    if let Some(d) = section.docker {
-        out.api.insert(
-            "docker".into(),
-            api_limits(&d.api, "providers.docker.api", issue),
-        );
-        let mut prices = std::collections::BTreeMap::new();
-        for (shape, dollars_per_hour) in &d.prices {
-            let path = format!("providers.docker.prices.{shape}");
-            prices.insert(
-                shape.clone(),
-                PricePerHour(dollars(*dollars_per_hour, &path, issue)),
-            );
-        }
-        for (i, p) in engine.pools.iter().enumerate() {
-            if p.provider == "docker" && !prices.contains_key(&p.shape.name) {
-                issue(
-                    format!("pools[{i}].shape.name"),
-                    format!(
-                        "shape {:?} has no price in [providers.docker.prices] (Docker has no price list; give one per shape, 0.0 if free)",
-                        p.shape.name
-                    ),
-                );
-            }
-        }
-        out.docker = Some(crate::DockerSettings {
-            socket: d.socket,
-            network: d.network,
-            image: d.image,
-            tools: d.tools.map(|t| t.into_iter().map(Into::into).collect()),
-            prices,
-            stop_grace_secs: d.stop_grace_secs,
-        });
-    }
-    out
-}
-
 /// Dollars as written in the file to exact micro-dollars.
-fn dollars(d: f64, path: &str, issue: &mut impl FnMut(String, String)) -> Micros {
+pub(crate) fn dollars(d: f64, path: &str, issue: &mut impl FnMut(String, String)) -> Micros {
     if !d.is_finite() || !(0.0..=1e9).contains(&d) {
         issue(
             path.to_string(),

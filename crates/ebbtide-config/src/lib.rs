@@ -11,13 +11,18 @@
 
 mod convert;
 mod locate;
+mod providers;
 mod reports;
 mod schema;
 mod service;
 
+pub use providers::{
+    ApiLimits, ProviderConfig, ProviderSchema, ProviderSection, ProviderSettings, ProvidersConfig,
+    price_per_hour,
+};
 pub use reports::{CostReportsConfig, S3ReportSettings};
 pub use schema::{LogFormat, OnStop};
-pub use service::{KNOWN_PROVIDERS, heartbeat_interval, warnings};
+pub use service::{heartbeat_interval, warnings};
 
 use std::path::Path;
 
@@ -65,87 +70,6 @@ pub struct ServerConfig {
     pub on_stop: OnStop,
 }
 
-/// Settings of the providers the pools use.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ProvidersConfig {
-    /// `[providers.docker]`, if given.
-    pub docker: Option<DockerSettings>,
-    /// `[providers.aws]`, if given.
-    pub aws: Option<AwsSettings>,
-    /// API limits per provider name (defaults for any not listed).
-    pub api: std::collections::BTreeMap<String, ApiLimits>,
-}
-
-/// `[providers.aws]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AwsSettings {
-    /// Region.
-    pub region: String,
-    /// Endpoint override, for an emulator in tests only.
-    pub endpoint: Option<String>,
-    /// On-demand price per instance type.
-    pub on_demand_prices: std::collections::BTreeMap<String, ebbtide_core::PricePerHour>,
-    /// How long spot prices are reused.
-    pub spot_price_ttl: std::time::Duration,
-    /// AWS's public certificate for the region (PEM), to verify instance
-    /// identity documents at registration; `None` accepts a batch token
-    /// alone (decision 0010).
-    pub identity_certificate: Option<std::path::PathBuf>,
-    /// Launch settings per pool name.
-    pub pools: std::collections::BTreeMap<String, AwsPoolSettings>,
-}
-
-/// `[providers.aws.pools.NAME]`: how one pool launches.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AwsPoolSettings {
-    /// AMI id.
-    pub ami: String,
-    /// Instance types, in order of preference.
-    pub instance_types: Vec<String>,
-    /// (subnet id, zone), in order of preference.
-    pub subnets: Vec<(String, String)>,
-    /// Security group ids.
-    pub security_groups: Vec<String>,
-    /// IAM instance profile name.
-    pub iam_instance_profile: Option<String>,
-    /// Highest spot price, $/h as EC2 writes it.
-    pub max_spot_price: Option<String>,
-    /// Extra tags.
-    pub tags: std::collections::BTreeMap<String, String>,
-    /// User-data lines that install the agent at /usr/local/bin/ebbtide.
-    pub agent_install: String,
-}
-
-/// `[providers.docker]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DockerSettings {
-    /// Engine address (`unix:///var/run/docker.sock` when absent).
-    pub socket: Option<String>,
-    /// Network mode of worker containers (`host` by default).
-    pub network: String,
-    /// An existing image with the agent at `/ebbtide`; absent: one is
-    /// imported from local files.
-    pub image: Option<String>,
-    /// Programs to put in an imported image (absent: a shell and a few
-    /// coreutils).
-    pub tools: Option<Vec<std::path::PathBuf>>,
-    /// Price of an instance-hour per shape.
-    pub prices: std::collections::BTreeMap<String, ebbtide_core::PricePerHour>,
-    /// Seconds a stopping container gets before it is killed.
-    pub stop_grace_secs: u32,
-}
-
-/// A provider's API call budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ApiLimits {
-    /// Sustained calls per second (at least 1).
-    pub calls_per_second: u32,
-    /// Calls allowed at once above it (at least 1).
-    pub burst: u32,
-    /// Retries of throttled or transient failures.
-    pub max_retries: u32,
-}
-
 /// A tenant's API key. Its `Debug` is redacted.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -162,7 +86,7 @@ impl std::fmt::Debug for ApiKey {
 }
 
 /// A parsed and validated cluster configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// The service's settings.
     pub server: ServerConfig,
@@ -203,6 +127,17 @@ pub struct Issue {
     pub path: String,
     /// What is wrong and what is expected.
     pub message: String,
+}
+
+impl Issue {
+    /// A problem at a key path; `parse` finds its line.
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> Issue {
+        Issue {
+            line: None,
+            path: path.into(),
+            message: message.into(),
+        }
+    }
 }
 
 impl std::fmt::Display for Issue {
@@ -246,15 +181,10 @@ pub enum LoadError {
     },
 }
 
-/// Parses and validates configuration text for this build's providers
-/// ([`KNOWN_PROVIDERS`]).
-pub fn parse(text: &str) -> Result<ClusterConfig, ConfigErrors> {
-    parse_with(text, KNOWN_PROVIDERS)
-}
-
-/// [`parse`] for a program that runs other providers (an embedding
-/// program, a test's scripted provider): a pool may name any of them.
-pub fn parse_with(text: &str, providers: &[&str]) -> Result<ClusterConfig, ConfigErrors> {
+/// Parses and validates configuration text. `providers` are the providers
+/// this build has: each reads its own `[providers.NAME]` table, and a pool
+/// may name only one of them.
+pub fn parse(text: &str, providers: &[&dyn ProviderSchema]) -> Result<ClusterConfig, ConfigErrors> {
     let file: schema::File = toml::from_str(text).map_err(|e| ConfigErrors {
         issues: vec![Issue {
             line: e.span().map(|s| locate::line_at(text, s.start)),
@@ -266,7 +196,7 @@ pub fn parse_with(text: &str, providers: &[&str]) -> Result<ClusterConfig, Confi
         }],
     })?;
     let mut issues = Vec::new();
-    let config = convert::to_cluster(file, providers, &mut issues);
+    let config = convert::to_cluster(file, text, providers, &mut issues);
     if let Err(errors) = config.engine.validate() {
         issues.extend(errors.into_iter().map(|e| Issue {
             line: None,
@@ -282,14 +212,14 @@ pub fn parse_with(text: &str, providers: &[&str]) -> Result<ClusterConfig, Confi
     Err(ConfigErrors { issues })
 }
 
-/// Reads and validates a configuration file.
-pub fn load(path: &Path) -> Result<ClusterConfig, LoadError> {
+/// Reads and validates a configuration file (see [`parse`]).
+pub fn load(path: &Path, providers: &[&dyn ProviderSchema]) -> Result<ClusterConfig, LoadError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Io {
         path: shown.clone(),
         source,
     })?;
-    parse(&text).map_err(|errors| LoadError::Invalid {
+    parse(&text, providers).map_err(|errors| LoadError::Invalid {
         path: shown,
         errors,
     })

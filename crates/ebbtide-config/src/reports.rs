@@ -100,13 +100,21 @@ fn bucket_problem(name: &str) -> Option<&'static str> {
     None
 }
 
+/// The provider whose region an S3 bucket defaults to.
+const S3_HOME_PROVIDER: &str = "aws";
+
 /// Checks the section and resolves its defaults.
 pub(crate) fn to_config(
     section: CostReportsSection,
     data_dir: &std::path::Path,
-    aws_region: Option<&str>,
+    providers: &crate::ProvidersConfig,
     issue: &mut impl FnMut(String, String),
 ) -> CostReportsConfig {
+    // S3 is AWS's: a bucket with no region of its own is taken to live
+    // where the AWS provider launches.
+    let aws_region = providers
+        .get(S3_HOME_PROVIDER)
+        .and_then(|p| p.settings.region());
     if section.ledger_flush < Duration::from_secs(1) {
         issue(
             "cost_reports.ledger_flush".into(),

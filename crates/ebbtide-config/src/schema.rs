@@ -21,95 +21,16 @@ pub(crate) struct File {
     pub tenant_defaults: Option<TenantDefaults>,
     #[serde(default)]
     pub pools: Vec<PoolSection>,
+    /// Each table is read by the provider that claims it
+    /// ([`crate::providers`]); here only its shape (a table) is checked.
+    #[expect(
+        dead_code,
+        reason = "crate::providers reads the tables again with their spans"
+    )]
     #[serde(default)]
-    pub providers: ProvidersSection,
+    pub providers: std::collections::BTreeMap<String, toml::Table>,
     #[serde(default)]
     pub cost_reports: crate::reports::CostReportsSection,
-}
-
-/// Per-provider settings: `[providers.docker]`, `[providers.local]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ProvidersSection {
-    pub docker: Option<DockerSection>,
-    pub local: Option<LocalSection>,
-    pub aws: Option<AwsSection>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AwsSection {
-    pub region: String,
-    /// For an emulator in tests only.
-    pub endpoint: Option<String>,
-    /// On-demand $/h per instance type.
-    #[serde(default)]
-    pub on_demand_prices: std::collections::BTreeMap<String, f64>,
-    #[serde(with = "humantime_serde", default = "default_spot_ttl")]
-    pub spot_price_ttl: Duration,
-    /// PEM certificate (or public key) AWS signs identity documents with.
-    pub identity_certificate: Option<String>,
-    #[serde(default)]
-    pub pools: std::collections::BTreeMap<String, AwsPoolSection>,
-    #[serde(default)]
-    pub api: ApiSection,
-}
-
-fn default_spot_ttl() -> Duration {
-    Duration::from_secs(300)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AwsPoolSection {
-    pub ami: String,
-    pub instance_types: Vec<String>,
-    pub subnets: Vec<AwsSubnetSection>,
-    #[serde(default)]
-    pub security_groups: Vec<String>,
-    pub iam_instance_profile: Option<String>,
-    pub max_spot_price: Option<String>,
-    #[serde(default)]
-    pub tags: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    pub agent_install: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct AwsSubnetSection {
-    pub id: String,
-    pub zone: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct LocalSection {
-    #[serde(default)]
-    pub api: ApiSection,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DockerSection {
-    pub socket: Option<String>,
-    #[serde(default = "default_docker_network")]
-    pub network: String,
-    pub image: Option<String>,
-    pub tools: Option<Vec<String>>,
-    #[serde(default)]
-    pub prices: std::collections::BTreeMap<String, f64>,
-    #[serde(default = "default_stop_grace")]
-    pub stop_grace_secs: u32,
-    #[serde(default)]
-    pub api: ApiSection,
-}
-
-fn default_docker_network() -> String {
-    "host".into()
-}
-fn default_stop_grace() -> u32 {
-    5
 }
 
 /// Rate limit and retries of a provider's API calls.
@@ -122,6 +43,28 @@ pub(crate) struct ApiSection {
     pub burst: u32,
     #[serde(default = "default_retries")]
     pub max_retries: u32,
+}
+
+impl ApiSection {
+    /// The limits, each at least 1 (a zero is an issue at `path.KEY`).
+    pub fn limits(&self, path: &str, issues: &mut Vec<crate::Issue>) -> crate::ApiLimits {
+        for (key, value) in [
+            ("calls_per_second", self.calls_per_second),
+            ("burst", self.burst),
+        ] {
+            if value == 0 {
+                issues.push(crate::Issue::at(
+                    format!("{path}.{key}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        crate::ApiLimits {
+            calls_per_second: self.calls_per_second.max(1),
+            burst: self.burst.max(1),
+            max_retries: self.max_retries,
+        }
+    }
 }
 
 impl Default for ApiSection {

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use crate::ClusterConfig;
 
-/// Providers this build of Ebbtide has.
-pub const KNOWN_PROVIDERS: &[&str] = &["local", "docker", "aws"];
 /// Largest pool anyone runs; beyond it a value is a typo, not a plan.
 const MAX_POOL_SIZE: u32 = 100_000;
 

@@ -1,11 +1,13 @@
 //! Settings the service could not run with, each refused with its key and
 //! line by the same parse `serve` and `config check` use.
 
+mod support;
+
 const LOCAL: &str = include_str!("../../../examples/local.toml");
 
 /// Parses `text` and returns the one issue at `path` with its line.
 fn refused(text: &str, path: &str) -> (String, Option<usize>) {
-    let err = ebbtide_config::parse(text).expect_err("must be refused");
+    let err = support::parse(text).expect_err("must be refused");
     let issue = err
         .issues
         .iter()
@@ -23,7 +25,7 @@ fn line_of(text: &str, starts: &str) -> usize {
 
 #[test]
 fn the_local_example_passes_every_service_rule() {
-    ebbtide_config::parse(LOCAL).expect("valid");
+    support::parse(LOCAL).expect("valid");
 }
 
 #[test]
@@ -94,7 +96,10 @@ fn two_tenants_with_one_api_key_are_refused() {
 fn an_unknown_provider_is_refused() {
     let text = LOCAL.replacen("provider = \"local\"", "provider = \"openstack\"", 1);
     let (message, line) = refused(&text, "pools[0].provider");
-    assert!(message.contains("local, docker, aws"), "{message}");
+    assert!(
+        message.contains("local, docker, aws"),
+        "names what the build has: {message}"
+    );
     assert_eq!(line, Some(line_of(&text, "provider = \"openstack\"")));
 }
 
@@ -122,7 +127,7 @@ fn an_invalid_listen_address_is_refused() {
 #[test]
 fn an_absurd_pool_maximum_is_refused() {
     let text = LOCAL.replacen("max = ", "max = 4294967295\n#", 1);
-    let err = ebbtide_config::parse(&text).expect_err("refused");
+    let err = support::parse(&text).expect_err("refused");
     assert!(
         err.issues
             .iter()
@@ -139,11 +144,11 @@ fn an_output_cap_below_a_kilobyte_is_refused() {
 
 #[test]
 fn a_config_without_pools_or_keys_is_valid_but_warned_about() {
-    let c = ebbtide_config::parse("[server]\n").expect("valid");
+    let c = support::parse("[server]\n").expect("valid");
     let w = ebbtide_config::warnings(&c);
     assert!(w.iter().any(|w| w.contains("no [[pools]]")), "{w:?}");
     assert!(w.iter().any(|w| w.contains("nobody can submit")), "{w:?}");
-    assert!(ebbtide_config::warnings(&ebbtide_config::parse(LOCAL).expect("valid")).is_empty());
+    assert!(ebbtide_config::warnings(&support::parse(LOCAL).expect("valid")).is_empty());
 }
 
 #[test]

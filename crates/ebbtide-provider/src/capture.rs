@@ -64,3 +64,21 @@ impl Provider for Capture {
         Ok(Vec::new())
     }
 }
+
+/// The configuration side of [`Capture`]: pools name it as `capture`; it
+/// reads no table.
+pub struct CaptureSchema;
+
+impl ebbtide_config::ProviderSchema for CaptureSchema {
+    fn name(&self) -> &'static str {
+        "capture"
+    }
+
+    fn check(
+        &self,
+        _: &ebbtide_config::ProviderSection<'_>,
+        _: &mut Vec<ebbtide_config::Issue>,
+    ) -> Option<ebbtide_config::ProviderSettings> {
+        Some(ebbtide_config::ProviderSettings::new(()))
+    }
+}

@@ -16,7 +16,10 @@ use backon::{ExponentialBuilder, Retryable};
 use ebbtide_core::InstanceId;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
-use crate::{InstanceInfo, LaunchRequest, LaunchedInstance, Offering, Provider, ProviderError};
+use crate::{
+    InstanceInfo, LaunchRequest, LaunchedInstance, Offering, Provider, ProviderError,
+    RegistrationClaim, RegistrationRefused,
+};
 
 /// Limits and retry policy of one provider's API calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +153,15 @@ impl Provider for Governed {
 
     async fn offerings(&self) -> Result<Vec<Offering>, ProviderError> {
         self.call("offerings", || self.inner.offerings()).await
+    }
+
+    /// Not rate-limited: a provider's check is its own work (a signature),
+    /// and a registration must not queue behind launches.
+    async fn verify_registration(
+        &self,
+        claim: RegistrationClaim<'_>,
+    ) -> Result<(), RegistrationRefused> {
+        self.inner.verify_registration(claim).await
     }
 }
 

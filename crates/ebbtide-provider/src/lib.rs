@@ -14,12 +14,14 @@ pub mod capture;
 pub mod conformance;
 mod governed;
 pub mod labels;
+mod plugin;
 
 use std::fmt;
 
 use ebbtide_core::{InstanceId, LaunchFailure, Market, PricePerHour, WorkerId};
 
 pub use governed::{CallObserver, Governed, GovernorConfig};
+pub use plugin::{BuildContext, BuildError, Plugins, ProviderPlugin, build_providers, settings_of};
 
 /// A credential that must never be printed: its `Debug` and `Display` are
 /// redacted, so it cannot leak through a log line or an error message.
@@ -179,6 +181,42 @@ impl ProviderError {
     }
 }
 
+/// What a worker presents at registration besides its token: its
+/// infrastructure's word for which instance it runs on (an EC2 instance
+/// identity document and its signature; a GCE identity token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationEvidence {
+    /// The signed document, byte for byte (the signature covers these).
+    pub document: Vec<u8>,
+    /// Its signature (empty where the document carries its own).
+    pub signature: String,
+}
+
+/// A registration to vouch for: the worker, the instance the provider
+/// launched for it (`None` while the launch is not confirmed) and what it
+/// presented.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationClaim<'a> {
+    /// The worker whose token was presented.
+    pub worker: WorkerId,
+    /// The instance launched for that worker, once the launch answered.
+    pub launched: Option<&'a InstanceId>,
+    /// The evidence, if the agent sent any.
+    pub evidence: Option<&'a RegistrationEvidence>,
+}
+
+/// Why a provider would not vouch for a registration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationRefused {
+    /// The evidence is missing, forged or for another instance.
+    #[error("{0}")]
+    Refused(String),
+    /// It cannot be judged yet (the launch has not answered): the agent
+    /// should retry.
+    #[error("{0}")]
+    NotYet(String),
+}
+
 /// An infrastructure plugin.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
@@ -200,6 +238,19 @@ pub trait Provider: Send + Sync {
     /// list returns nothing and the pools' configured prices apply.
     async fn offerings(&self) -> Result<Vec<Offering>, ProviderError> {
         Ok(Vec::new())
+    }
+
+    /// Vouches for a worker's registration beyond its token. The default
+    /// takes the token alone, right for workers this host starts itself
+    /// (processes, containers) where nothing else could vouch; a cloud
+    /// provider checks that the instance presenting the token is the one
+    /// launched for it.
+    async fn verify_registration(
+        &self,
+        claim: RegistrationClaim<'_>,
+    ) -> Result<(), RegistrationRefused> {
+        let _ = claim;
+        Ok(())
     }
 }
 

@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, watch};
 pub(crate) struct LedgerWriter {
     /// Lines, and the instant the fleet's cost is booked up to with them.
     lines: mpsc::Sender<(Vec<CostLine>, u64)>,
-    aws_region: Option<String>,
+    /// Each provider's region, where it has one (the reports' RegionId).
+    regions: std::collections::HashMap<String, String>,
 }
 
 impl LedgerWriter {
@@ -34,18 +35,18 @@ impl LedgerWriter {
         tokio::spawn(write_loop(store, rx));
         LedgerWriter {
             lines: tx,
-            aws_region: config.providers.aws.as_ref().map(|a| a.region.clone()),
+            regions: config
+                .providers
+                .iter()
+                .filter_map(|(name, p)| Some((name.to_string(), p.settings.region()?.to_string())))
+                .collect(),
         }
     }
 
     /// Takes the engine's lines booked up to `now`, named for the store.
     pub(crate) fn take(&self, engine: &mut Engine, now: Timestamp) -> Vec<CostLine> {
         let lines = engine.take_ledger(now);
-        let region = |provider: &str| {
-            (provider == "aws")
-                .then(|| self.aws_region.clone())
-                .flatten()
-        };
+        let region = |provider: &str| self.regions.get(provider).cloned();
         name_lines(lines, engine.config(), &region)
     }
 
@@ -108,28 +109,15 @@ async fn write_loop(store: Arc<dyn Store>, mut rx: mpsc::Receiver<(Vec<CostLine>
 }
 
 /// Builds the publisher `[cost_reports]` describes: reports written to
-/// `spool` (default: the configured spool) and, when `upload` and
-/// `[cost_reports.s3]` is set, sent to S3.
-pub async fn publisher(
+/// `spool` (default: the configured spool) and, with a `sink` (the one
+/// `[cost_reports.s3]` names), uploaded.
+pub fn publisher(
     config: &ClusterConfig,
     store: Arc<dyn Store>,
     spool: Option<std::path::PathBuf>,
-    upload: bool,
+    sink: Option<Arc<dyn ReportSink>>,
 ) -> Publisher {
     let reports = &config.cost_reports;
-    let sink: Option<Arc<dyn ReportSink>> = match reports.s3.as_ref().filter(|_| upload) {
-        Some(s3) => Some(Arc::new(
-            ebbtide_provider_aws::S3Sink::new(&ebbtide_provider_aws::S3SinkConfig {
-                bucket: s3.bucket.clone(),
-                region: s3.region.clone(),
-                endpoint: s3.endpoint.clone(),
-                path_style: s3.path_style,
-                test_credentials: None,
-            })
-            .await,
-        )),
-        None => None,
-    };
     let prefix = reports.s3.as_ref().map_or("", |s| s.prefix.as_str());
     let spool = spool.unwrap_or_else(|| reports.spool_dir.clone());
     Publisher::new(store, Spool::new(spool), sink, prefix)

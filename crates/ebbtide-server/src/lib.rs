@@ -15,7 +15,6 @@ mod costs;
 
 pub use costs::publisher as cost_report_publisher;
 mod http_api;
-pub mod identity;
 mod journal;
 mod private;
 mod reconcile;
@@ -31,12 +30,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ebbtide_config::ClusterConfig;
 use ebbtide_core::Timestamp;
-use std::num::NonZeroU32;
-
-use ebbtide_provider::{Governed, GovernorConfig, Provider};
-use ebbtide_provider_aws::{AwsConfig, AwsProvider, PoolLaunch, SubnetConfig};
-use ebbtide_provider_docker::{DockerConfig, DockerProvider, ImageSource};
-use ebbtide_provider_local::{LocalConfig, LocalProvider};
+use ebbtide_cost_report::ReportSink;
+use ebbtide_provider::{CallObserver, Provider};
 use ebbtide_store::{SqliteStore, Store};
 use tokio::sync::{mpsc, watch};
 
@@ -67,22 +62,41 @@ pub enum ServerError {
     /// The engine refused the configuration.
     #[error("configuration: {0}")]
     Config(String),
-    /// A provider could not be set up (engine unreachable, image missing).
-    #[error("provider: {0}")]
-    Provider(String),
-    /// The AWS identity certificate could not be read or parsed.
-    #[error("providers.aws.identity_certificate: {0}")]
-    Identity(String),
-    /// A pool names a provider this build does not have.
-    #[error(
-        "pool {pool:?} uses provider {provider:?}, which is not available (known: local, docker, aws)"
-    )]
-    UnknownProvider {
+    /// A pool's provider was not handed to [`start`].
+    #[error("pool {pool:?} uses provider {provider:?}, which was not built")]
+    MissingProvider {
         /// The pool.
         pool: String,
         /// The provider it names.
         provider: String,
     },
+}
+
+/// What the scheduler drives, built by the program that embeds it (the
+/// `ebbtide` binary lists its provider plugins and report sinks; a test
+/// brings a scripted provider).
+pub struct Infrastructure {
+    /// The providers the pools name, by name.
+    pub providers: HashMap<String, Arc<dyn Provider>>,
+    /// Where daily cost reports are uploaded besides the local spool.
+    pub report_sink: Option<Arc<dyn ReportSink>>,
+}
+
+impl Infrastructure {
+    /// Just these providers, reports kept in the local spool.
+    pub fn providers(providers: HashMap<String, Arc<dyn Provider>>) -> Infrastructure {
+        Infrastructure {
+            providers,
+            report_sink: None,
+        }
+    }
+}
+
+/// Counts every provider API call into the scheduler's metrics
+/// (`ebbtide_provider_calls_total` and its latency): hand it to
+/// `ebbtide_provider::build_providers`.
+pub fn provider_call_metrics() -> Arc<dyn CallObserver> {
+    Arc::new(telemetry::ProviderCalls)
 }
 
 /// A running server.
@@ -201,20 +215,16 @@ pub(crate) fn now() -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
-/// Starts the store, the control loop and both APIs, with the providers
-/// this build has (see [`build_providers`]).
-pub async fn start(config: ClusterConfig) -> Result<ServerHandle, ServerError> {
-    let providers = build_providers(&config).await?;
-    start_with_providers(config, providers).await
-}
-
-/// Starts the server with providers the caller built: how tests and
-/// benchmarks plug in an instrumented provider, and how an embedding
-/// program adds its own.
-pub async fn start_with_providers(
+/// Starts the store, the control loop and both APIs over the providers
+/// and report sink the caller built.
+pub async fn start(
     config: ClusterConfig,
-    providers: HashMap<String, Arc<dyn Provider>>,
+    infrastructure: Infrastructure,
 ) -> Result<ServerHandle, ServerError> {
+    let Infrastructure {
+        providers,
+        report_sink,
+    } = infrastructure;
     let data = config.server.data_dir.clone();
     private::lock_down(&data).map_err(|source| ServerError::DataDir {
         path: data.display().to_string(),
@@ -222,7 +232,7 @@ pub async fn start_with_providers(
     })?;
     for pool in &config.engine.pools {
         if !providers.contains_key(&pool.provider) {
-            return Err(ServerError::UnknownProvider {
+            return Err(ServerError::MissingProvider {
                 pool: pool.name.clone(),
                 provider: pool.provider.clone(),
             });
@@ -238,7 +248,6 @@ pub async fn start_with_providers(
         }
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data.join("ebbtide.db")).await?);
-    let identity = identity_check(&config)?;
 
     let http = tokio::net::TcpListener::bind(&config.server.http_listen)
         .await
@@ -267,7 +276,7 @@ pub async fn start_with_providers(
 
     let (tx, rx) = mpsc::channel(8192);
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let control = control::Control::new(&config, store.clone(), providers, tx.clone())
+    let control = control::Control::new(&config, store.clone(), providers.clone(), tx.clone())
         .await
         .map_err(ServerError::Config)?;
     let sessions =
@@ -278,7 +287,7 @@ pub async fn start_with_providers(
             }
         })?;
     let mut tasks = vec![tokio::spawn(control.run(rx, shutdown_rx.clone()))];
-    let publisher = costs::publisher(&config, store.clone(), None, true).await;
+    let publisher = costs::publisher(&config, store.clone(), None, report_sink);
     tracing::info!(to = %publisher.location(), spool = %config.cost_reports.spool_dir.display(), "daily cost reports");
     tasks.push(tokio::spawn(costs::publish_loop(
         publisher,
@@ -292,7 +301,7 @@ pub async fn start_with_providers(
         store.clone(),
         sessions,
         config.engine.heartbeat_timeout,
-        identity,
+        providers,
         shutdown_rx.clone(),
     )));
     let auth = auth::ApiKeys::new(&config.api_keys);
@@ -338,178 +347,5 @@ pub async fn start_with_providers(
     })
 }
 
-/// The providers the pools of `config` name, built from its settings, each
-/// behind its API rate limit and retry policy (`[providers.NAME.api]`).
-pub async fn build_providers(
-    config: &ClusterConfig,
-) -> Result<HashMap<String, Arc<dyn Provider>>, ServerError> {
-    let mut out: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-    for pool in &config.engine.pools {
-        if out.contains_key(&pool.provider) {
-            continue;
-        }
-        let raw: Arc<dyn Provider> = match pool.provider.as_str() {
-            "local" => Arc::new(local_provider(config)?),
-            "docker" => Arc::new(docker_provider(config).await?),
-            "aws" => Arc::new(aws_provider(config).await?),
-            other => {
-                return Err(ServerError::UnknownProvider {
-                    pool: pool.name.clone(),
-                    provider: other.to_string(),
-                });
-            }
-        };
-        let limits = config.providers.api.get(&pool.provider).copied().unwrap_or(
-            ebbtide_config::ApiLimits {
-                calls_per_second: 5,
-                burst: 10,
-                max_retries: 5,
-            },
-        );
-        let governed = Governed::new(
-            raw,
-            GovernorConfig {
-                calls_per_second: NonZeroU32::new(limits.calls_per_second)
-                    .unwrap_or(NonZeroU32::MIN),
-                burst: NonZeroU32::new(limits.burst).unwrap_or(NonZeroU32::MIN),
-                max_retries: limits.max_retries as usize,
-                ..GovernorConfig::default()
-            },
-        )
-        .with_observer(Arc::new(telemetry::ProviderCalls));
-        out.insert(pool.provider.clone(), Arc::new(governed));
-    }
-    Ok(out)
-}
-
-fn agent_program(config: &ClusterConfig) -> Result<std::path::PathBuf, ServerError> {
-    match &config.server.agent_program {
-        Some(p) => Ok(p.clone()),
-        None => std::env::current_exe().map_err(|source| ServerError::DataDir {
-            path: "current executable".into(),
-            source,
-        }),
-    }
-}
-
-/// Where local workers' jobs get their directories: outside the data
-/// directory (which the job user must not enter), one per data directory
-/// so two schedulers on one machine never share it.
-pub fn local_work_root(data_dir: &std::path::Path) -> std::path::PathBuf {
-    use sha2::Digest;
-    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    let digest = sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes());
-    let tag: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    std::env::temp_dir().join(format!("ebbtide-work-{tag}"))
-}
-
-fn local_provider(config: &ClusterConfig) -> Result<LocalProvider, ServerError> {
-    LocalProvider::new(LocalConfig {
-        cluster: config.server.cluster.clone(),
-        program: agent_program(config)?,
-        args: vec!["agent".into()],
-        state_dir: config.server.data_dir.join("local-instances"),
-        work_root: local_work_root(&config.server.data_dir),
-        job_user: None,
-        orphan_timeout: config.server.agent_orphan_timeout,
-    })
-    .map_err(|source| ServerError::DataDir {
-        path: config.server.data_dir.display().to_string(),
-        source,
-    })
-}
-
-async fn aws_provider(config: &ClusterConfig) -> Result<AwsProvider, ServerError> {
-    let settings = config.providers.aws.clone().ok_or_else(|| {
-        ServerError::Config("a pool uses aws but [providers.aws] is missing".into())
-    })?;
-    let pools = settings
-        .pools
-        .into_iter()
-        .map(|(name, p)| {
-            (
-                name,
-                PoolLaunch {
-                    ami: p.ami,
-                    instance_types: p.instance_types,
-                    subnets: p
-                        .subnets
-                        .into_iter()
-                        .map(|(id, zone)| SubnetConfig { id, zone })
-                        .collect(),
-                    security_groups: p.security_groups,
-                    iam_instance_profile: p.iam_instance_profile,
-                    max_spot_price: p.max_spot_price,
-                    tags: p.tags.into_iter().collect(),
-                    agent_install: p.agent_install,
-                },
-            )
-        })
-        .collect();
-    Ok(AwsProvider::new(AwsConfig {
-        cluster: config.server.cluster.clone(),
-        region: settings.region,
-        endpoint: settings.endpoint,
-        pools,
-        on_demand_prices: settings.on_demand_prices.into_iter().collect(),
-        spot_price_ttl: settings.spot_price_ttl,
-        test_credentials: None,
-    })
-    .await)
-}
-
-async fn docker_provider(config: &ClusterConfig) -> Result<DockerProvider, ServerError> {
-    let settings = config.providers.docker.clone().ok_or_else(|| {
-        ServerError::Config("a pool uses docker but [providers.docker] is missing".into())
-    })?;
-    let image = match settings.image {
-        Some(name) => ImageSource::Named(name),
-        None => {
-            let agent = agent_program(config)?;
-            match settings.tools {
-                Some(tools) => ImageSource::Import { agent, tools },
-                None => ImageSource::import_default(agent),
-            }
-        }
-    };
-    DockerProvider::connect(DockerConfig {
-        cluster: config.server.cluster.clone(),
-        socket: settings.socket,
-        network: settings.network,
-        image,
-        prices: settings.prices.into_iter().collect(),
-        stop_grace_secs: i32::try_from(settings.stop_grace_secs).unwrap_or(i32::MAX),
-    })
-    .await
-    .map_err(|e| ServerError::Provider(e.to_string()))
-}
-
 /// How long a session token lasts (agents re-register after it expires).
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// The identity check of EC2 registrations, when `[providers.aws]` names
-/// AWS's certificate; without one, EC2 workers register with their batch
-/// token alone (decision 0010) and a warning says so.
-fn identity_check(
-    config: &ClusterConfig,
-) -> Result<Option<worker_api::IdentityCheck>, ServerError> {
-    let Some(aws) = &config.providers.aws else {
-        return Ok(None);
-    };
-    let Some(path) = &aws.identity_certificate else {
-        if config.engine.pools.iter().any(|p| p.provider == "aws") {
-            tracing::warn!(
-                "providers.aws.identity_certificate is not set: an EC2 worker registers with its batch token alone, which every instance of its launch batch can read"
-            );
-        }
-        return Ok(None);
-    };
-    let pem = std::fs::read_to_string(path)
-        .map_err(|e| ServerError::Identity(format!("{}: {e}", path.display())))?;
-    let verifier = identity::IdentityVerifier::from_pem(&pem, &path.display().to_string())
-        .map_err(|e| ServerError::Identity(e.to_string()))?;
-    Ok(Some(worker_api::IdentityCheck {
-        verifier,
-        region: aws.region.clone(),
-    }))
-}

@@ -16,9 +16,9 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::control::{LoopMsg, ReportedResult};
-use crate::identity::IdentityVerifier;
 use crate::session::SessionKey;
 use crate::{SESSION_TTL, now};
+use ebbtide_provider::{Provider, RegistrationClaim, RegistrationEvidence, RegistrationRefused};
 
 /// Orders queued for one worker's stream. A worker receives a handful of
 /// messages per job, so a small queue is plenty; with a thousand workers
@@ -30,28 +30,20 @@ struct Service {
     store: Arc<dyn Store>,
     sessions: SessionKey,
     heartbeat_ms: u32,
-    identity: Option<IdentityCheck>,
+    /// Each pool's provider, to vouch for its workers at registration.
+    providers: std::collections::HashMap<String, Arc<dyn Provider>>,
     /// Ends every open session at shutdown: an agent's stream never ends
     /// by itself, and the server's graceful stop waits for all streams.
     stopping: watch::Receiver<bool>,
 }
 
-/// What registration checks of an EC2 worker's identity: the verifier for
-/// AWS's signature and the region the scheduler launches in.
-#[derive(Clone)]
-pub(crate) struct IdentityCheck {
-    /// Verifies AWS's signature.
-    pub verifier: IdentityVerifier,
-    /// The `[providers.aws]` region.
-    pub region: String,
-}
-
 impl Service {
-    /// Refuses a worker of an AWS pool unless it presents an identity
-    /// document AWS signed for the very instance launched for it.
-    async fn check_identity(
+    /// Asks the provider of the worker's pool to vouch for it beyond the
+    /// token (an EC2 identity document, for instance), before the token is
+    /// redeemed: a neighbour holding this worker's token must not be able
+    /// to burn it either.
+    async fn vouch(
         &self,
-        check: &IdentityCheck,
         worker: WorkerId,
         identity: Option<&InstanceIdentity>,
     ) -> Result<(), Status> {
@@ -63,46 +55,30 @@ impl Service {
         let placement = answer
             .await
             .map_err(|_| Status::unavailable("scheduler stopping"))?;
-        let refuse = |reason: String| {
-            tracing::warn!(worker = worker.0, %reason, "registration refused");
-            Err(Status::unauthenticated(reason))
-        };
         let Some((provider, launched)) = placement else {
             // Not a worker the engine knows: the token check refuses it.
             return Ok(());
         };
-        if provider != "aws" {
+        let Some(provider) = self.providers.get(&provider) else {
             return Ok(());
-        }
-        let Some(identity) = identity else {
-            return refuse(format!(
-                "worker {} is an EC2 instance: its instance identity document and signature are required",
-                worker.0
-            ));
         };
-        let verified = match check
-            .verifier
-            .verify(&identity.document, &identity.signature)
-        {
-            Ok(v) => v,
-            Err(e) => return refuse(e.to_string()),
+        let evidence = identity.map(|i| RegistrationEvidence {
+            document: i.document.clone(),
+            signature: i.signature.clone(),
+        });
+        let launched = launched.map(ebbtide_core::InstanceId);
+        let claim = RegistrationClaim {
+            worker,
+            launched: launched.as_ref(),
+            evidence: evidence.as_ref(),
         };
-        if verified.region != check.region {
-            return refuse(format!(
-                "instance identity is from region {}, the scheduler launches in {}",
-                verified.region, check.region
-            ));
-        }
-        match launched {
-            Some(instance) if instance == verified.instance_id => Ok(()),
-            Some(instance) => refuse(format!(
-                "instance {} presented worker {}'s credentials, which were issued to instance {instance}",
-                verified.instance_id, worker.0
-            )),
-            None => Err(Status::unavailable(format!(
-                "worker {}'s launch is not confirmed yet; retry",
-                worker.0
-            ))),
+        match provider.verify_registration(claim).await {
+            Ok(()) => Ok(()),
+            Err(RegistrationRefused::Refused(reason)) => {
+                tracing::warn!(worker = worker.0, %reason, "registration refused");
+                Err(Status::unauthenticated(reason))
+            }
+            Err(RegistrationRefused::NotYet(reason)) => Err(Status::unavailable(reason)),
         }
     }
 }
@@ -113,7 +89,7 @@ pub(crate) async fn serve(
     store: Arc<dyn Store>,
     sessions: SessionKey,
     heartbeat_timeout: std::time::Duration,
-    identity: Option<IdentityCheck>,
+    providers: std::collections::HashMap<String, Arc<dyn Provider>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let service = Service {
@@ -124,7 +100,7 @@ pub(crate) async fn serve(
             ebbtide_config::heartbeat_interval(heartbeat_timeout).as_millis(),
         )
         .unwrap_or(u32::MAX),
-        identity,
+        providers,
         stopping: shutdown.clone(),
     };
     let result = tonic::transport::Server::builder()
@@ -151,12 +127,7 @@ impl WorkerApi for Service {
             ));
         }
         let worker = WorkerId(r.worker_id);
-        // Before the token is redeemed: a neighbour holding this worker's
-        // token must not be able to burn it either.
-        if let Some(check) = &self.identity {
-            self.check_identity(check, worker, r.identity.as_ref())
-                .await?;
-        }
+        self.vouch(worker, r.identity.as_ref()).await?;
         let check = self
             .store
             .redeem_token(

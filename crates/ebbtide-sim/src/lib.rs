@@ -19,6 +19,7 @@ pub mod report;
 pub mod run;
 pub mod sweep;
 pub mod trace;
+pub mod world;
 
 pub use oracle::{OracleReport, lower_bound};
 pub use params::SimParams;

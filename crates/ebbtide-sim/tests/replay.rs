@@ -38,7 +38,7 @@ down_stabilization = "0s"
 const T0: u64 = 1_600_000_000_000;
 
 fn cluster() -> ClusterConfig {
-    ebbtide_config::parse_with(CONFIG, &["sim"]).expect("test config")
+    ebbtide_sim::world::parse(CONFIG, &["sim"]).expect("test config")
 }
 
 fn job(at_s: u64, dur_s: u64, class: &str) -> TraceJob {

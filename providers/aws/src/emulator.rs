@@ -63,16 +63,6 @@ pub async fn ec2_client(endpoint: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&shared)
 }
 
-/// An S3 client for `endpoint` with static test credentials, path-style
-/// (moto serves every bucket on one host).
-pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let shared = crate::sdk_config("us-east-1", Some(endpoint), Some(&test_credentials())).await;
-    let config = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(true)
-        .build();
-    aws_sdk_s3::Client::from_conf(config)
-}
-
 /// The decoded user-data script of `instance`, as an instance would read
 /// it from IMDS (tests check what the scheduler put there).
 pub async fn user_data(ec2: &aws_sdk_ec2::Client, instance: &str) -> Result<String, String> {

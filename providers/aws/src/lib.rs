@@ -14,15 +14,18 @@
 //! instance's worker is `first + AmiLaunchIndex`, and `list` rebuilds it
 //! from tags alone, paging through `DescribeInstances` with a tag filter.
 //!
-//! Cost reports go to S3 through [`S3Sink`].
+//! A worker's registration is vouched for by its instance identity
+//! document ([`identity`]) when the operator gives AWS's certificate.
 //!
 //! Credentials come from the standard chain (environment, profile,
 //! instance role); an endpoint override exists for tests against an
 //! emulator only.
 
+#[cfg(feature = "testkit")]
 pub mod emulator;
 mod errors;
-mod s3_reports;
+pub mod identity;
+mod plugin;
 mod userdata;
 
 use std::collections::HashMap;
@@ -37,12 +40,13 @@ use aws_sdk_ec2::types::{
 };
 use ebbtide_core::{InstanceId, Market, Micros, PricePerHour, WorkerId};
 use ebbtide_provider::{
-    InstanceInfo, LaunchRequest, LaunchedInstance, Offering, Provider, ProviderError, labels,
+    InstanceInfo, LaunchRequest, LaunchedInstance, Offering, Provider, ProviderError,
+    RegistrationClaim, RegistrationRefused, labels,
 };
 use tokio::sync::Mutex;
 
 pub use errors::classify_code;
-pub use s3_reports::{S3Sink, S3SinkConfig};
+pub use plugin::{AwsPlugin, AwsSettings};
 pub use userdata::{BatchFile, render_user_data};
 
 /// Tag holding the id of the launch batch.
@@ -99,6 +103,7 @@ pub struct AwsConfig {
     pub spot_price_ttl: Duration,
     /// Static credentials, for an emulator in tests only; `None` uses the
     /// standard chain (environment, profile, instance role).
+    #[cfg(feature = "testkit")]
     pub test_credentials: Option<(String, String)>,
 }
 
@@ -110,6 +115,10 @@ pub struct AwsConfig {
 pub async fn sdk_config(
     region: &str,
     endpoint: Option<&str>,
+    #[cfg_attr(
+        not(feature = "testkit"),
+        expect(unused_variables, reason = "static credentials are for tests")
+    )]
     test_credentials: Option<&(String, String)>,
 ) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -118,6 +127,7 @@ pub async fn sdk_config(
     if let Some(endpoint) = endpoint {
         loader = loader.endpoint_url(endpoint);
     }
+    #[cfg(feature = "testkit")]
     if let Some((key, secret)) = test_credentials {
         loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
             key,
@@ -134,6 +144,7 @@ pub async fn sdk_config(
 pub struct AwsProvider {
     client: Client,
     config: AwsConfig,
+    identity: Option<identity::IdentityVerifier>,
     spot_prices: Mutex<Option<(Instant, Vec<Offering>)>>,
     calls: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -143,18 +154,26 @@ impl AwsProvider {
     pub async fn new(config: AwsConfig) -> AwsProvider {
         // Retries are the Governed wrapper's (one policy, counted in the
         // metrics), so the SDK's own are off.
-        let shared = sdk_config(
-            &config.region,
-            config.endpoint.as_deref(),
-            config.test_credentials.as_ref(),
-        )
-        .await;
+        #[cfg(feature = "testkit")]
+        let credentials = config.test_credentials.as_ref();
+        #[cfg(not(feature = "testkit"))]
+        let credentials = None;
+        let shared = sdk_config(&config.region, config.endpoint.as_deref(), credentials).await;
         AwsProvider {
             client: Client::new(&shared),
             config,
+            identity: None,
             spot_prices: Mutex::new(None),
             calls: Arc::default(),
         }
+    }
+
+    /// Requires every registering worker to present an identity document
+    /// AWS signed for the instance launched for it (`None`: the batch
+    /// token alone, decision 0010).
+    pub fn with_identity_check(mut self, verifier: Option<identity::IdentityVerifier>) -> Self {
+        self.identity = verifier;
+        self
     }
 
     /// EC2 API calls made so far (for the benchmark's calls-per-scale-up).
@@ -569,5 +588,43 @@ impl Provider for AwsProvider {
         }
         out.extend(self.spot_offerings().await?);
         Ok(out)
+    }
+
+    /// With AWS's certificate configured, a worker must present the
+    /// identity document AWS signed for the very instance launched for it
+    /// (checked before its token is redeemed, so a neighbour in its launch
+    /// batch can neither register as it nor burn its token).
+    async fn verify_registration(
+        &self,
+        claim: RegistrationClaim<'_>,
+    ) -> Result<(), RegistrationRefused> {
+        let Some(verifier) = &self.identity else {
+            return Ok(());
+        };
+        let worker = claim.worker.0;
+        let Some(evidence) = claim.evidence else {
+            return Err(RegistrationRefused::Refused(format!(
+                "worker {worker} is an EC2 instance: its instance identity document and signature are required"
+            )));
+        };
+        let verified = verifier
+            .verify(&evidence.document, &evidence.signature)
+            .map_err(|e| RegistrationRefused::Refused(e.to_string()))?;
+        if verified.region != self.config.region {
+            return Err(RegistrationRefused::Refused(format!(
+                "instance identity is from region {}, the scheduler launches in {}",
+                verified.region, self.config.region
+            )));
+        }
+        match claim.launched {
+            Some(instance) if instance.0 == verified.instance_id => Ok(()),
+            Some(instance) => Err(RegistrationRefused::Refused(format!(
+                "instance {} presented worker {worker}'s credentials, which were issued to instance {}",
+                verified.instance_id, instance.0
+            ))),
+            None => Err(RegistrationRefused::NotYet(format!(
+                "worker {worker}'s launch is not confirmed yet; retry"
+            ))),
+        }
     }
 }

@@ -15,6 +15,7 @@
 
 mod errors;
 mod image;
+mod plugin;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use ebbtide_provider::{
 
 pub use errors::classify;
 pub use image::ImageSource;
+pub use plugin::{DockerPlugin, DockerSettings};
 
 /// Settings of the Docker provider.
 #[derive(Debug, Clone)]

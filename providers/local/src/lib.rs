@@ -27,7 +27,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+mod plugin;
 mod session;
+
+pub use plugin::{LocalPlugin, LocalSection, work_root_for};
 
 /// How long a terminated agent gets to exit before it is killed.
 const GRACE: Duration = Duration::from_secs(5);

@@ -79,7 +79,7 @@ impl Drop for Reaper {
             let _ = c.wait();
         }
         // The jobs' directories live outside the data directory.
-        let _ = std::fs::remove_dir_all(ebbtide_server::local_work_root(&self.data_dir));
+        let _ = std::fs::remove_dir_all(ebbtide_provider_local::work_root_for(&self.data_dir));
         let Ok(entries) = std::fs::read_dir(self.data_dir.join("local-instances")) else {
             return;
         };

@@ -1,10 +1,18 @@
-//! Cost reports to S3: the sink the report publisher uploads through.
+//! # ebbtide-report-s3
+//!
+//! Cost reports to S3: the sink the report publisher uploads through. A
+//! crate of its own so that neither the EC2 provider compiles the report
+//! writer (SQLite, Parquet) nor the report writer an EC2 client.
 //!
 //! One `PutObject` per report file, to a key the publisher derives from the
-//! day, so re-sending a day overwrites it. The SDK's retries are off (see
-//! [`crate::sdk_config`]); the publisher retries what this sink marks
-//! retryable — throttling, server errors and network failures — and leaves
-//! a day due (kept in the local spool) when S3 stays unreachable.
+//! day, so re-sending a day overwrites it. The SDK's retries are off: the
+//! publisher retries what this sink marks retryable — throttling, server
+//! errors and network failures — and leaves a day due (kept in the local
+//! spool) when S3 stays unreachable. Credentials come from the standard
+//! chain (environment, profile, instance role).
+
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
@@ -24,7 +32,22 @@ pub struct S3SinkConfig {
     /// stores and emulators need.
     pub path_style: bool,
     /// Static credentials, for an emulator in tests only.
+    #[cfg(feature = "testkit")]
     pub test_credentials: Option<(String, String)>,
+}
+
+impl S3SinkConfig {
+    /// The sink `[cost_reports.s3]` describes.
+    pub fn from_settings(s3: &ebbtide_config::S3ReportSettings) -> S3SinkConfig {
+        S3SinkConfig {
+            bucket: s3.bucket.clone(),
+            region: s3.region.clone(),
+            endpoint: s3.endpoint.clone(),
+            path_style: s3.path_style,
+            #[cfg(feature = "testkit")]
+            test_credentials: None,
+        }
+    }
 }
 
 /// Uploads reports to one bucket.
@@ -36,12 +59,23 @@ pub struct S3Sink {
 impl S3Sink {
     /// A sink using the standard credential chain.
     pub async fn new(config: &S3SinkConfig) -> S3Sink {
-        let shared = crate::sdk_config(
-            &config.region,
-            config.endpoint.as_deref(),
-            config.test_credentials.as_ref(),
-        )
-        .await;
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(config.region.clone()))
+            .retry_config(aws_config::retry::RetryConfig::disabled());
+        if let Some(endpoint) = &config.endpoint {
+            loader = loader.endpoint_url(endpoint);
+        }
+        #[cfg(feature = "testkit")]
+        if let Some((key, secret)) = &config.test_credentials {
+            loader = loader.credentials_provider(aws_sdk_s3::config::Credentials::new(
+                key,
+                secret,
+                None,
+                None,
+                "ebbtide-test",
+            ));
+        }
+        let shared = loader.load().await;
         let s3 = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.path_style)
             .build();

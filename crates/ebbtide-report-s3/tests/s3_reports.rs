@@ -13,7 +13,7 @@ use ebbtide_cost_report::{
     Day, Publisher, ReportFormat, Spool, name_lines, read_csv, read_parquet,
 };
 use ebbtide_provider_aws::emulator;
-use ebbtide_provider_aws::{S3Sink, S3SinkConfig};
+use ebbtide_report_s3::{S3Sink, S3SinkConfig};
 use ebbtide_store::{SqliteStore, Store};
 
 const BUCKET: &str = "ebbtide-costs";
@@ -64,7 +64,7 @@ fn simulate_a_day() -> (Harness, Vec<ebbtide_core::LedgerLine>) {
 }
 
 async fn create_bucket(endpoint: &str) -> aws_sdk_s3::Client {
-    let s3 = emulator::s3_client(endpoint).await;
+    let s3 = ebbtide_report_s3::testkit::s3_client(endpoint).await;
     s3.create_bucket()
         .bucket(BUCKET)
         .send()

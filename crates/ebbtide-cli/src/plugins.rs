@@ -1,0 +1,121 @@
+//! The composition root: the providers and report sinks this build has.
+//! Adding a provider is one crate and one line in [`PROVIDERS`]; nothing
+//! else in Ebbtide names one.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ebbtide_config::{ClusterConfig, LoadError};
+use ebbtide_cost_report::ReportSink;
+use ebbtide_provider::Plugins;
+use ebbtide_server::Infrastructure;
+
+/// Every provider this binary can drive.
+pub const PROVIDERS: Plugins = Plugins(&[
+    &ebbtide_provider_local::LocalPlugin,
+    &ebbtide_provider_docker::DockerPlugin,
+    &ebbtide_provider_aws::AwsPlugin,
+]);
+
+/// Reads and validates a configuration file with this build's providers.
+pub fn load(path: &Path) -> Result<ClusterConfig, LoadError> {
+    ebbtide_config::load(path, &PROVIDERS.schemas())
+}
+
+/// Parses configuration text with this build's providers.
+pub fn parse(text: &str) -> Result<ClusterConfig, ebbtide_config::ConfigErrors> {
+    ebbtide_config::parse(text, &PROVIDERS.schemas())
+}
+
+/// The providers the pools use and the S3 sink `[cost_reports.s3]` names.
+pub async fn infrastructure(config: &ClusterConfig) -> anyhow::Result<Infrastructure> {
+    let providers = ebbtide_provider::build_providers(
+        config,
+        PROVIDERS,
+        Some(ebbtide_server::provider_call_metrics()),
+    )
+    .await
+    .context("setting up providers")?;
+    Ok(Infrastructure {
+        providers,
+        report_sink: report_sink(config).await,
+    })
+}
+
+/// The S3 sink `[cost_reports.s3]` describes, if it is set.
+pub async fn report_sink(config: &ClusterConfig) -> Option<Arc<dyn ReportSink>> {
+    let s3 = config.cost_reports.s3.as_ref()?;
+    let sink =
+        ebbtide_report_s3::S3Sink::new(&ebbtide_report_s3::S3SinkConfig::from_settings(s3)).await;
+    Some(Arc::new(sink))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An RSA certificate in PEM, standing in for AWS's (the examples name
+    /// a file only a deployment has).
+    fn certificate(dir: &Path) -> std::path::PathBuf {
+        let cert = dir.join("aws.pem");
+        let status = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=test", "-days", "1",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(&cert)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("openssl (Debian's openssl package; scripts/test installs it)");
+        assert!(status.success(), "openssl req failed");
+        cert
+    }
+
+    #[test]
+    fn every_example_configuration_is_valid_with_this_builds_providers() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cert = certificate(dir.path());
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(&root).expect("examples/") {
+            let path = entry.expect("entry").path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            // Keys read from the environment are stood in for by a literal
+            // one, the deployment's certificate by a test one.
+            let text: String = std::fs::read_to_string(&path)
+                .expect("read")
+                .lines()
+                .map(|l| {
+                    if l.starts_with("api_key_env") {
+                        "api_key = \"example-key-0123456789abcdef\"".to_string()
+                    } else if l.starts_with("identity_certificate") {
+                        format!("identity_certificate = {:?}", cert.display().to_string())
+                    } else {
+                        l.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let parsed = if path.ends_with("travis-sim.toml") {
+                ebbtide_sim::world::parse(&text, &PROVIDERS.names()).map(|_| ())
+            } else {
+                parse(&text).map(|_| ())
+            };
+            if let Err(e) = parsed {
+                panic!("{}: {e}", path.display());
+            }
+            checked.push(path.file_name().map(|n| n.to_string_lossy().into_owned()));
+        }
+        checked.sort();
+        assert_eq!(
+            checked.len(),
+            4,
+            "local, docker, aws and the simulator scenario: {checked:?}"
+        );
+    }
+}
