@@ -58,6 +58,10 @@ pub struct Args {
     /// Parallel runs.
     #[arg(long, default_value_t = 2)]
     jobs: usize,
+    /// Check the engine's invariants after every N-th event; a violation
+    /// stops the run and names the event (slower: N = 1 checks them all).
+    #[arg(long, value_name = "N")]
+    check: Option<u64>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,8 +97,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if trace.jobs.is_empty() {
         bail!("{}: no jobs to replay", args.trace.display());
     }
-    let params = SimParams::from_shared_data(&args.data, &args.region, &pool.shape.name, args.seed)
-        .with_context(|| format!("reading simulation data from {}", args.data.display()))?;
+    let mut params =
+        SimParams::from_shared_data(&args.data, &args.region, &pool.shape.name, args.seed)
+            .with_context(|| format!("reading simulation data from {}", args.data.display()))?;
+    params.check_every = args.check;
     eprintln!(
         "replaying {} jobs from {} ({} rows skipped), seed {}",
         trace.jobs.len(),

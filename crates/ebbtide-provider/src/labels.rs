@@ -2,8 +2,8 @@
 //!
 //! Why one definition: `list` must find exactly this cluster's instances by
 //! these tags (and the reconciler relies on it to never touch anything
-//! else), so every provider spells them the same way, whether as EC2 tags,
-//! GCE labels or Docker labels.
+//! else), so every provider spells them the same way, whether as EC2 tags
+//! or Docker labels.
 
 /// Cluster id: an instance without this tag set to our cluster is never
 /// listed or terminated.

@@ -1,7 +1,7 @@
 //! # ebbtide-provider
 //!
-//! The one interface every infrastructure plugin implements (local
-//! processes, Docker, EC2, GCE, bare metal). The scheduler calls it from its
+//! The one interface every infrastructure plugin implements (today local
+//! processes, Docker and EC2). The scheduler calls it from its
 //! control loop; the engine only ever sees the outcomes as events.
 //!
 //! Providers must tag what they launch with the cluster id and pool, so

@@ -37,6 +37,10 @@ pub struct SimParams {
     pub throttle_rate: f64,
     /// Timeline sampling interval (for charts).
     pub sample_every: Duration,
+    /// Check the engine's invariants after every N-th event (`None`: never):
+    /// a violation ends the run with [`crate::SimError::Invariant`]. On in
+    /// the simulator's tests and under `ebbtide simulate --check N`.
+    pub check_every: Option<u64>,
 }
 
 /// Loading real data failed.
@@ -67,6 +71,7 @@ impl SimParams {
             spot_capacity_failure_rate: 0.0,
             throttle_rate: 0.0,
             sample_every: Duration::from_secs(60),
+            check_every: None,
         }
     }
 

@@ -35,6 +35,16 @@ pub enum SimError {
     /// The trace is empty.
     #[error("the trace has no jobs")]
     EmptyTrace,
+    /// The engine broke one of its invariants (`SimParams::check_every`).
+    #[error("engine invariant broken after event {event} (t = {at_ms} ms): {violation}")]
+    Invariant {
+        /// How many events the engine had handled.
+        event: u64,
+        /// Virtual time.
+        at_ms: u64,
+        /// What is wrong.
+        violation: String,
+    },
 }
 
 /// Something scheduled to happen in virtual time.
@@ -99,6 +109,10 @@ struct Run<'a> {
     markets: BTreeMap<WorkerId, Market>,
     next_instance: u64,
     stats: Collector,
+    /// Events handled, for `check_every`.
+    events: u64,
+    /// The first invariant violation found; it ends the run.
+    violation: Option<SimError>,
 }
 
 /// Builds the engine configuration for a trace: every trace tenant the
@@ -182,6 +196,8 @@ pub fn simulate(
         markets: BTreeMap::new(),
         next_instance: 0,
         stats: Collector::new(policy.label(), targets, trace.jobs.len(), start),
+        events: 0,
+        violation: None,
     };
     let shapes: Vec<String> = run
         .engine
@@ -202,6 +218,9 @@ pub fn simulate(
     }
     run.schedule_world(first);
     run.run(progress);
+    if let Some(violation) = run.violation.take() {
+        return Err(violation);
+    }
     Ok(run.stats.finish(run.engine.stats(), run.now))
 }
 
@@ -253,7 +272,7 @@ impl Run<'_> {
         let mut next_sample = self.now;
         let mut reported = 0usize;
         while let Some(Reverse(s)) = self.heap.pop() {
-            if s.at > hard_stop || self.stats.finished_jobs() >= total {
+            if s.at > hard_stop || self.stats.finished_jobs() >= total || self.violation.is_some() {
                 break;
             }
             self.now = s.at;
@@ -380,7 +399,20 @@ impl Run<'_> {
 
     /// Applies an event and carries out the commands it produces.
     fn send(&mut self, event: Event) {
-        let cmds = match self.engine.handle(event, self.now) {
+        let handled = self.engine.handle(event, self.now);
+        self.events += 1;
+        if let Some(every) = self.params.check_every
+            && self.events.is_multiple_of(every.max(1))
+            && self.violation.is_none()
+            && let Err(violation) = self.engine.check_invariants()
+        {
+            self.violation = Some(SimError::Invariant {
+                event: self.events,
+                at_ms: self.now.as_millis(),
+                violation,
+            });
+        }
+        let cmds = match handled {
             Ok(c) => c,
             Err(_) => {
                 self.stats.stale_events += 1;

@@ -62,8 +62,13 @@ fn trace(jobs: Vec<TraceJob>) -> Trace {
     t
 }
 
+/// Replays `t`, checking the engine's invariants after every event.
 fn run(t: &Trace, params: &SimParams, policy: &Policy) -> ebbtide_sim::RunReport {
-    simulate(t, &cluster(), params, policy, &mut |_| {}).expect("simulation runs")
+    let checked = SimParams {
+        check_every: Some(1),
+        ..params.clone()
+    };
+    simulate(t, &cluster(), &checked, policy, &mut |_| {}).expect("simulation runs")
 }
 
 fn targets() -> HashMap<String, Duration> {

@@ -2,9 +2,11 @@
 //!
 //! Durable state for the scheduler: every accepted job (durable before the
 //! API answers), its log, and the one-time bootstrap tokens workers
-//! register with, and the cost ledger daily reports are built from. The [`Store`] trait is what the server uses; SQLite (WAL,
-//! group commit) is the embedded default and PostgreSQL follows behind the
-//! same trait for several scheduler replicas.
+//! register with, and the cost ledger daily reports are built from. The
+//! [`Store`] trait is what the server uses; SQLite (WAL, group commit) is
+//! the one implementation today. The trait is kept free of SQLite types so
+//! that a PostgreSQL store for several replicas can implement it (not
+//! written yet).
 //!
 //! This crate must never depend on the engine's decisions or on a provider:
 //! it stores records, it does not interpret them. Tokens are stored only as

@@ -140,7 +140,9 @@ pub async fn sdk_config(
     loader.load().await
 }
 
-/// The provider.
+/// Workers as EC2 instances of the pools in its [`AwsConfig`]; every call
+/// counted (see [`AwsProvider::api_calls`]) so the benchmark can report
+/// calls per scale-up.
 pub struct AwsProvider {
     client: Client,
     config: AwsConfig,

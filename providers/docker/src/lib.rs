@@ -54,7 +54,9 @@ pub struct DockerConfig {
     pub stop_grace_secs: i32,
 }
 
-/// The provider.
+/// Workers as containers on one Docker engine, all from one image
+/// (resolved or imported once, at connect), so a launch is only a create
+/// and a start.
 pub struct DockerProvider {
     docker: Docker,
     config: DockerConfig,

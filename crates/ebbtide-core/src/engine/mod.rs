@@ -464,7 +464,8 @@ impl Engine {
     }
 
     /// Verifies the engine's internal consistency; used after every step of
-    /// the property tests and by the simulator's paranoid mode.
+    /// the property tests, and every N events by the simulator
+    /// (`SimParams::check_every`, `ebbtide simulate --check N`).
     pub fn check_invariants(&self) -> Result<(), String> {
         invariants::check(self)
     }

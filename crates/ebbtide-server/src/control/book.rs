@@ -1,0 +1,156 @@
+//! The job book: what the loop keeps of each live job beside the engine's
+//! record, submissions, and the journal writes and their commits.
+
+use super::*;
+
+/// What the loop keeps of a live job beyond the engine's record: what an
+/// assignment carries, labels for logs and metrics, and how much output
+/// its log already holds (the cap is per job, over all attempts).
+pub(super) struct JobInfo {
+    pub(super) command: String,
+    pub(super) timeout_ms: u64,
+    /// The engine's attempt count as of the last assignment (a mirror for
+    /// log lines; the engine owns the counter).
+    pub(super) attempt: u32,
+    pub(super) tenant: String,
+    pub(super) class: String,
+    pub(super) submitted_at: Timestamp,
+    pub(super) output_bytes: u64,
+    pub(super) truncated: bool,
+}
+
+impl JobInfo {
+    pub(super) fn of(record: &JobRecord) -> JobInfo {
+        JobInfo {
+            command: record.command.clone(),
+            timeout_ms: record.timeout_ms,
+            attempt: record.attempts,
+            tenant: record.tenant.clone(),
+            class: record.class.clone(),
+            submitted_at: Timestamp::from_millis(record.submitted_at_ms),
+            output_bytes: 0,
+            truncated: false,
+        }
+    }
+}
+
+impl Control {
+    /// The span job log lines are written in: one per job, carrying who it
+    /// belongs to, so a log pipeline can follow a job from start to end.
+    pub(super) fn job_span(&self, job: u64) -> tracing::Span {
+        match self.jobs.get(&job) {
+            Some(info) => {
+                tracing::info_span!("job", id = job, tenant = %info.tenant, class = %info.class)
+            }
+            None => tracing::info_span!("job", id = job),
+        }
+    }
+
+    pub(super) fn write(&mut self, id: ebbtide_store::JobId, update: JobUpdate) {
+        self.journal.update(id.0, update);
+    }
+
+    /// Carries out what waited for a batch to be durable.
+    pub(super) fn on_committed(&mut self, committed: Committed) {
+        self.journal.landed();
+        for action in committed.then {
+            match action {
+                AfterCommit::Deliver {
+                    job,
+                    worker,
+                    attempt,
+                } => {
+                    if self.awaiting_commit.get(&job) == Some(&attempt) {
+                        self.awaiting_commit.remove(&job);
+                    }
+                    self.deliver(worker, job, attempt);
+                }
+                AfterCommit::ConfirmResult { job, worker } => {
+                    // Not delivered: the agent repeats the result on its next
+                    // session and is confirmed then.
+                    self.send(
+                        worker,
+                        Down::ResultStored(ebbtide_proto::worker::v1::ResultStored { job_id: job }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The engine's view of a stored job, or why the current configuration
+    /// cannot represent it (its tenant or class was removed while it
+    /// waited): such a job is refused with that reason, never given a
+    /// placeholder id.
+    pub(super) fn job_spec(&self, record: &JobRecord) -> Result<JobSpec, String> {
+        let r = &record.requirements;
+        let tenant = self
+            .engine
+            .tenant_id(&record.tenant)
+            .ok_or_else(|| format!("tenant {:?} is no longer configured", record.tenant))?;
+        let class = self
+            .engine
+            .class_id(&record.class)
+            .ok_or_else(|| format!("class {:?} is no longer configured", record.class))?;
+        Ok(JobSpec {
+            id: JobId(record.id.0),
+            tenant,
+            class,
+            requirements: Requirements {
+                labels: r.labels.clone(),
+                cpu_millis: r.cpu_millis,
+                memory_mib: r.memory_mib,
+                os: r.os.clone(),
+                arch: r.arch.clone(),
+            },
+            max_attempts: record.max_attempts.max(1),
+            attempts: record.attempts,
+            expected_duration: None,
+            submitted_at: Some(Timestamp::from_millis(record.submitted_at_ms)),
+        })
+    }
+
+    /// Stores a job the engine never took as rejected, with the reason.
+    pub(super) fn reject_stored(&mut self, job: u64, reason: String) {
+        tracing::warn!(job, %reason, "stored job refused");
+        self.write(
+            ebbtide_store::JobId(job),
+            JobUpdate::Finished {
+                status: JobStatus::Rejected,
+                exit_code: None,
+                reason: Some(reason),
+                cost_micros: 0,
+                at_ms: now().as_millis(),
+            },
+        );
+    }
+
+    pub(super) fn submit(&mut self, record: JobRecord) -> Result<(), String> {
+        let spec = match self.job_spec(&record) {
+            Ok(spec) => spec,
+            Err(reason) => {
+                self.reject_stored(record.id.0, reason.clone());
+                return Err(reason);
+            }
+        };
+        self.jobs.insert(record.id.0, JobInfo::of(&record));
+        let cmds = match self.engine.handle(Event::JobSubmitted(spec), now()) {
+            Ok(c) => c,
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut verdict = Ok(());
+        for c in &cmds {
+            if let Command::Rejected { job, reason } = c
+                && job.0 == record.id.0
+            {
+                verdict = Err(reason.to_string());
+            }
+        }
+        if verdict.is_ok() && record.status == JobStatus::Queued && record.attempts == 0 {
+            crate::telemetry::job_submitted(&record.tenant, &record.class);
+        }
+        for c in cmds {
+            self.execute(c);
+        }
+        verdict
+    }
+}

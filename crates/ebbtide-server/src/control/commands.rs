@@ -1,0 +1,224 @@
+//! Carrying out the engine's commands.
+
+use super::*;
+
+impl Control {
+    pub(super) fn execute(&mut self, command: Command) {
+        match command {
+            Command::Assign {
+                job,
+                worker,
+                attempt,
+            } => {
+                if let Some(info) = self.jobs.get(&job.0) {
+                    let target = self
+                        .engine
+                        .class_id(&info.class)
+                        .and_then(|c| self.engine.sla_target(c));
+                    crate::telemetry::job_started(
+                        &info.tenant,
+                        &info.class,
+                        now().saturating_since(info.submitted_at),
+                        target,
+                    );
+                }
+                if let Some(info) = self.jobs.get_mut(&job.0) {
+                    info.attempt = attempt;
+                }
+                // Write-ahead: the worker sees the assignment only once it
+                // is durable, so a restarted scheduler knows every job that
+                // may be running and where.
+                self.write(
+                    ebbtide_store::JobId(job.0),
+                    JobUpdate::Assigned {
+                        worker: ebbtide_store::WorkerId(worker.0),
+                        attempts: attempt,
+                    },
+                );
+                self.awaiting_commit.insert(job.0, attempt);
+                self.journal.after_commit(AfterCommit::Deliver {
+                    job: job.0,
+                    worker,
+                    attempt,
+                });
+            }
+            Command::Launch {
+                pool,
+                market,
+                workers,
+            } => self.launch(pool, market, workers),
+            Command::Drain { worker, reason } => {
+                tracing::info!(worker = worker.0, ?reason, "draining worker");
+                if !self.send(worker, Down::Drain(Drain {})) {
+                    self.keep_undelivered(worker, Undelivered::Order(Down::Drain(Drain {})));
+                }
+            }
+            Command::AssignmentExpired {
+                job,
+                worker,
+                waited,
+            } => {
+                tracing::warn!(
+                    job = job.0,
+                    worker = worker.0,
+                    waited_ms = waited.as_millis() as u64,
+                    "worker never confirmed it started the job; stopping it there and requeueing (engine.assignment_timeout)"
+                );
+            }
+            Command::WorkerLost {
+                pool,
+                worker,
+                reason,
+                jobs,
+            } => {
+                if let Some(p) = self.engine.config().pools.get(pool.0 as usize) {
+                    crate::telemetry::worker_lost(&p.name);
+                    tracing::warn!(pool = %p.name, worker = worker.0, jobs, %reason, "worker lost; its jobs go back to the queue and its instance is terminated");
+                }
+            }
+            Command::Terminate {
+                pool,
+                worker,
+                instance,
+            } => {
+                let Some(provider) = self.provider_of(pool) else {
+                    return;
+                };
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    match provider.terminate(std::slice::from_ref(&instance)).await {
+                        Ok(()) => {
+                            let _ = tx
+                                .send(LoopMsg::Event(Event::InstanceTerminated { worker }))
+                                .await;
+                        }
+                        Err(e) => {
+                            tracing::error!(instance = %instance.0, error = %e, "terminate failed")
+                        }
+                    }
+                });
+            }
+            Command::StopJob { job, worker } => {
+                let delivered = self.send(worker, Down::Cancel(Cancel { job_id: job.0 }));
+                if !delivered {
+                    self.keep_undelivered(
+                        worker,
+                        Undelivered::Order(Down::Cancel(Cancel { job_id: job.0 })),
+                    );
+                }
+                tracing::info!(
+                    job = job.0,
+                    worker = worker.0,
+                    delivered,
+                    "job stop requested"
+                );
+            }
+            Command::Requeued { job, attempts } => {
+                self.write(
+                    ebbtide_store::JobId(job.0),
+                    JobUpdate::Requeued { attempts },
+                );
+            }
+            Command::Rejected { job, reason } => {
+                if let Some(info) = self.jobs.remove(&job.0) {
+                    crate::telemetry::job_finished(&info.tenant, &info.class, "rejected");
+                }
+                tracing::info!(job = job.0, %reason, "job rejected");
+                self.write(
+                    ebbtide_store::JobId(job.0),
+                    JobUpdate::Finished {
+                        status: JobStatus::Rejected,
+                        exit_code: None,
+                        reason: Some(reason.to_string()),
+                        cost_micros: 0,
+                        at_ms: now().as_millis(),
+                    },
+                );
+            }
+            Command::Completed {
+                job, outcome, cost, ..
+            } => {
+                let _span = self.job_span(job.0).entered();
+                if let Some(info) = self.jobs.remove(&job.0) {
+                    let name = match outcome {
+                        JobOutcome::Succeeded => "succeeded",
+                        JobOutcome::Failed => "failed",
+                        JobOutcome::Cancelled => "cancelled",
+                        JobOutcome::Lost => "lost",
+                    };
+                    crate::telemetry::job_finished(&info.tenant, &info.class, name);
+                    tracing::info!(
+                        job = job.0,
+                        outcome = name,
+                        attempts = info.attempt,
+                        cost_micros = cost.0,
+                        "job finished"
+                    );
+                }
+                let exit_code = self.exit_codes.remove(&job.0).flatten();
+                let (status, reason) = match outcome {
+                    JobOutcome::Succeeded => (JobStatus::Succeeded, None),
+                    JobOutcome::Failed => (JobStatus::Failed, None),
+                    JobOutcome::Cancelled => (JobStatus::Cancelled, None),
+                    JobOutcome::Lost => (
+                        JobStatus::Lost,
+                        Some("lost by the infrastructure more often than max_attempts".to_string()),
+                    ),
+                };
+                self.write(
+                    ebbtide_store::JobId(job.0),
+                    JobUpdate::Finished {
+                        status,
+                        exit_code,
+                        reason,
+                        cost_micros: cost.0,
+                        at_ms: now().as_millis(),
+                    },
+                );
+            }
+            Command::Scale(d) => {
+                let pool = &self.engine.config().pools[d.pool.0 as usize].name;
+                let span =
+                    tracing::info_span!("scale_decision", pool = %pool, kind = d.reason.kind());
+                let _entered = span.enter();
+                tracing::info!(pool = %pool, from = d.from, to = d.to, active = d.active, kind = d.reason.kind(), reason = %d.reason, "scale decision");
+                crate::telemetry::scale_decision(pool, d.from, d.to, d.reason.kind());
+            }
+            Command::LaunchFailed {
+                pool,
+                market,
+                reason,
+                count,
+            } => {
+                let cfg = &self.engine.config().pools[pool.0 as usize];
+                let kind = match reason {
+                    LaunchFailure::Capacity => "capacity",
+                    LaunchFailure::Throttled => "throttled",
+                    LaunchFailure::Quota => "quota",
+                    LaunchFailure::Permanent => "permanent",
+                    LaunchFailure::Incomplete => "incomplete",
+                    LaunchFailure::NotIssued => "not_issued",
+                };
+                crate::telemetry::launch_failed(
+                    &cfg.provider,
+                    &cfg.name,
+                    market_name(market),
+                    kind,
+                    u64::from(count),
+                );
+                tracing::warn!(pool = %cfg.name, ?market, ?reason, count, "launch failed");
+            }
+            Command::InstanceCost(l) => {
+                if let Some(p) = self.engine.config().pools.get(l.pool.0 as usize) {
+                    crate::telemetry::worker_retired(&p.name, l.jobs_served);
+                }
+                tracing::info!(
+                    worker = l.worker.0,
+                    cost_micros = l.cost.0,
+                    jobs = l.jobs_served,
+                    "instance retired"
+                );
+            }
+        }
+    }
+}

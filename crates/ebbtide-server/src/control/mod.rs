@@ -1,0 +1,292 @@
+//! The control loop: the only owner of the engine.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ebbtide_config::{ClusterConfig, ServerConfig};
+use ebbtide_core::{
+    Command, Engine, Event, JobId, JobOutcome, JobSpec, JobState, LaunchFailure, PoolId,
+    Requirements, Timestamp, WorkerId,
+};
+use ebbtide_proto::worker::v1::scheduler_message::Kind as Down;
+use ebbtide_proto::worker::v1::{Assignment, Cancel, Drain, SchedulerMessage};
+use ebbtide_provider::{LaunchRequest, Provider, Secret, WorkerLaunch};
+use ebbtide_store::{JobRecord, JobStatus, JobUpdate, Store};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::journal::{AfterCommit, Committed, Journal};
+use crate::now;
+use crate::tokens::random_token;
+
+mod book;
+mod commands;
+mod launches;
+mod messages;
+mod metrics;
+mod reconciling;
+mod recovery;
+mod sessions;
+
+use book::JobInfo;
+use launches::market_name;
+pub use messages::{LoopMsg, PoolReport, ReportedResult, SessionSender, StatusReport};
+use sessions::{Undelivered, may_hold_session};
+
+pub(crate) struct Control {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    providers: HashMap<String, Arc<dyn Provider>>,
+    tx: mpsc::Sender<LoopMsg>,
+    journal: Journal,
+    committed: Option<mpsc::Receiver<Committed>>,
+    sessions: HashMap<WorkerId, SessionSender>,
+    pending_register: BTreeMap<WorkerId, oneshot::Sender<Result<(), String>>>,
+    /// Orders a worker's session could not take yet, in order; sent when it
+    /// opens and retried at each heartbeat, so no assignment, cancel or
+    /// drain is ever lost to a full queue or a reconnect.
+    undelivered: HashMap<WorkerId, Vec<Undelivered>>,
+    /// (worker, job) pairs already warned about for reporting on a job the
+    /// worker does not hold (bounded: one line per pair, not per chunk).
+    refused: std::collections::HashSet<(WorkerId, u64)>,
+    jobs: HashMap<u64, JobInfo>,
+    exit_codes: HashMap<u64, Option<i32>>,
+    server: ServerConfig,
+    /// Adopted workers whose agent has not reconnected yet, with the jobs
+    /// they were given back. If the agent never comes, the engine's
+    /// heartbeat timeout declares the worker lost and requeues them.
+    awaiting_session: HashMap<WorkerId, Vec<u64>>,
+    /// Largest output stored per job; beyond it a marker ends the log.
+    max_output: u64,
+    /// Jobs whose assignment is on its way to the disk: sent by their
+    /// commit, never before.
+    awaiting_commit: HashMap<u64, u32>,
+    /// When each worker's launch was requested, until it registers.
+    launch_requested: HashMap<WorkerId, Timestamp>,
+    /// (class, tenant) queue series last exported, to zero emptied ones.
+    queue_series: Vec<(String, String)>,
+    last_refresh: Timestamp,
+    /// When the loop learned each worker's instance (for the reconciler).
+    launched_at: HashMap<WorkerId, Timestamp>,
+    reconciler: crate::reconcile::Reconciler,
+    ledger: crate::costs::LedgerWriter,
+    ledger_flush: std::time::Duration,
+}
+
+impl Control {
+    pub(crate) async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<LoopMsg>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(self.server.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut reconcile = tokio::time::interval(self.server.reconcile_interval);
+        reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut ledger = tokio::time::interval(self.ledger_flush);
+        ledger.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let Some(mut committed) = self.committed.take() else {
+            tracing::error!("control loop started twice");
+            return;
+        };
+        loop {
+            self.journal.flush();
+            let accepting = !self.journal.is_full();
+            tokio::select! {
+                biased;
+                done = committed.recv() => match done {
+                    Some(c) => self.on_committed(c),
+                    None => {
+                        tracing::error!("journal writer stopped");
+                        return;
+                    }
+                },
+                _ = shutdown.changed() => {
+                    // Everything decided is made durable before the loop
+                    // ends, and the last cost lines written, so a clean stop
+                    // loses neither a job's state nor any cost.
+                    while !self.journal.is_idle() {
+                        self.journal.flush();
+                        match committed.recv().await {
+                            Some(c) => self.on_committed(c),
+                            None => break,
+                        }
+                    }
+                    let at = now();
+                    let lines = self.ledger.take(&mut self.engine, at);
+                    if let Err(e) = self.store.record_costs_until(lines, Some(at.as_millis())).await {
+                        tracing::error!(error = %e, "cost ledger lines lost at shutdown");
+                    }
+                    return;
+                }
+                _ = ledger.tick() => self.ledger.flush(&mut self.engine, now()),
+                _ = reconcile.tick() => self.start_reconcile(),
+                _ = tick.tick() => {
+                    if !self.awaiting_session.is_empty() {
+                        // Adopted workers the engine declared lost stop waiting.
+                        let engine = &self.engine;
+                        self.awaiting_session
+                            .retain(|w, _| may_hold_session(engine.worker_state(*w)));
+                    }
+                    self.apply(Event::Tick);
+                    if now().saturating_since(self.last_refresh) >= std::time::Duration::from_secs(1) {
+                        self.refresh_metrics();
+                    }
+                }
+                msg = rx.recv(), if accepting => match msg {
+                    Some(m) => self.on_msg(m),
+                    None => return,
+                },
+            }
+        }
+    }
+
+    fn on_msg(&mut self, msg: LoopMsg) {
+        match msg {
+            LoopMsg::Submit { record, reply } => {
+                let _ = reply.send(self.submit(record));
+            }
+            LoopMsg::Cancel { job } => {
+                self.apply(Event::JobCancelled { job: JobId(job) });
+            }
+            LoopMsg::Event(e) => {
+                let launched = if let Event::InstanceLaunched { worker, .. } = &e {
+                    Some(*worker)
+                } else {
+                    None
+                };
+                if let Event::ReclamationNotice { worker, .. } = &e
+                    && let Some((pool, _)) = self.engine.worker_placement(*worker)
+                {
+                    crate::telemetry::reclamation(
+                        &self.engine.config().pools[pool.0 as usize].name,
+                    );
+                }
+                let started = if let Event::JobStarted { job, .. } = &e {
+                    Some(*job)
+                } else {
+                    None
+                };
+                let beat = if let Event::Heartbeat { worker } = &e {
+                    Some(*worker)
+                } else {
+                    None
+                };
+                self.apply(e);
+                if let Some(w) = beat
+                    && self.undelivered.contains_key(&w)
+                {
+                    self.retry_undelivered(w);
+                }
+                if let Some(w) = launched {
+                    self.launched_at.insert(w, now());
+                }
+                if let Some(job) = started
+                    && matches!(self.engine.job_state(job), Some(JobState::Running { .. }))
+                {
+                    self.write(ebbtide_store::JobId(job.0), JobUpdate::Running);
+                }
+                if let Some(w) = launched
+                    && let Some(reply) = self.pending_register.remove(&w)
+                {
+                    self.register(w, reply);
+                }
+            }
+            LoopMsg::Register { worker, reply } => self.register(worker, reply),
+            LoopMsg::Placement { worker, reply } => {
+                let placement =
+                    self.engine
+                        .worker_placement(worker)
+                        .and_then(|(pool, instance)| {
+                            let provider = self
+                                .engine
+                                .config()
+                                .pools
+                                .get(pool.0 as usize)?
+                                .provider
+                                .clone();
+                            Some((provider, instance.map(|i| i.0.clone())))
+                        });
+                let _ = reply.send(placement);
+            }
+            LoopMsg::Connected {
+                worker,
+                sender,
+                running,
+                results,
+                reply,
+            } => self.on_connected(worker, sender, running, results, reply),
+            LoopMsg::Disconnected { worker } => {
+                if self.sessions.get(&worker).is_some_and(|s| s.is_closed()) {
+                    self.sessions.remove(&worker);
+                }
+            }
+            LoopMsg::JobResult { worker, result } => self.on_result(worker, result),
+            LoopMsg::Output { worker, job, chunk } => self.on_output(worker, job, chunk),
+            LoopMsg::Reload { engine, reply } => {
+                let missing: Vec<String> =
+                    engine.pools.iter().filter(|p| !self.providers.contains_key(&p.provider)).map(|p| format!("pool {:?} uses provider {:?}, which is not running (restart to add providers)", p.name, p.provider)).collect();
+                if !missing.is_empty() {
+                    let _ = reply.send(Err(missing.join("; ")));
+                    return;
+                }
+                match self.engine.reconfigure(*engine, now()) {
+                    Ok(cmds) => {
+                        tracing::info!("configuration reloaded");
+                        for c in cmds {
+                            self.execute(c);
+                        }
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            LoopMsg::Reconciled {
+                provider,
+                listed_at,
+                listed,
+            } => self.finish_reconcile(&provider, listed_at, listed),
+            LoopMsg::TerminateAll { reply } => self.terminate_all(reply),
+            LoopMsg::Status { reply } => {
+                let pools = self
+                    .engine
+                    .config()
+                    .pools
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| {
+                        let s = self.engine.pool_status(PoolId(i as u32))?;
+                        Some(PoolReport {
+                            name: p.name.clone(),
+                            desired: s.desired,
+                            requested: s.requested,
+                            booting: s.booting,
+                            idle: s.idle,
+                            busy: s.busy,
+                            retiring: s.draining + s.terminating + s.lost,
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(StatusReport {
+                    queued: self.engine.queued_jobs(),
+                    on_workers: self.engine.live_jobs() - self.engine.queued_jobs(),
+                    pools,
+                });
+            }
+        }
+    }
+
+    fn apply(&mut self, event: Event) {
+        match self.engine.handle(event, now()) {
+            Ok(cmds) => {
+                for c in cmds {
+                    self.execute(c);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "event not applied"),
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! Workers' sessions: registration, orders delivered (or kept until the
+//! session can take them), and what agents report back, checked against
+//! what the worker holds.
+
+use super::*;
+
+/// An order a worker's session could not take yet (not open, or its queue
+/// full); retried when the session opens and at each heartbeat.
+#[derive(Debug, Clone)]
+pub(super) enum Undelivered {
+    /// An assignment, rebuilt at delivery (and dropped if the job moved).
+    Assignment { job: u64, attempt: u32 },
+    /// A cancel or drain order.
+    Order(Down),
+}
+
+impl Control {
+    /// Whether `job` is still this attempt on this worker: an assignment
+    /// made stale by a cancel, a loss or a newer attempt is never sent.
+    pub(super) fn still_assigned(&self, worker: WorkerId, job: u64, attempt: u32) -> bool {
+        self.engine.job_state(JobId(job)).and_then(|s| s.worker()) == Some(worker)
+            && self.engine.job_attempts(JobId(job)) == Some(attempt)
+    }
+
+    /// Sends a stored assignment, or keeps it for the next chance.
+    pub(super) fn deliver(&mut self, worker: WorkerId, job: u64, attempt: u32) {
+        if !self.still_assigned(worker, job, attempt) {
+            return;
+        }
+        let Some(order) = self.assignment(job, attempt) else {
+            return;
+        };
+        let delivered = self.send(worker, order);
+        let _span = self.job_span(job).entered();
+        tracing::info!(job, worker = worker.0, attempt, delivered, "job assigned");
+        if !delivered {
+            self.keep_undelivered(worker, Undelivered::Assignment { job, attempt });
+        }
+    }
+
+    pub(super) fn keep_undelivered(&mut self, worker: WorkerId, order: Undelivered) {
+        self.undelivered.entry(worker).or_default().push(order);
+    }
+
+    /// Retries the orders a worker's session could not take, in order; the
+    /// ones it still cannot take stay.
+    pub(super) fn retry_undelivered(&mut self, worker: WorkerId) {
+        let Some(orders) = self.undelivered.remove(&worker) else {
+            return;
+        };
+        let mut kept = Vec::new();
+        for order in orders {
+            if !kept.is_empty() {
+                // Keep the order: nothing overtakes an earlier order.
+                kept.push(order);
+                continue;
+            }
+            let delivered = match &order {
+                Undelivered::Assignment { job, attempt } => {
+                    if !self.still_assigned(worker, *job, *attempt) {
+                        continue;
+                    }
+                    match self.assignment(*job, *attempt) {
+                        Some(a) => self.send(worker, a),
+                        None => continue,
+                    }
+                }
+                Undelivered::Order(down) => self.send(worker, down.clone()),
+            };
+            tracing::info!(worker = worker.0, delivered, "undelivered order retried");
+            if !delivered {
+                kept.push(order);
+            }
+        }
+        if !kept.is_empty() {
+            self.undelivered.insert(worker, kept);
+        }
+    }
+
+    /// A job result from a worker: applied if the worker holds that attempt,
+    /// confirmed to the agent once durable. A result for a job the engine no
+    /// longer holds is a repeat of one already applied (its final state is
+    /// stored or ahead of the confirmation in the journal) and is confirmed
+    /// without being applied again; one for a job another worker holds is
+    /// refused.
+    pub(super) fn on_result(&mut self, worker: WorkerId, r: ReportedResult) {
+        let job = JobId(r.job);
+        match self.engine.job_state(job).and_then(|s| s.worker()) {
+            Some(holder) if holder == worker => {
+                let current = self.engine.job_attempts(job);
+                if r.attempt != 0 && current != Some(r.attempt) {
+                    tracing::debug!(
+                        job = r.job,
+                        worker = worker.0,
+                        attempt = r.attempt,
+                        ?current,
+                        "result of an earlier attempt confirmed, not applied"
+                    );
+                } else {
+                    self.exit_codes.insert(r.job, r.exit_code);
+                    self.apply(Event::JobFinished {
+                        job,
+                        worker,
+                        outcome: r.outcome,
+                    });
+                }
+            }
+            None if self.engine.job_state(job).is_none() => {
+                tracing::debug!(job = r.job, worker = worker.0, "repeated result confirmed");
+            }
+            _ => {
+                self.refuse_report(worker, r.job, "result");
+                return;
+            }
+        }
+        self.journal
+            .after_commit(AfterCommit::ConfirmResult { job: r.job, worker });
+    }
+
+    /// Output from a worker's session: stored only for a job that worker
+    /// holds, and only up to the per-job cap (then a marker says why).
+    pub(super) fn on_output(&mut self, worker: WorkerId, job: u64, chunk: Vec<u8>) {
+        if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
+            self.refuse_report(worker, job, "output");
+            return;
+        }
+        let max = self.max_output;
+        let Some(info) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if info.truncated {
+            return;
+        }
+        let room = max.saturating_sub(info.output_bytes);
+        let attempt = info.attempt;
+        let mut chunk = chunk;
+        if chunk.len() as u64 > room {
+            chunk.truncate(usize::try_from(room).unwrap_or(usize::MAX));
+            chunk.extend_from_slice(
+                format!(
+                    "\n[ebbtide: output truncated: this job's log reached server.max_job_output_bytes ({max} bytes); the rest was not stored]\n"
+                )
+                .as_bytes(),
+            );
+            info.truncated = true;
+            tracing::warn!(
+                job,
+                worker = worker.0,
+                max_bytes = max,
+                "job output truncated at its cap"
+            );
+        }
+        info.output_bytes += chunk.len() as u64;
+        self.journal.log(job, attempt, chunk);
+    }
+
+    /// A session reported on a job its worker does not hold: refused, and
+    /// said once per (worker, job) so a flood of chunks is one line.
+    pub(super) fn refuse_report(&mut self, worker: WorkerId, job: u64, what: &'static str) {
+        crate::telemetry::report_refused(what);
+        if self.refused.len() >= 10_000 {
+            self.refused.clear();
+        }
+        if self.refused.insert((worker, job)) {
+            tracing::warn!(
+                worker = worker.0,
+                job,
+                what,
+                "refused: a worker reported on a job it does not hold"
+            );
+        }
+    }
+
+    /// A Session opened: results the agent holds are applied first, a job
+    /// it runs that the engine placed elsewhere is stopped there (it must
+    /// never run twice), a job placed on it that it does not know is sent
+    /// again, then every order that waited for the session.
+    pub(super) fn on_connected(
+        &mut self,
+        worker: WorkerId,
+        sender: SessionSender,
+        running: Vec<u64>,
+        results: Vec<ReportedResult>,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        if !may_hold_session(self.engine.worker_state(worker)) {
+            let _ = reply.send(Err(format!(
+                "worker {} is not an active member of this cluster",
+                worker.0
+            )));
+            return;
+        }
+        let _ = reply.send(Ok(()));
+        self.sessions.insert(worker, sender);
+        if let Some(adopted) = self.awaiting_session.remove(&worker) {
+            tracing::info!(
+                worker = worker.0,
+                jobs = adopted.len(),
+                running = running.len(),
+                results = results.len(),
+                "adopted worker reconnected; its jobs continue"
+            );
+        }
+        tracing::debug!(worker = worker.0, "session connected");
+        // Taken before the results free slots: a job dispatched now is
+        // delivered by its own commit, never from here.
+        let unknown = self.unknown_to_agent(worker, &running, &results);
+        for r in results {
+            self.on_result(worker, r);
+        }
+        for job in running {
+            if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
+                // Requeued while the agent was away: stop the stale
+                // attempt so the job never runs twice.
+                tracing::warn!(
+                    job,
+                    worker = worker.0,
+                    "agent runs a job the scheduler placed elsewhere; stopping it there"
+                );
+                self.send(worker, Down::Cancel(Cancel { job_id: job }));
+            }
+        }
+        for (job, attempt) in unknown {
+            self.resend(worker, job, attempt);
+        }
+        self.retry_undelivered(worker);
+    }
+
+    pub(super) fn register(
+        &mut self,
+        worker: WorkerId,
+        reply: oneshot::Sender<Result<(), String>>,
+    ) {
+        match self.engine.worker_state(worker) {
+            Some(ebbtide_core::WorkerState::Requested) => {
+                self.pending_register.insert(worker, reply);
+            }
+            Some(ebbtide_core::WorkerState::Booting) => {
+                if let Some(at) = self.launch_requested.remove(&worker)
+                    && let Some((pool, _)) = self.engine.worker_placement(worker)
+                {
+                    let name = &self.engine.config().pools[pool.0 as usize].name;
+                    crate::telemetry::registered(name, now().saturating_since(at));
+                }
+                self.apply(Event::WorkerRegistered { worker });
+                let _ = reply.send(Ok(()));
+            }
+            Some(ebbtide_core::WorkerState::Idle | ebbtide_core::WorkerState::Busy) => {
+                // Re-registration after an agent restart: the old session is gone.
+                let _ = reply.send(Ok(()));
+            }
+            other => {
+                let _ = reply.send(Err(format!(
+                    "worker {} cannot register in state {other:?}",
+                    worker.0
+                )));
+            }
+        }
+    }
+
+    pub(super) fn send(&self, worker: WorkerId, kind: Down) -> bool {
+        match self.sessions.get(&worker) {
+            Some(s) => s
+                .try_send(Box::new(SchedulerMessage { kind: Some(kind) }))
+                .is_ok(),
+            None => false,
+        }
+    }
+
+    pub(super) fn assignment(&self, job: u64, attempt: u32) -> Option<Down> {
+        let info = self.jobs.get(&job)?;
+        Some(Down::Assignment(Assignment {
+            job_id: job,
+            command: info.command.clone(),
+            timeout_ms: info.timeout_ms,
+            env: Default::default(),
+            attempt,
+            max_output_bytes: self.max_output,
+        }))
+    }
+
+    /// At a (re)connect: the stored assignments on `worker` that its agent
+    /// neither runs nor holds a result for. They never reached it (an agent
+    /// forgets a job only once its result is confirmed stored), so they are
+    /// sent again — the same attempt, not a new run elsewhere. Assignments
+    /// still on their way to the disk are left to their own commit.
+    pub(super) fn unknown_to_agent(
+        &self,
+        worker: WorkerId,
+        running: &[u64],
+        results: &[ReportedResult],
+    ) -> Vec<(u64, u32)> {
+        self.engine
+            .jobs_on(worker)
+            .iter()
+            .filter(|j| {
+                !running.contains(&j.0)
+                    && !results.iter().any(|r| r.job == j.0)
+                    && !self.awaiting_commit.contains_key(&j.0)
+            })
+            .filter_map(|j| Some((j.0, self.engine.job_attempts(*j)?)))
+            .collect()
+    }
+
+    /// Sends a stored assignment again after a reconnect.
+    pub(super) fn resend(&mut self, worker: WorkerId, job: u64, attempt: u32) {
+        if !self.still_assigned(worker, job, attempt) {
+            return;
+        }
+        let Some(order) = self.assignment(job, attempt) else {
+            return;
+        };
+        let delivered = self.send(worker, order);
+        tracing::info!(
+            job,
+            worker = worker.0,
+            attempt,
+            delivered,
+            "assignment re-sent: the agent did not have it"
+        );
+        if !delivered {
+            self.keep_undelivered(worker, Undelivered::Assignment { job, attempt });
+        }
+    }
+}
+
+/// Whether a worker in `state` may have a session open: it is registered
+/// and not yet retired or lost.
+pub(super) fn may_hold_session(state: Option<ebbtide_core::WorkerState>) -> bool {
+    matches!(
+        state,
+        Some(
+            ebbtide_core::WorkerState::Idle
+                | ebbtide_core::WorkerState::Busy
+                | ebbtide_core::WorkerState::Draining
+        )
+    )
+}
