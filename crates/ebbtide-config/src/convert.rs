@@ -142,14 +142,15 @@ pub(crate) fn to_cluster(
 
 /// Dollars as written in the file to exact micro-dollars.
 pub(crate) fn dollars(d: f64, path: &str, issue: &mut impl FnMut(String, String)) -> Micros {
-    if !d.is_finite() || !(0.0..=1e9).contains(&d) {
+    let micros = Micros::from_dollars_f64(d).filter(|m| m.0 >= 0);
+    let Some(micros) = micros else {
         issue(
             path.to_string(),
             format!("must be a dollar amount between 0 and 1e9, got {d}"),
         );
         return Micros::ZERO;
-    }
-    Micros((d * 1e6).round() as i64)
+    };
+    micros
 }
 
 fn tenant(

@@ -79,6 +79,19 @@ pub enum Command {
         /// The worker running it.
         worker: WorkerId,
     },
+    /// Send a stored assignment to its worker again: the agent, at a
+    /// (re)connect, neither runs the job nor holds its result, so the
+    /// assignment never reached it. The same attempt, not a new run: the
+    /// adapter delivers what it already stored (and nothing still on its
+    /// way to the disk, which its own commit delivers).
+    Redeliver {
+        /// The job.
+        job: JobId,
+        /// The worker it is assigned to.
+        worker: WorkerId,
+        /// The stored attempt.
+        attempt: u32,
+    },
     /// Record: the job is back in the queue.
     Requeued {
         /// The job.

@@ -54,6 +54,18 @@ pub enum Event {
         /// The worker.
         worker: WorkerId,
     },
+    /// A worker's agent opened a session (first connect or reconnect) and
+    /// said what it holds: jobs it runs, and jobs whose results it still
+    /// keeps for the scheduler. The engine reconciles that with where it
+    /// placed jobs (`Command::StopJob`, `Command::Redeliver`).
+    SessionOpened {
+        /// The worker.
+        worker: WorkerId,
+        /// Jobs the agent runs now.
+        running: Vec<JobId>,
+        /// Jobs it finished whose results it has not had confirmed.
+        finished: Vec<JobId>,
+    },
     /// A worker is alive.
     Heartbeat {
         /// The worker.

@@ -12,7 +12,10 @@ use crate::time::duration_millis;
 
 const MILLIS_PER_HOUR: u128 = 3_600_000;
 
-/// An amount of money in micro-dollars (1 USD = 1,000,000).
+/// Micro-dollars in a dollar: the one money unit every crate counts in.
+pub const MICROS_PER_DOLLAR: i64 = 1_000_000;
+
+/// An amount of money in micro-dollars (1 USD = [`MICROS_PER_DOLLAR`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Micros(pub i64);
 
@@ -22,7 +25,19 @@ impl Micros {
 
     /// Whole dollars, for readable configs and tests.
     pub const fn from_dollars(d: i64) -> Self {
-        Micros(d.saturating_mul(1_000_000))
+        Micros(d.saturating_mul(MICROS_PER_DOLLAR))
+    }
+
+    /// Dollars as written by a person or a price list (`0.0416`), rounded
+    /// to the micro-dollar; `None` unless finite and within ±1e9 dollars.
+    pub fn from_dollars_f64(d: f64) -> Option<Self> {
+        (d.is_finite() && d.abs() <= 1e9)
+            .then(|| Micros((d * MICROS_PER_DOLLAR as f64).round() as i64))
+    }
+
+    /// The amount in dollars, for display and charts only (never summed).
+    pub fn as_dollars(self) -> f64 {
+        self.0 as f64 / MICROS_PER_DOLLAR as f64
     }
 }
 
@@ -43,7 +58,8 @@ impl std::fmt::Display for Micros {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sign = if self.0 < 0 { "-" } else { "" };
         let abs = self.0.unsigned_abs();
-        write!(f, "{sign}${}.{:06}", abs / 1_000_000, abs % 1_000_000)
+        let unit = MICROS_PER_DOLLAR.unsigned_abs();
+        write!(f, "{sign}${}.{:06}", abs / unit, abs % unit)
     }
 }
 
@@ -110,6 +126,17 @@ impl AddAssign for CostAccum {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollars_as_written_round_to_the_micro_dollar_and_nonsense_is_refused() {
+        assert_eq!(Micros::from_dollars_f64(0.0416), Some(Micros(41_600)));
+        assert_eq!(Micros::from_dollars_f64(0.000_000_4), Some(Micros(0)));
+        assert_eq!(Micros::from_dollars_f64(0.000_000_6), Some(Micros(1)));
+        assert_eq!(Micros::from_dollars_f64(f64::NAN), None);
+        assert_eq!(Micros::from_dollars_f64(2e9), None);
+        assert_eq!(Micros(1_500_000).as_dollars(), 1.5);
+        assert_eq!(Micros::from_dollars(3).to_string(), "$3.000000");
+    }
 
     #[test]
     fn one_hour_at_a_price_costs_exactly_that_price() {

@@ -116,6 +116,17 @@ pub enum Market {
     OnDemand,
 }
 
+impl Market {
+    /// The market's one spelling everywhere Ebbtide writes it: instance
+    /// tags, metric labels, the cost ledger and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Market::Spot => "spot",
+            Market::OnDemand => "on-demand",
+        }
+    }
+}
+
 /// Why a worker is being drained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainReason {

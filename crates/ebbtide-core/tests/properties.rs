@@ -33,6 +33,10 @@ enum Op {
     Terminated(usize),
     Lose(usize),
     Reclaim(usize),
+    /// A live worker's agent reconnects, reporting as running: the jobs
+    /// on it whose bit is set in the mask, plus (if given) one job placed
+    /// anywhere, as a stale agent would.
+    Reconnect(usize, u8, Option<usize>),
     Price(bool, u32),
     Tick(u16),
 }
@@ -51,6 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => any::<usize>().prop_map(Op::Terminated),
         1 => any::<usize>().prop_map(Op::Lose),
         1 => any::<usize>().prop_map(Op::Reclaim),
+        2 => (any::<usize>(), any::<u8>(), proptest::option::of(any::<usize>()))
+            .prop_map(|(w, mask, stale)| Op::Reconnect(w, mask, stale)),
         1 => (any::<bool>(), 10_000u32..200_000).prop_map(|(s, p)| Op::Price(s, p)),
         5 => (1u16..400).prop_map(Op::Tick),
     ]
@@ -132,6 +138,15 @@ impl Observer {
                     self.holding.remove(job);
                 }
                 Command::Scale(d) => self.check_damping(d, engine)?,
+                Command::Redeliver { job, worker, .. } => {
+                    prop_assert_eq!(
+                        engine.job_state(*job).and_then(|s| s.worker()),
+                        Some(*worker),
+                        "{} redelivered to a worker it is not placed on",
+                        job
+                    );
+                    prop_assert!(self.holding.contains(job), "{job} redelivered unassigned");
+                }
                 _ => {}
             }
         }
@@ -287,6 +302,32 @@ fn event_for(op: &Op, engine: &Engine, obs: &mut Observer, now: Timestamp) -> Op
             )?,
             deadline: now + Duration::from_secs(120),
         },
+        Op::Reconnect(i, mask, stale) => {
+            let worker = pick(
+                &workers_in(
+                    engine,
+                    &[WorkerState::Idle, WorkerState::Busy, WorkerState::Draining],
+                ),
+                i,
+            )?;
+            let mut running: Vec<JobId> = engine
+                .jobs_on(worker)
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| mask & (1 << (k % 8)) != 0)
+                .map(|(_, j)| *j)
+                .collect();
+            if let Some(s) = stale.and_then(|s| pick(&on_worker(false), s))
+                && !running.contains(&s)
+            {
+                running.push(s);
+            }
+            Event::SessionOpened {
+                worker,
+                running,
+                finished: Vec::new(),
+            }
+        }
         Op::Price(spot, p) => Event::PriceUpdate {
             shape: "m5.large".into(),
             market: if spot { Market::Spot } else { Market::OnDemand },
@@ -387,6 +428,18 @@ proptest! {
             for c in &cmds {
                 if let Command::LaunchFailed { pool: PoolId(0), .. } = c {
                     obs.last_static_failure = Some(now);
+                }
+            }
+            if let Event::SessionOpened { worker, running, .. } = &event {
+                for c in &cmds {
+                    if let Command::StopJob { job, worker: w } = c {
+                        prop_assert_eq!(w, worker);
+                        prop_assert!(running.contains(job), "{} stopped but not reported", job);
+                        prop_assert!(
+                            engine.job_state(*job).and_then(|s| s.worker()) != Some(*worker),
+                            "{} stopped on the worker it is placed on", job
+                        );
+                    }
                 }
             }
             obs.absorb(&cmds, &engine)?;

@@ -123,7 +123,12 @@ fn tags(row: &ReportRow) -> Value {
 }
 
 fn description(row: &ReportRow) -> Value {
-    let market = if row.spot { "spot" } else { "on-demand" };
+    let market = if row.spot {
+        ebbtide_core::Market::Spot
+    } else {
+        ebbtide_core::Market::OnDemand
+    }
+    .name();
     Value::Text(match &row.tenant {
         Some(t) => format!("{} {market} instance time used by tenant {t}", row.shape),
         None => format!(

@@ -4,7 +4,7 @@
 //! which must outlive a reconfiguration that renames or reorders pools)
 //! needs names. This is the one place the two meet.
 
-use ebbtide_core::{EngineConfig, LedgerLine, Market};
+use ebbtide_core::{EngineConfig, LedgerLine};
 use ebbtide_store::{CostLine, WorkerId};
 
 /// Names `lines` with `config`'s pool, provider, shape and tenant names;
@@ -35,11 +35,7 @@ pub fn name_lines(
                 region: region_of(&provider),
                 provider,
                 shape: pool.map_or_else(String::new, |p| p.shape.name.clone()),
-                market: match l.market {
-                    Market::Spot => "spot",
-                    Market::OnDemand => "on-demand",
-                }
-                .to_string(),
+                market: l.market.name().to_string(),
                 zone: l.zone,
                 capacity: l.capacity,
                 cost: l.cost.0,

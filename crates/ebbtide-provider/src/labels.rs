@@ -17,16 +17,13 @@ pub const MARKET: &str = "ebbtide.market";
 
 /// The market as the tag value.
 pub fn market_value(market: ebbtide_core::Market) -> &'static str {
-    match market {
-        ebbtide_core::Market::Spot => "spot",
-        ebbtide_core::Market::OnDemand => "on-demand",
-    }
+    market.name()
 }
 
 /// The market a tag value names (anything but `spot` is on-demand).
 pub fn parse_market(value: Option<&str>) -> ebbtide_core::Market {
     match value {
-        Some("spot") => ebbtide_core::Market::Spot,
+        Some(v) if v == ebbtide_core::Market::Spot.name() => ebbtide_core::Market::Spot,
         _ => ebbtide_core::Market::OnDemand,
     }
 }

@@ -63,7 +63,9 @@ pub fn draw(reports: &[RunReport], path: &Path) -> Result<(), ChartError> {
         ("instances (all states)", |s| {
             (s.booting + s.idle + s.busy + s.retiring) as f64
         }),
-        ("cumulative cost, $", |s| s.cost_micros as f64 / 1e6),
+        ("cumulative cost, $", |s| {
+            ebbtide_core::Micros(s.cost_micros).as_dollars()
+        }),
     ];
     for (panel, (title, get)) in panels.iter().zip(series) {
         let lines: Vec<Vec<(f64, f64)>> = reports

@@ -185,7 +185,7 @@ fn spot_zones(
         ) {
             out.push((
                 z.to_string(),
-                PricePerHour(Micros((p * 1e6).round() as i64)),
+                PricePerHour(Micros::from_dollars_f64(p).unwrap_or(Micros::ZERO)),
             ));
         }
     }

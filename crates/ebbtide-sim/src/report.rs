@@ -317,7 +317,7 @@ impl Collector {
 
 /// Dollars with two decimals, for tables.
 pub fn dollars(micros: i64) -> String {
-    format!("${:.2}", micros as f64 / 1e6)
+    format!("${:.2}", ebbtide_core::Micros(micros).as_dollars())
 }
 
 /// The comparison as a fixed-width table.

@@ -443,6 +443,9 @@ impl Run<'_> {
                 market, workers, ..
             } => self.launch(market, workers),
             Command::Drain { worker, .. } => self.at(now + api / 2, SimEvent::DrainAck(worker)),
+            // Simulated agents never reconnect, so nothing is redelivered;
+            // were one emitted, the job already runs from its assignment.
+            Command::Redeliver { .. } => {}
             Command::Terminate { worker, .. } => self.at(now + api, SimEvent::Terminated(worker)),
             Command::StopJob { job, .. } | Command::Requeued { job, .. } => {
                 self.tokens.remove(&job);

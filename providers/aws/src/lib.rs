@@ -444,7 +444,8 @@ impl AwsProvider {
 fn parse_dollars(text: &str) -> Option<PricePerHour> {
     let dollars: f64 = text.parse().ok()?;
     (dollars.is_finite() && dollars >= 0.0)
-        .then(|| PricePerHour(Micros((dollars * 1e6).round() as i64)))
+        .then(|| Micros::from_dollars_f64(dollars).map(PricePerHour))
+        .flatten()
 }
 
 #[async_trait::async_trait]

@@ -211,6 +211,11 @@ impl Engine {
             }
             Event::WorkerRegistered { worker } => self.on_registered(worker, now, &mut out)?,
             Event::Heartbeat { worker } => self.on_heartbeat(worker, now)?,
+            Event::SessionOpened {
+                worker,
+                running,
+                finished,
+            } => self.on_session_opened(worker, &running, &finished, now, &mut out)?,
             Event::WorkerLost { worker } => self.on_lost(worker, now, &mut out)?,
             Event::DrainAcknowledged { worker } => self.on_drain_ack(worker, now, &mut out)?,
             Event::InstanceTerminated { worker } => self.on_terminated(worker, now, &mut out)?,

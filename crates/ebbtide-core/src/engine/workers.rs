@@ -163,6 +163,42 @@ impl Engine {
         Ok(())
     }
 
+    /// An agent said what it holds. A job it runs that is placed on
+    /// another worker (requeued while the agent was away) is stopped there,
+    /// so it never runs twice; a job placed on this worker that the agent
+    /// neither runs nor finished never reached it (an agent forgets a job
+    /// only once its result is stored) and is delivered again, the same
+    /// attempt. The session counts as a heartbeat.
+    pub(super) fn on_session_opened(
+        &mut self,
+        wid: WorkerId,
+        running: &[JobId],
+        finished: &[JobId],
+        now: Timestamp,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        self.on_heartbeat(wid, now)?;
+        for &job in running {
+            let placed = self.jobs.get(&job).and_then(|j| j.state.worker());
+            if placed != Some(wid) && !finished.contains(&job) {
+                out.push(Command::StopJob { job, worker: wid });
+            }
+        }
+        for &job in self.jobs_on(wid) {
+            if running.contains(&job) || finished.contains(&job) {
+                continue;
+            }
+            if let Some(attempt) = self.jobs.get(&job).map(|j| j.attempts) {
+                out.push(Command::Redeliver {
+                    job,
+                    worker: wid,
+                    attempt,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn on_lost(
         &mut self,
         wid: WorkerId,

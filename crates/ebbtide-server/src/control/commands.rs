@@ -98,6 +98,11 @@ impl Control {
                     }
                 });
             }
+            Command::Redeliver {
+                job,
+                worker,
+                attempt,
+            } => self.resend(worker, job.0, attempt),
             Command::StopJob { job, worker } => {
                 let delivered = self.send(worker, Down::Cancel(Cancel { job_id: job.0 }));
                 if !delivered {
@@ -202,7 +207,7 @@ impl Control {
                 crate::telemetry::launch_failed(
                     &cfg.provider,
                     &cfg.name,
-                    market_name(market),
+                    market.name(),
                     kind,
                     u64::from(count),
                 );

@@ -54,7 +54,7 @@ impl Control {
         crate::telemetry::launched(
             &cfg.provider,
             &cfg.name,
-            market_name(market),
+            market.name(),
             workers.len() as u64,
         );
         let requested = now();
@@ -138,9 +138,4 @@ impl Control {
             }
         });
     }
-}
-
-/// The market as a metric label value.
-pub(super) fn market_name(market: ebbtide_core::Market) -> &'static str {
-    ebbtide_provider::labels::market_value(market)
 }

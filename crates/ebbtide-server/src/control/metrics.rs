@@ -113,7 +113,7 @@ pub(super) fn fleet_metrics(
                 .sum::<i64>();
             out.gauge(
                 t::COST_RATE,
-                &[pool(), ("market", market_name(market).into())],
+                &[pool(), ("market", market.name().into())],
                 rate as f64,
             );
         }
@@ -178,12 +178,12 @@ pub(super) fn fleet_metrics(
     let spot = costs.spot.to_micros().0;
     out.counter(
         t::COST_MARKET,
-        &[("market", "spot".into())],
+        &[("market", ebbtide_core::Market::Spot.name().into())],
         u64::try_from(spot).unwrap_or(0),
     );
     out.counter(
         t::COST_MARKET,
-        &[("market", "on-demand".into())],
+        &[("market", ebbtide_core::Market::OnDemand.name().into())],
         u64::try_from(fleet - spot).unwrap_or(0),
     );
     out.counter(

@@ -29,7 +29,6 @@ mod recovery;
 mod sessions;
 
 use book::JobInfo;
-use launches::market_name;
 pub use messages::{LoopMsg, PoolReport, ReportedResult, SessionSender, StatusReport};
 use sessions::{Undelivered, may_hold_session};
 

@@ -171,10 +171,10 @@ impl Control {
         }
     }
 
-    /// A Session opened: results the agent holds are applied first, a job
-    /// it runs that the engine placed elsewhere is stopped there (it must
-    /// never run twice), a job placed on it that it does not know is sent
-    /// again, then every order that waited for the session.
+    /// A Session opened: the engine hears what the agent holds
+    /// (`Event::SessionOpened`: it stops what runs in the wrong place and
+    /// redelivers what never arrived), then the results the agent kept are
+    /// applied, then every order that waited for the session is sent.
     pub(super) fn on_connected(
         &mut self,
         worker: WorkerId,
@@ -202,26 +202,16 @@ impl Control {
             );
         }
         tracing::debug!(worker = worker.0, "session connected");
-        // Taken before the results free slots: a job dispatched now is
-        // delivered by its own commit, never from here.
-        let unknown = self.unknown_to_agent(worker, &running, &results);
+        // Before the results free slots: a job dispatched now is delivered
+        // by its own commit, never as a redelivery.
+        let finished = results.iter().map(|r| JobId(r.job)).collect();
+        self.apply(Event::SessionOpened {
+            worker,
+            running: running.into_iter().map(JobId).collect(),
+            finished,
+        });
         for r in results {
             self.on_result(worker, r);
-        }
-        for job in running {
-            if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
-                // Requeued while the agent was away: stop the stale
-                // attempt so the job never runs twice.
-                tracing::warn!(
-                    job,
-                    worker = worker.0,
-                    "agent runs a job the scheduler placed elsewhere; stopping it there"
-                );
-                self.send(worker, Down::Cancel(Cancel { job_id: job }));
-            }
-        }
-        for (job, attempt) in unknown {
-            self.resend(worker, job, attempt);
         }
         self.retry_undelivered(worker);
     }
@@ -279,32 +269,11 @@ impl Control {
         }))
     }
 
-    /// At a (re)connect: the stored assignments on `worker` that its agent
-    /// neither runs nor holds a result for. They never reached it (an agent
-    /// forgets a job only once its result is confirmed stored), so they are
-    /// sent again — the same attempt, not a new run elsewhere. Assignments
-    /// still on their way to the disk are left to their own commit.
-    pub(super) fn unknown_to_agent(
-        &self,
-        worker: WorkerId,
-        running: &[u64],
-        results: &[ReportedResult],
-    ) -> Vec<(u64, u32)> {
-        self.engine
-            .jobs_on(worker)
-            .iter()
-            .filter(|j| {
-                !running.contains(&j.0)
-                    && !results.iter().any(|r| r.job == j.0)
-                    && !self.awaiting_commit.contains_key(&j.0)
-            })
-            .filter_map(|j| Some((j.0, self.engine.job_attempts(*j)?)))
-            .collect()
-    }
-
-    /// Sends a stored assignment again after a reconnect.
+    /// Sends a stored assignment again after a reconnect
+    /// (`Command::Redeliver`); one still on its way to the disk is left to
+    /// its own commit.
     pub(super) fn resend(&mut self, worker: WorkerId, job: u64, attempt: u32) {
-        if !self.still_assigned(worker, job, attempt) {
+        if !self.still_assigned(worker, job, attempt) || self.awaiting_commit.contains_key(&job) {
             return;
         }
         let Some(order) = self.assignment(job, attempt) else {
