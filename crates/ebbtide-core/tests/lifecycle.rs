@@ -247,3 +247,61 @@ fn registering_twice_is_an_illegal_transition() {
         "{err}"
     );
 }
+
+#[test]
+fn the_next_deadline_is_when_a_timeout_fires_and_not_before() {
+    let mut h = Harness::new(testkit::config());
+    h.obedient = false;
+    assert_eq!(h.engine.next_deadline(), None, "nothing waits yet");
+    h.submit(testkit::job(1, 0, 1));
+    let cmds = h.send(Event::Tick);
+    let worker = cmds
+        .iter()
+        .find_map(|c| match c {
+            Command::Launch { workers, .. } => workers.first().copied(),
+            _ => None,
+        })
+        .expect("a launch for the queued job");
+    h.send(Event::InstanceLaunched {
+        worker,
+        instance: InstanceId("i-1".into()),
+        zone: None,
+    });
+    let boot_timeout = h.engine.config().pools[0].boot_timeout;
+    let due = h.engine.next_deadline().expect("the boot timeout waits");
+    assert_eq!(due, h.now + boot_timeout + Duration::from_millis(1));
+
+    h.now = Timestamp::from_millis(due.as_millis() - 1);
+    let early = h.send(Event::Tick);
+    assert!(
+        !early
+            .iter()
+            .any(|c| matches!(c, Command::WorkerLost { .. })),
+        "not lost a millisecond early: {early:?}"
+    );
+    h.now = due;
+    let on_time = h.send(Event::Tick);
+    assert!(
+        on_time
+            .iter()
+            .any(|c| matches!(c, Command::WorkerLost { worker: w, .. } if *w == worker)),
+        "lost at its deadline: {on_time:?}"
+    );
+}
+
+#[test]
+fn a_deadline_already_past_is_not_due_again() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].kind = PoolKind::Dynamic {
+        min: 0,
+        idle_count: 1,
+    };
+    let mut h = Harness::new(cfg);
+    h.run_for(Duration::from_secs(60), Duration::from_secs(1));
+    let idle_timeout = h.engine.config().pools[0].idle_timeout;
+    // The spare idle worker outlives its idle timeout (idle_count keeps it).
+    h.run_for(idle_timeout * 2, Duration::from_secs(5));
+    if let Some(due) = h.engine.next_deadline() {
+        assert!(due > h.now, "{due:?} is not after now {:?}", h.now);
+    }
+}

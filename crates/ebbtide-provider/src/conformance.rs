@@ -4,7 +4,9 @@
 //! promises from every infrastructure — `list` finds what was launched,
 //! also from a fresh provider object after a restart; `terminate` is
 //! idempotent; failures come back with the kind that decides what happens
-//! next; and nothing Ebbtide did not launch is ever listed or touched. A
+//! next; a launch that starts only some workers says which; offerings are
+//! well formed; and nothing Ebbtide did not launch is ever listed or
+//! touched. A
 //! provider's tests implement [`Harness`] over a real backend (a Docker
 //! engine, an EC2 emulator, processes) and call [`run`].
 
@@ -14,6 +16,27 @@ use std::time::Duration;
 use ebbtide_core::InstanceId;
 
 use crate::{LaunchRequest, LaunchedInstance, Provider};
+
+/// A launch that must fail, and how.
+pub struct FailingLaunch {
+    /// The provider (its backend set up to fail).
+    pub provider: Arc<dyn Provider>,
+    /// What to launch.
+    pub request: LaunchRequest,
+    /// The kind the error must have ([`crate::ProviderError::kind`]):
+    /// `capacity`, `throttled`, `quota`, `transient` or `permanent`.
+    pub kind: &'static str,
+}
+
+/// A launch that can start only some of its workers.
+pub struct PartialLaunch {
+    /// The provider (its backend set up to run short).
+    pub provider: Arc<dyn Provider>,
+    /// What to launch.
+    pub request: LaunchRequest,
+    /// How many of the request's workers it starts.
+    pub starts: usize,
+}
 
 /// What the suite needs from a provider's test.
 #[async_trait::async_trait]
@@ -25,9 +48,23 @@ pub trait Harness: Send + Sync {
     /// A launch request for `workers` on one of the harness's pools.
     fn request(&self, workers: &[u64]) -> LaunchRequest;
 
-    /// A provider and request that must fail, and the error kind
-    /// ([`crate::ProviderError::kind`]) the failure must have.
-    async fn failing_launch(&self) -> Option<(Arc<dyn Provider>, LaunchRequest, &'static str)>;
+    /// Launches that must fail, one per error kind the harness can make
+    /// its backend produce (a real backend rarely produces them all: the
+    /// EC2 harness injects capacity, quota and throttling errors in front
+    /// of the emulator; a process provider only has permanent ones).
+    async fn failing_launches(&self) -> Vec<FailingLaunch>;
+
+    /// A launch that starts only some of its workers, where the backend
+    /// can be made to run short; `None` where a launch is all or nothing.
+    async fn partial_launch(&self) -> Option<PartialLaunch> {
+        None
+    }
+
+    /// Whether this provider has a price list: then `offerings` must list
+    /// something; without one it may answer nothing.
+    fn has_offerings(&self) -> bool {
+        false
+    }
 
     /// Creates, in the same backend, an instance Ebbtide's cluster did not
     /// launch (untagged, or another cluster's).
@@ -50,6 +87,8 @@ pub async fn run(h: &dyn Harness) -> Result<(), String> {
         listed_after_restart(h, &launched).await?;
         terminate_twice_and_unknown(h, &launched).await?;
         failure_kinds(h).await?;
+        partial(h).await?;
+        offerings(h).await?;
         foreign_untouched(h).await
     }
     .await;
@@ -145,23 +184,103 @@ async fn terminate_twice_and_unknown(
 }
 
 async fn failure_kinds(h: &dyn Harness) -> Result<(), String> {
-    let Some((p, request, kind)) = h.failing_launch().await else {
-        return Ok(());
-    };
-    match p.launch(request).await {
-        Err(e) if e.kind() == kind => Ok(()),
-        Err(e) => Err(format!(
-            "failing launch: expected a {kind} error, got {} ({e})",
-            e.kind()
-        )),
-        Ok(l) => {
-            let ids: Vec<InstanceId> = l.into_iter().map(|l| l.instance).collect();
-            let _ = p.terminate(&ids).await;
-            Err(format!(
-                "failing launch: expected a {kind} error, it succeeded"
-            ))
+    for FailingLaunch {
+        provider,
+        request,
+        kind,
+    } in h.failing_launches().await
+    {
+        match provider.launch(request).await {
+            Err(e) if e.kind() == kind => {}
+            Err(e) => {
+                return Err(format!(
+                    "failing launch: expected a {kind} error, got {} ({e})",
+                    e.kind()
+                ));
+            }
+            Ok(l) => {
+                let ids: Vec<InstanceId> = l.into_iter().map(|l| l.instance).collect();
+                let _ = provider.terminate(&ids).await;
+                return Err(format!(
+                    "failing launch: expected a {kind} error, it succeeded"
+                ));
+            }
         }
     }
+    Ok(())
+}
+
+async fn partial(h: &dyn Harness) -> Result<(), String> {
+    let Some(PartialLaunch {
+        provider,
+        request,
+        starts,
+    }) = h.partial_launch().await
+    else {
+        return Ok(());
+    };
+    let asked: Vec<u64> = request.workers.iter().map(|w| w.worker.0).collect();
+    let launched = provider
+        .launch(request)
+        .await
+        .map_err(|e| format!("partial launch: {e}"))?;
+    let ids: Vec<InstanceId> = launched.iter().map(|l| l.instance.clone()).collect();
+    let outcome = async {
+        if launched.len() != starts {
+            return Err(format!(
+                "partial launch: {starts} of {} workers start, it answered {}",
+                asked.len(),
+                launched.len()
+            ));
+        }
+        if let Some(l) = launched.iter().find(|l| !asked.contains(&l.worker.0)) {
+            return Err(format!(
+                "partial launch: answered worker {}, which was not asked for",
+                l.worker.0
+            ));
+        }
+        if !all_distinct(launched.iter().map(|l| &l.instance)) {
+            return Err("partial launch: instance ids are not distinct".into());
+        }
+        settle("partially launched instances are listed", || async {
+            let listed = provider.list().await.map_err(|e| format!("list: {e}"))?;
+            Ok(launched
+                .iter()
+                .find(|l| !listed.iter().any(|i| i.instance == l.instance && i.running))
+                .map(|l| format!("{} not listed as running", l.instance.0)))
+        })
+        .await
+    }
+    .await;
+    let _ = provider.terminate(&ids).await;
+    outcome
+}
+
+async fn offerings(h: &dyn Harness) -> Result<(), String> {
+    let offered = h
+        .provider()
+        .await
+        .offerings()
+        .await
+        .map_err(|e| format!("offerings: {e}"))?;
+    if h.has_offerings() && offered.is_empty() {
+        return Err("offerings: a provider with a price list offered nothing".into());
+    }
+    for (i, o) in offered.iter().enumerate() {
+        if o.shape.is_empty() {
+            return Err(format!("offerings: {o:?} names no shape"));
+        }
+        if o.price.0.0 < 0 {
+            return Err(format!("offerings: {o:?} has a negative price"));
+        }
+        if offered[..i]
+            .iter()
+            .any(|p| p.shape == o.shape && p.zone == o.zone && p.market == o.market)
+        {
+            return Err(format!("offerings: {o:?} is offered twice"));
+        }
+    }
+    Ok(())
 }
 
 async fn foreign_untouched(h: &dyn Harness) -> Result<(), String> {

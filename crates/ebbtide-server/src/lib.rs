@@ -10,6 +10,7 @@
 //! It must never contain a scaling decision: those are the engine's.
 
 mod auth;
+mod clock;
 mod control;
 mod costs;
 
@@ -26,7 +27,7 @@ mod worker_api;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ebbtide_config::ClusterConfig;
 use ebbtide_core::Timestamp;
@@ -206,13 +207,10 @@ impl ServerHandle {
     }
 }
 
-/// Wall-clock now, as the engine's timestamp: the service is the one place
-/// that reads the clock.
+/// Now, as the engine's timestamp: the service is the one place that
+/// reads the clock (see [`clock::Clock`]).
 pub(crate) fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    Timestamp::from_millis(ms)
+    clock::process().now()
 }
 
 /// Starts the store, the control loop and both APIs over the providers

@@ -110,7 +110,7 @@ impl conformance::Harness for Harness {
         request(&self.cfg.cluster, workers, Market::OnDemand)
     }
 
-    async fn failing_launch(&self) -> Option<(Arc<dyn Provider>, LaunchRequest, &'static str)> {
+    async fn failing_launches(&self) -> Vec<conformance::FailingLaunch> {
         let mut cfg = self.cfg.clone();
         // A subnet that does not exist: configuration, not capacity.
         if let Some(p) = cfg.pools.get_mut("ci") {
@@ -118,11 +118,37 @@ impl conformance::Harness for Harness {
                 s.id = "subnet-0doesnotexist".into();
             }
         }
-        Some((
-            Arc::new(AwsProvider::new(cfg).await),
-            self.request(&[1]),
-            "permanent",
-        ))
+        let mut out = vec![conformance::FailingLaunch {
+            provider: Arc::new(AwsProvider::new(cfg).await),
+            request: self.request(&[1]),
+            kind: "permanent",
+        }];
+        // What moto never answers, injected in front of it for the one
+        // type and zone the pool may use, so no fallback can succeed.
+        let moto = self.cfg.endpoint.clone().unwrap_or_default();
+        for (code, kind) in [
+            ("InsufficientInstanceCapacity", "capacity"),
+            ("VcpuLimitExceeded", "quota"),
+            ("RequestLimitExceeded", "throttled"),
+        ] {
+            let (front, _) = interposer(&moto, "m5.large", code, usize::MAX).await;
+            let mut cfg = self.cfg.clone();
+            cfg.endpoint = Some(front);
+            if let Some(p) = cfg.pools.get_mut("ci") {
+                p.instance_types = vec!["m5.large".into()];
+                p.subnets.truncate(1);
+            }
+            out.push(conformance::FailingLaunch {
+                provider: Arc::new(AwsProvider::new(cfg).await),
+                request: self.request(&[1]),
+                kind,
+            });
+        }
+        out
+    }
+
+    fn has_offerings(&self) -> bool {
+        true
     }
 
     async fn create_foreign(&self) -> InstanceId {

@@ -75,11 +75,19 @@ impl conformance::Harness for Harness {
         request(&self.cluster, workers)
     }
 
-    async fn failing_launch(&self) -> Option<(Arc<dyn Provider>, LaunchRequest, &'static str)> {
+    async fn failing_launches(&self) -> Vec<conformance::FailingLaunch> {
         // The engine refuses a memory limit below its minimum (6 MiB).
         let mut r = request(&self.cluster, &[77]);
         r.memory_mib = 1;
-        Some((self.provider().await, r, "permanent"))
+        vec![conformance::FailingLaunch {
+            provider: self.provider().await,
+            request: r,
+            kind: "permanent",
+        }]
+    }
+
+    fn has_offerings(&self) -> bool {
+        true
     }
 
     async fn create_foreign(&self) -> InstanceId {

@@ -49,7 +49,7 @@ impl conformance::Harness for Local {
         request(workers)
     }
 
-    async fn failing_launch(&self) -> Option<(Arc<dyn Provider>, LaunchRequest, &'static str)> {
+    async fn failing_launches(&self) -> Vec<conformance::FailingLaunch> {
         let missing = LocalProvider::new(LocalConfig {
             cluster: "c1".into(),
             program: "/nonexistent/ebbtide".into(),
@@ -60,7 +60,11 @@ impl conformance::Harness for Local {
             orphan_timeout: std::time::Duration::from_secs(60),
         })
         .expect("provider");
-        Some((Arc::new(missing), request(&[1]), "permanent"))
+        vec![conformance::FailingLaunch {
+            provider: Arc::new(missing),
+            request: request(&[1]),
+            kind: "permanent",
+        }]
     }
 
     async fn create_foreign(&self) -> InstanceId {

@@ -468,6 +468,40 @@ impl Engine {
         self.next_seq
     }
 
+    /// The earliest instant at which a timeout the engine enforces runs
+    /// out (quinn's `poll_timeout`): a booting worker's boot timeout, a
+    /// silent worker's heartbeat timeout, an unconfirmed assignment's
+    /// timeout, an idle worker's idle timeout. The shell wakes the engine
+    /// (`Event::Tick`) then instead of up to a tick later; planning still
+    /// re-runs at every tick. Only instants after the last one the engine
+    /// saw count: one already past (an idle worker kept by `idle_count`)
+    /// must not wake the shell in a loop. `None`: nothing waits on a
+    /// timeout.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        // Each expires strictly after its limit (`elapsed > limit`).
+        let after = |from: Timestamp, limit: std::time::Duration| {
+            from + limit + std::time::Duration::from_millis(1)
+        };
+        let hb = self.config.heartbeat_timeout;
+        let workers = self.workers.values().filter_map(|w| {
+            let pool = &self.pools[w.pool.0 as usize].config;
+            match w.state {
+                WorkerState::Booting => Some(after(w.launched_at?, pool.boot_timeout)),
+                WorkerState::Idle => {
+                    Some(after(w.last_heartbeat, hb).min(w.idle_since + pool.idle_timeout))
+                }
+                WorkerState::Busy | WorkerState::Draining => Some(after(w.last_heartbeat, hb)),
+                _ => None,
+            }
+        });
+        let limit = self.config.assignment_timeout;
+        let assignments = self.jobs.values().filter_map(|j| match j.state {
+            JobState::Assigned { at, .. } => Some(after(at, limit)),
+            _ => None,
+        });
+        workers.chain(assignments).filter(|t| *t > self.clock).min()
+    }
+
     /// Verifies the engine's internal consistency; used after every step of
     /// the property tests, and every N events by the simulator
     /// (`SimParams::check_every`, `ebbtide simulate --check N`).

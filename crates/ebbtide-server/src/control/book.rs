@@ -119,7 +119,7 @@ impl Control {
                 exit_code: None,
                 reason: Some(reason),
                 cost_micros: 0,
-                at_ms: now().as_millis(),
+                at_ms: self.now.as_millis(),
             },
         );
     }
@@ -133,7 +133,7 @@ impl Control {
             }
         };
         self.jobs.insert(record.id.0, JobInfo::of(&record));
-        let cmds = match self.engine.handle(Event::JobSubmitted(spec), now()) {
+        let cmds = match self.engine.handle(Event::JobSubmitted(spec), self.now) {
             Ok(c) => c,
             Err(e) => return Err(e.to_string()),
         };

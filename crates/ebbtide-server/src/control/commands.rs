@@ -18,7 +18,7 @@ impl Control {
                     crate::telemetry::job_started(
                         &info.tenant,
                         &info.class,
-                        now().saturating_since(info.submitted_at),
+                        self.now.saturating_since(info.submitted_at),
                         target,
                     );
                 }
@@ -136,7 +136,7 @@ impl Control {
                         exit_code: None,
                         reason: Some(reason.to_string()),
                         cost_micros: 0,
-                        at_ms: now().as_millis(),
+                        at_ms: self.now.as_millis(),
                     },
                 );
             }
@@ -177,7 +177,7 @@ impl Control {
                         exit_code,
                         reason,
                         cost_micros: cost.0,
-                        at_ms: now().as_millis(),
+                        at_ms: self.now.as_millis(),
                     },
                 );
             }

@@ -57,7 +57,7 @@ impl Control {
             market.name(),
             workers.len() as u64,
         );
-        let requested = now();
+        let requested = self.now;
         for w in &workers {
             self.launch_requested.insert(*w, requested);
         }
@@ -78,7 +78,7 @@ impl Control {
             scheduler_url: self.server.public_grpc_url.clone(),
             workers: launches,
         };
-        let issued = now().as_millis();
+        let issued = self.now.as_millis();
         let expires = issued + self.server.bootstrap_token_ttl.as_millis() as u64;
         let (store, tx) = (self.store.clone(), self.tx.clone());
         tokio::spawn(async move {

@@ -47,7 +47,7 @@ impl Control {
     /// Exports the engine's state as gauges and its cost books as
     /// counters (at most once a second; called from the tick).
     pub(super) fn refresh_metrics(&mut self) {
-        let at = now();
+        let at = self.now;
         self.last_refresh = at;
         self.launch_requested.retain(|w, _| {
             matches!(

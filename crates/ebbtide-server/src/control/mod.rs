@@ -32,8 +32,34 @@ use book::JobInfo;
 pub use messages::{LoopMsg, PoolReport, ReportedResult, SessionSender, StatusReport};
 use sessions::{Undelivered, may_hold_session};
 
+/// Why the loop woke.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one Wake lives on the stack for one turn, never in a collection; boxing would allocate per message"
+)]
+enum Wake {
+    Committed(Committed),
+    Shutdown,
+    FlushLedger,
+    Reconcile,
+    Tick,
+    /// The engine's next timeout fell due before the next tick.
+    Deadline,
+    Message(LoopMsg),
+}
+
+/// Sleeps until `deadline`; never completes without one.
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) struct Control {
     engine: Engine,
+    /// The instant of this loop turn (read once per turn).
+    now: Timestamp,
     store: Arc<dyn Store>,
     providers: HashMap<String, Arc<dyn Provider>>,
     tx: mpsc::Sender<LoopMsg>,
@@ -88,19 +114,37 @@ impl Control {
             tracing::error!("control loop started twice");
             return;
         };
+        let clock = crate::clock::process();
         loop {
             self.journal.flush();
             let accepting = !self.journal.is_full();
-            tokio::select! {
+            // The engine's next timeout, if it falls before the next tick.
+            let deadline = self.engine.next_deadline().map(|t| clock.instant_of(t));
+            let woke = tokio::select! {
                 biased;
                 done = committed.recv() => match done {
-                    Some(c) => self.on_committed(c),
+                    Some(c) => Wake::Committed(c),
                     None => {
                         tracing::error!("journal writer stopped");
                         return;
                     }
                 },
-                _ = shutdown.changed() => {
+                _ = shutdown.changed() => Wake::Shutdown,
+                _ = ledger.tick() => Wake::FlushLedger,
+                _ = reconcile.tick() => Wake::Reconcile,
+                _ = tick.tick() => Wake::Tick,
+                _ = sleep_until(deadline), if deadline.is_some() => Wake::Deadline,
+                msg = rx.recv(), if accepting => match msg {
+                    Some(m) => Wake::Message(m),
+                    None => return,
+                },
+            };
+            // The clock is read once per turn: every decision of the turn
+            // sees the same instant.
+            self.now = clock.now();
+            match woke {
+                Wake::Committed(c) => self.on_committed(c),
+                Wake::Shutdown => {
                     // Everything decided is made durable before the loop
                     // ends, and the last cost lines written, so a clean stop
                     // loses neither a job's state nor any cost.
@@ -111,16 +155,21 @@ impl Control {
                             None => break,
                         }
                     }
-                    let at = now();
+                    let at = clock.now();
                     let lines = self.ledger.take(&mut self.engine, at);
-                    if let Err(e) = self.store.record_costs_until(lines, Some(at.as_millis())).await {
+                    if let Err(e) = self
+                        .store
+                        .record_costs_until(lines, Some(at.as_millis()))
+                        .await
+                    {
                         tracing::error!(error = %e, "cost ledger lines lost at shutdown");
                     }
                     return;
                 }
-                _ = ledger.tick() => self.ledger.flush(&mut self.engine, now()),
-                _ = reconcile.tick() => self.start_reconcile(),
-                _ = tick.tick() => {
+                Wake::FlushLedger => self.ledger.flush(&mut self.engine, self.now),
+                Wake::Reconcile => self.start_reconcile(),
+                Wake::Deadline => self.apply(Event::Tick),
+                Wake::Tick => {
                     if !self.awaiting_session.is_empty() {
                         // Adopted workers the engine declared lost stop waiting.
                         let engine = &self.engine;
@@ -128,14 +177,13 @@ impl Control {
                             .retain(|w, _| may_hold_session(engine.worker_state(*w)));
                     }
                     self.apply(Event::Tick);
-                    if now().saturating_since(self.last_refresh) >= std::time::Duration::from_secs(1) {
+                    if self.now.saturating_since(self.last_refresh)
+                        >= std::time::Duration::from_secs(1)
+                    {
                         self.refresh_metrics();
                     }
                 }
-                msg = rx.recv(), if accepting => match msg {
-                    Some(m) => self.on_msg(m),
-                    None => return,
-                },
+                Wake::Message(m) => self.on_msg(m),
             }
         }
     }
@@ -178,7 +226,7 @@ impl Control {
                     self.retry_undelivered(w);
                 }
                 if let Some(w) = launched {
-                    self.launched_at.insert(w, now());
+                    self.launched_at.insert(w, self.now);
                 }
                 if let Some(job) = started
                     && matches!(self.engine.job_state(job), Some(JobState::Running { .. }))
@@ -229,7 +277,7 @@ impl Control {
                     let _ = reply.send(Err(missing.join("; ")));
                     return;
                 }
-                match self.engine.reconfigure(*engine, now()) {
+                match self.engine.reconfigure(*engine, self.now) {
                     Ok(cmds) => {
                         tracing::info!("configuration reloaded");
                         for c in cmds {
@@ -279,7 +327,7 @@ impl Control {
     }
 
     fn apply(&mut self, event: Event) {
-        match self.engine.handle(event, now()) {
+        match self.engine.handle(event, self.now) {
             Ok(cmds) => {
                 for c in cmds {
                     self.execute(c);

@@ -65,7 +65,7 @@ impl Control {
                 instances: &instances,
             },
             &self.launched_at,
-            now(),
+            self.now,
             self.server.orphan_grace,
         );
         for worker in verdict.lost {

@@ -78,6 +78,7 @@ impl Control {
         }
         let mut control = Control {
             engine,
+            now: now(),
             store: store.clone(),
             providers,
             tx,
@@ -198,7 +199,7 @@ impl Control {
             running: specs,
             accrue_from: survivor.accrue_from,
         };
-        match self.engine.handle(Event::WorkerAdopted(adoption), now()) {
+        match self.engine.handle(Event::WorkerAdopted(adoption), self.now) {
             Ok(cmds) => {
                 tracing::info!(
                     worker = worker.0,
@@ -208,7 +209,7 @@ impl Control {
                 );
                 self.awaiting_session
                     .insert(worker, survivor.jobs.iter().map(|r| r.id.0).collect());
-                self.launched_at.insert(worker, now());
+                self.launched_at.insert(worker, self.now);
                 for c in cmds {
                     self.execute(c);
                 }

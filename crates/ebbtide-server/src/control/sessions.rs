@@ -230,7 +230,7 @@ impl Control {
                     && let Some((pool, _)) = self.engine.worker_placement(worker)
                 {
                     let name = &self.engine.config().pools[pool.0 as usize].name;
-                    crate::telemetry::registered(name, now().saturating_since(at));
+                    crate::telemetry::registered(name, self.now.saturating_since(at));
                 }
                 self.apply(Event::WorkerRegistered { worker });
                 let _ = reply.send(Ok(()));
