@@ -8,7 +8,7 @@
 //! Failures are injected as a provider would meet them: a launch error of
 //! any kind ([`Capture::fail_next_launch`]) and a launch that starts only
 //! some of its workers ([`Capture::launch_at_most`]). It passes the
-//! conformance suite like every real provider (its own test below), so a
+//! conformance suite like every real provider (`tests/capture_conformance.rs`), so a
 //! test built on it relies on the same promises.
 
 use std::collections::{BTreeMap, VecDeque};

@@ -11,6 +11,7 @@
 
 #[cfg(feature = "testkit")]
 pub mod capture;
+#[cfg(feature = "testkit")]
 pub mod conformance;
 mod governed;
 pub mod labels;

@@ -36,7 +36,7 @@ use ebbtide_provider::{CallObserver, Provider};
 use ebbtide_store::{SqliteStore, Store};
 use tokio::sync::{mpsc, watch};
 
-pub use control::LoopMsg;
+pub use control::{LoopMsg, ReloadRefused, SubmitRefused, WorkerRefused};
 
 /// Starting the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +121,7 @@ impl ServerHandle {
     /// dropping jobs or workers. A configuration the engine refuses (an
     /// entry removed or reordered, a broken rule) leaves everything as it
     /// was. `[server]` settings (addresses, data directory) need a restart.
-    pub async fn reload(&self, config: ClusterConfig) -> Result<(), String> {
+    pub async fn reload(&self, config: ClusterConfig) -> Result<(), ReloadRefused> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx
             .send(LoopMsg::Reload {
@@ -129,10 +129,8 @@ impl ServerHandle {
                 reply,
             })
             .await
-            .map_err(|_| "scheduler loop not running".to_string())?;
-        answer
-            .await
-            .map_err(|_| "scheduler loop not running".to_string())??;
+            .map_err(|_| ReloadRefused::LoopGone)?;
+        answer.await.map_err(|_| ReloadRefused::LoopGone)??;
         self.auth.replace(&config.api_keys);
         if let Ok(mut c) = self.classes.write() {
             *c = config.engine.classes.clone();

@@ -156,7 +156,7 @@ impl WorkerApi for Service {
         answer
             .await
             .map_err(|_| Status::unavailable("scheduler stopping"))?
-            .map_err(Status::failed_precondition)?;
+            .map_err(|refused| Status::failed_precondition(refused.to_string()))?;
         let expires = now() + SESSION_TTL;
         let token = self.sessions.issue(worker, expires);
         tracing::info!(worker = r.worker_id, agent = %r.agent_version, "worker registered");
@@ -218,7 +218,7 @@ impl WorkerApi for Service {
             .map_err(|_| Status::unavailable("scheduler stopping"))?
             .map_err(|reason| {
                 tracing::warn!(worker = hello.worker_id, %reason, "session refused");
-                Status::unauthenticated(reason)
+                Status::unauthenticated(reason.to_string())
             })?;
         let tx = self.tx.clone();
         let mut stopping = self.stopping.clone();

@@ -81,16 +81,16 @@ impl Control {
     /// cannot represent it (its tenant or class was removed while it
     /// waited): such a job is refused with that reason, never given a
     /// placeholder id.
-    pub(super) fn job_spec(&self, record: &JobRecord) -> Result<JobSpec, String> {
+    pub(super) fn job_spec(&self, record: &JobRecord) -> Result<JobSpec, SubmitRefused> {
         let r = &record.requirements;
         let tenant = self
             .engine
             .tenant_id(&record.tenant)
-            .ok_or_else(|| format!("tenant {:?} is no longer configured", record.tenant))?;
+            .ok_or_else(|| SubmitRefused::UnknownTenant(record.tenant.clone()))?;
         let class = self
             .engine
             .class_id(&record.class)
-            .ok_or_else(|| format!("class {:?} is no longer configured", record.class))?;
+            .ok_or_else(|| SubmitRefused::UnknownClass(record.class.clone()))?;
         Ok(JobSpec {
             id: JobId(record.id.0),
             tenant,
@@ -124,25 +124,25 @@ impl Control {
         );
     }
 
-    pub(super) fn submit(&mut self, record: JobRecord) -> Result<(), String> {
+    pub(super) fn submit(&mut self, record: JobRecord) -> Result<(), SubmitRefused> {
         let spec = match self.job_spec(&record) {
             Ok(spec) => spec,
             Err(reason) => {
-                self.reject_stored(record.id.0, reason.clone());
+                self.reject_stored(record.id.0, reason.to_string());
                 return Err(reason);
             }
         };
         self.jobs.insert(record.id.0, JobInfo::of(&record));
         let cmds = match self.engine.handle(Event::JobSubmitted(spec), self.now) {
             Ok(c) => c,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(SubmitRefused::Engine(e)),
         };
         let mut verdict = Ok(());
         for c in &cmds {
             if let Command::Rejected { job, reason } = c
                 && job.0 == record.id.0
             {
-                verdict = Err(reason.to_string());
+                verdict = Err(SubmitRefused::Rejected(reason.clone()));
             }
         }
         if verdict.is_ok() && record.status == JobStatus::Queued && record.attempts == 0 {

@@ -7,14 +7,69 @@ use super::*;
 /// keeps a thousand idle sessions from pinning megabytes.
 pub type SessionSender = mpsc::Sender<Box<SchedulerMessage>>;
 
+/// Why the loop refused a stored submission.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitRefused {
+    /// Its tenant was removed from the configuration while it waited.
+    #[error("tenant {0:?} is no longer configured")]
+    UnknownTenant(String),
+    /// Its class was removed from the configuration while it waited.
+    #[error("class {0:?} is no longer configured")]
+    UnknownClass(String),
+    /// The engine refused it at the door (quota, no pool can run it, …).
+    #[error("{0}")]
+    Rejected(ebbtide_core::Rejection),
+    /// The engine could not take the event at all.
+    #[error("{0}")]
+    Engine(ebbtide_core::EngineError),
+}
+
+/// Why a worker may not register or open a session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkerRefused {
+    /// It is not (or no longer) an active member of this cluster.
+    #[error("worker {0} is not an active member of this cluster")]
+    NotActive(u64),
+    /// Its state does not allow a registration.
+    #[error("worker {worker} cannot register in state {state:?}")]
+    CannotRegister {
+        /// The worker.
+        worker: u64,
+        /// The state it is in (`None`: unknown to the engine).
+        state: Option<ebbtide_core::WorkerState>,
+    },
+}
+
+/// Why a configuration reload was refused; nothing changed then.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadRefused {
+    /// A pool names a provider the running scheduler did not build.
+    #[error(
+        "pool {pool:?} uses provider {provider:?}, which is not running (restart to add providers)"
+    )]
+    ProviderNotRunning {
+        /// The pool.
+        pool: String,
+        /// Its provider.
+        provider: String,
+    },
+    /// The engine refused the change (an entry removed or reordered, a
+    /// broken rule).
+    #[error("{0}")]
+    Engine(ebbtide_core::ReconfigureError),
+    /// The control loop is gone.
+    #[error("scheduler loop not running")]
+    LoopGone,
+}
+
 /// Everything the loop is told.
 pub enum LoopMsg {
     /// A durable submission; the reply says whether the engine admitted it.
     Submit {
         /// The stored job.
         record: JobRecord,
-        /// `Err(reason)` if refused.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// Why, if refused.
+        reply: oneshot::Sender<Result<(), SubmitRefused>>,
     },
     /// A tenant cancels its job.
     Cancel {
@@ -28,8 +83,8 @@ pub enum LoopMsg {
     Register {
         /// The worker.
         worker: WorkerId,
-        /// `Err(reason)` if refused.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// Why, if refused.
+        reply: oneshot::Sender<Result<(), WorkerRefused>>,
     },
     /// Which provider a worker's pool uses and the instance launched for
     /// it (for the identity check at registration); `None` if unknown.
@@ -49,8 +104,8 @@ pub enum LoopMsg {
         running: Vec<u64>,
         /// Results it holds that were never confirmed stored.
         results: Vec<ReportedResult>,
-        /// `Err(reason)` if the worker is not (or no longer) wanted.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// Why, if the worker is not (or no longer) wanted.
+        reply: oneshot::Sender<Result<(), WorkerRefused>>,
     },
     /// A Session stream closed.
     Disconnected {
@@ -77,8 +132,8 @@ pub enum LoopMsg {
     Reload {
         /// The new configuration.
         engine: Box<ebbtide_core::EngineConfig>,
-        /// `Err(reason)` if refused; nothing changed then.
-        reply: oneshot::Sender<Result<(), String>>,
+        /// Why, if refused; nothing changed then.
+        reply: oneshot::Sender<Result<(), ReloadRefused>>,
     },
     /// A provider's list, for the reconciler.
     Reconciled {

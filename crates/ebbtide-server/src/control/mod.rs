@@ -29,7 +29,10 @@ mod recovery;
 mod sessions;
 
 use book::JobInfo;
-pub use messages::{LoopMsg, PoolReport, ReportedResult, SessionSender, StatusReport};
+pub use messages::{
+    LoopMsg, PoolReport, ReloadRefused, ReportedResult, SessionSender, StatusReport, SubmitRefused,
+    WorkerRefused,
+};
 use sessions::{Undelivered, may_hold_session};
 
 /// Why the loop woke.
@@ -66,7 +69,7 @@ pub(crate) struct Control {
     journal: Journal,
     committed: Option<mpsc::Receiver<Committed>>,
     sessions: HashMap<WorkerId, SessionSender>,
-    pending_register: BTreeMap<WorkerId, oneshot::Sender<Result<(), String>>>,
+    pending_register: BTreeMap<WorkerId, oneshot::Sender<Result<(), WorkerRefused>>>,
     /// Orders a worker's session could not take yet, in order; sent when it
     /// opens and retried at each heartbeat, so no assignment, cancel or
     /// drain is ever lost to a full queue or a reconnect.
@@ -271,10 +274,15 @@ impl Control {
             LoopMsg::JobResult { worker, result } => self.on_result(worker, result),
             LoopMsg::Output { worker, job, chunk } => self.on_output(worker, job, chunk),
             LoopMsg::Reload { engine, reply } => {
-                let missing: Vec<String> =
-                    engine.pools.iter().filter(|p| !self.providers.contains_key(&p.provider)).map(|p| format!("pool {:?} uses provider {:?}, which is not running (restart to add providers)", p.name, p.provider)).collect();
-                if !missing.is_empty() {
-                    let _ = reply.send(Err(missing.join("; ")));
+                if let Some(p) = engine
+                    .pools
+                    .iter()
+                    .find(|p| !self.providers.contains_key(&p.provider))
+                {
+                    let _ = reply.send(Err(ReloadRefused::ProviderNotRunning {
+                        pool: p.name.clone(),
+                        provider: p.provider.clone(),
+                    }));
                     return;
                 }
                 match self.engine.reconfigure(*engine, self.now) {
@@ -287,7 +295,7 @@ impl Control {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "configuration reload refused; the running configuration stays");
-                        let _ = reply.send(Err(e.to_string()));
+                        let _ = reply.send(Err(ReloadRefused::Engine(e)));
                     }
                 }
             }

@@ -178,7 +178,7 @@ impl Control {
                     self.jobs.insert(record.id.0, JobInfo::of(record));
                 }
                 Err(reason) => {
-                    self.reject_stored(record.id.0, reason);
+                    self.reject_stored(record.id.0, reason.to_string());
                     refused.push(record.id.0);
                 }
             }

@@ -181,13 +181,10 @@ impl Control {
         sender: SessionSender,
         running: Vec<u64>,
         results: Vec<ReportedResult>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), WorkerRefused>>,
     ) {
         if !may_hold_session(self.engine.worker_state(worker)) {
-            let _ = reply.send(Err(format!(
-                "worker {} is not an active member of this cluster",
-                worker.0
-            )));
+            let _ = reply.send(Err(WorkerRefused::NotActive(worker.0)));
             return;
         }
         let _ = reply.send(Ok(()));
@@ -219,7 +216,7 @@ impl Control {
     pub(super) fn register(
         &mut self,
         worker: WorkerId,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), WorkerRefused>>,
     ) {
         match self.engine.worker_state(worker) {
             Some(ebbtide_core::WorkerState::Requested) => {
@@ -239,11 +236,11 @@ impl Control {
                 // Re-registration after an agent restart: the old session is gone.
                 let _ = reply.send(Ok(()));
             }
-            other => {
-                let _ = reply.send(Err(format!(
-                    "worker {} cannot register in state {other:?}",
-                    worker.0
-                )));
+            state => {
+                let _ = reply.send(Err(WorkerRefused::CannotRegister {
+                    worker: worker.0,
+                    state,
+                }));
             }
         }
     }
