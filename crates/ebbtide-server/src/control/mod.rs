@@ -118,11 +118,15 @@ impl Control {
             return;
         };
         let clock = crate::clock::process();
+        // The engine's next timeout. Scanning for it costs a pass over the
+        // live workers and jobs, so it is taken after each tick, not after
+        // every message: a deadline a message creates is at least its
+        // timeout away and is found by the next tick's scan (a timeout
+        // shorter than the tick fires at the tick, as it did before).
+        let mut deadline = self.engine.next_deadline().map(|t| clock.instant_of(t));
         loop {
             self.journal.flush();
             let accepting = !self.journal.is_full();
-            // The engine's next timeout, if it falls before the next tick.
-            let deadline = self.engine.next_deadline().map(|t| clock.instant_of(t));
             let woke = tokio::select! {
                 biased;
                 done = committed.recv() => match done {
@@ -171,7 +175,10 @@ impl Control {
                 }
                 Wake::FlushLedger => self.ledger.flush(&mut self.engine, self.now),
                 Wake::Reconcile => self.start_reconcile(),
-                Wake::Deadline => self.apply(Event::Tick),
+                Wake::Deadline => {
+                    self.apply(Event::Tick);
+                    deadline = self.engine.next_deadline().map(|t| clock.instant_of(t));
+                }
                 Wake::Tick => {
                     if !self.awaiting_session.is_empty() {
                         // Adopted workers the engine declared lost stop waiting.
@@ -180,6 +187,7 @@ impl Control {
                             .retain(|w, _| may_hold_session(engine.worker_state(*w)));
                     }
                     self.apply(Event::Tick);
+                    deadline = self.engine.next_deadline().map(|t| clock.instant_of(t));
                     if self.now.saturating_since(self.last_refresh)
                         >= std::time::Duration::from_secs(1)
                     {
