@@ -4,12 +4,24 @@
 use std::fmt;
 
 /// A job, numbered by whoever accepts submissions (the store assigns it).
+/// The store, the server and the engine all use this one type, so an id read
+/// from the database is the id the engine decides about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct JobId(pub u64);
 
 /// A worker the engine asked for; numbered by the engine when it decides to
 /// launch, before the provider has named the instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct WorkerId(pub u64);
 
 /// A tenant, by its index in the engine configuration.

@@ -125,6 +125,13 @@ impl Market {
             Market::OnDemand => "on-demand",
         }
     }
+
+    /// The market `name` spells, if it spells one.
+    pub fn from_name(name: &str) -> Option<Market> {
+        [Market::Spot, Market::OnDemand]
+            .into_iter()
+            .find(|m| m.name() == name)
+    }
 }
 
 /// Why a worker is being drained.
@@ -209,6 +216,14 @@ impl Worker {
 mod tests {
     use super::WorkerState as S;
     use super::WorkerTransition as T;
+
+    #[test]
+    fn a_market_reads_back_from_the_name_it_writes() {
+        for m in [super::Market::Spot, super::Market::OnDemand] {
+            assert_eq!(super::Market::from_name(m.name()), Some(m));
+        }
+        assert_eq!(super::Market::from_name("ondemand"), None);
+    }
 
     #[test]
     fn a_busy_worker_cannot_be_terminated_without_draining() {

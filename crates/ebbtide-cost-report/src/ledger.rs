@@ -5,7 +5,7 @@
 //! needs names. This is the one place the two meet.
 
 use ebbtide_core::{EngineConfig, LedgerLine};
-use ebbtide_store::{CostLine, WorkerId};
+use ebbtide_store::CostLine;
 
 /// Names `lines` with `config`'s pool, provider, shape and tenant names;
 /// `region_of(provider)` gives a provider's region, where it has one.
@@ -23,7 +23,7 @@ pub fn name_lines(
             let provider = pool.map_or_else(|| "unknown".to_string(), |p| p.provider.clone());
             CostLine {
                 day: l.key.day,
-                worker: WorkerId(l.key.worker.0),
+                worker: l.key.worker,
                 tenant: l.key.tenant.map(|t| {
                     config
                         .tenants

@@ -120,7 +120,7 @@ impl Report {
                 resource_id: l.instance.clone().unwrap_or_else(|| worker.clone()),
                 resource_name: worker,
                 shape: l.shape.clone(),
-                spot: l.market == "spot",
+                spot: l.market == ebbtide_core::Market::Spot.name(),
                 billed_micros: billed.take(l.cost),
                 list_micros: list.take(l.on_demand_cost),
                 micro_hours: i64::try_from(micro_hours).unwrap_or(i64::MAX),

@@ -15,15 +15,11 @@ pub const WORKER: &str = "ebbtide.worker";
 /// `spot` or `on-demand`.
 pub const MARKET: &str = "ebbtide.market";
 
-/// The market as the tag value.
-pub fn market_value(market: ebbtide_core::Market) -> &'static str {
-    market.name()
-}
-
-/// The market a tag value names (anything but `spot` is on-demand).
+/// The market a tag value names. A missing or unknown tag reads as
+/// on-demand: an instance Ebbtide cannot place on the cheaper market is
+/// costed at full price rather than under-reported.
 pub fn parse_market(value: Option<&str>) -> ebbtide_core::Market {
-    match value {
-        Some(v) if v == ebbtide_core::Market::Spot.name() => ebbtide_core::Market::Spot,
-        _ => ebbtide_core::Market::OnDemand,
-    }
+    value
+        .and_then(ebbtide_core::Market::from_name)
+        .unwrap_or(ebbtide_core::Market::OnDemand)
 }

@@ -399,7 +399,7 @@ async fn cancel(
     }
     state
         .tx
-        .send(LoopMsg::Cancel { job: job.id.0 })
+        .send(LoopMsg::Cancel { job: job.id })
         .await
         .map_err(|_| {
             ApiError::status(

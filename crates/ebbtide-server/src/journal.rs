@@ -38,7 +38,7 @@ pub(crate) enum AfterCommit {
     /// Send the assignment of `job` (attempt `attempt`) to `worker`.
     Deliver {
         /// The job.
-        job: u64,
+        job: JobId,
         /// The worker it was assigned to.
         worker: WorkerId,
         /// The attempt stored with it.
@@ -47,7 +47,7 @@ pub(crate) enum AfterCommit {
     /// Tell `worker` the result of `job` is stored.
     ConfirmResult {
         /// The job.
-        job: u64,
+        job: JobId,
         /// The worker that reported it.
         worker: WorkerId,
     },
@@ -101,15 +101,15 @@ impl Journal {
     }
 
     /// Records a state change of a job.
-    pub(crate) fn update(&mut self, job: u64, update: JobUpdate) {
-        self.writes.push(JobWrite::Update(JobId(job), update));
+    pub(crate) fn update(&mut self, job: JobId, update: JobUpdate) {
+        self.writes.push(JobWrite::Update(job, update));
     }
 
     /// Records output of an attempt.
-    pub(crate) fn log(&mut self, job: u64, attempt: u32, chunk: Vec<u8>) {
+    pub(crate) fn log(&mut self, job: JobId, attempt: u32, chunk: Vec<u8>) {
         self.bytes += chunk.len();
         self.writes.push(JobWrite::Log {
-            job: JobId(job),
+            job,
             attempt,
             chunk,
         });

@@ -130,11 +130,7 @@ impl WorkerApi for Service {
         self.vouch(worker, r.identity.as_ref()).await?;
         let check = self
             .store
-            .redeem_token(
-                &r.bootstrap_token,
-                ebbtide_store::WorkerId(r.worker_id),
-                now().as_millis(),
-            )
+            .redeem_token(&r.bootstrap_token, worker, now().as_millis())
             .await
             .map_err(|e| Status::unavailable(format!("store: {e}")))?;
         let refusal = match check {
@@ -207,7 +203,7 @@ impl WorkerApi for Service {
             .send(LoopMsg::Connected {
                 worker,
                 sender: out,
-                running: hello.running_jobs,
+                running: hello.running_jobs.into_iter().map(JobId).collect(),
                 results,
                 reply,
             })
@@ -241,7 +237,7 @@ impl WorkerApi for Service {
                     // holds: a session reports only on its own jobs.
                     Some(Up::Output(o)) => Some(LoopMsg::Output {
                         worker,
-                        job: o.job_id,
+                        job: JobId(o.job_id),
                         chunk: o.chunk,
                     }),
                     Some(Up::Result(r)) => Some(LoopMsg::JobResult {
@@ -286,7 +282,7 @@ fn reported(r: &JobResult) -> ReportedResult {
         Outcome::Unspecified => JobOutcome::Lost,
     };
     ReportedResult {
-        job: r.job_id,
+        job: JobId(r.job_id),
         attempt: r.attempt,
         outcome,
         exit_code: r.exit_code,

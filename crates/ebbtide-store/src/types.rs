@@ -4,13 +4,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// A job's id, as the store assigns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct JobId(pub u64);
-
-/// A worker's id, as the engine assigns it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct WorkerId(pub u64);
+/// The engine's ids: the store numbers jobs and keeps the worker ids the
+/// engine chose, in the same types the engine decides with.
+pub use ebbtide_core::{JobId, WorkerId};
 
 /// What a job needs from a worker, as stored (JSON).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

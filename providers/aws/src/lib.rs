@@ -208,7 +208,7 @@ impl AwsProvider {
             (labels::POOL.to_string(), request.pool.clone()),
             (
                 labels::MARKET.to_string(),
-                labels::market_value(request.market).to_string(),
+                request.market.name().to_string(),
             ),
             (LAUNCH_TAG.to_string(), launch.to_string()),
             (FIRST_WORKER_TAG.to_string(), first.0.to_string()),
@@ -496,7 +496,7 @@ impl Provider for AwsProvider {
             return Err(ProviderError::Capacity(format!(
                 "every instance type and zone of pool {} is out of {} capacity: {why}",
                 request.pool,
-                labels::market_value(request.market)
+                request.market.name()
             )));
         }
         Ok(launched)

@@ -149,7 +149,7 @@ impl DockerProvider {
         tags.insert(labels::WORKER.to_string(), worker.worker.0.to_string());
         tags.insert(
             labels::MARKET.to_string(),
-            labels::market_value(Market::OnDemand).to_string(),
+            Market::OnDemand.name().to_string(),
         );
         let body = ContainerCreateBody {
             image: Some(self.image.clone()),

@@ -37,17 +37,17 @@ impl JobInfo {
 impl Control {
     /// The span job log lines are written in: one per job, carrying who it
     /// belongs to, so a log pipeline can follow a job from start to end.
-    pub(super) fn job_span(&self, job: u64) -> tracing::Span {
+    pub(super) fn job_span(&self, job: JobId) -> tracing::Span {
         match self.jobs.get(&job) {
             Some(info) => {
-                tracing::info_span!("job", id = job, tenant = %info.tenant, class = %info.class)
+                tracing::info_span!("job", id = job.0, tenant = %info.tenant, class = %info.class)
             }
-            None => tracing::info_span!("job", id = job),
+            None => tracing::info_span!("job", id = job.0),
         }
     }
 
-    pub(super) fn write(&mut self, id: ebbtide_store::JobId, update: JobUpdate) {
-        self.journal.update(id.0, update);
+    pub(super) fn write(&mut self, id: JobId, update: JobUpdate) {
+        self.journal.update(id, update);
     }
 
     /// Carries out what waited for a batch to be durable.
@@ -70,7 +70,9 @@ impl Control {
                     // session and is confirmed then.
                     self.send(
                         worker,
-                        Down::ResultStored(ebbtide_proto::worker::v1::ResultStored { job_id: job }),
+                        Down::ResultStored(ebbtide_proto::worker::v1::ResultStored {
+                            job_id: job.0,
+                        }),
                     );
                 }
             }
@@ -92,7 +94,7 @@ impl Control {
             .class_id(&record.class)
             .ok_or_else(|| SubmitRefused::UnknownClass(record.class.clone()))?;
         Ok(JobSpec {
-            id: JobId(record.id.0),
+            id: record.id,
             tenant,
             class,
             requirements: Requirements {
@@ -110,10 +112,10 @@ impl Control {
     }
 
     /// Stores a job the engine never took as rejected, with the reason.
-    pub(super) fn reject_stored(&mut self, job: u64, reason: String) {
-        tracing::warn!(job, %reason, "stored job refused");
+    pub(super) fn reject_stored(&mut self, job: JobId, reason: String) {
+        tracing::warn!(job = job.0, %reason, "stored job refused");
         self.write(
-            ebbtide_store::JobId(job),
+            job,
             JobUpdate::Finished {
                 status: JobStatus::Rejected,
                 exit_code: None,
@@ -128,11 +130,11 @@ impl Control {
         let spec = match self.job_spec(&record) {
             Ok(spec) => spec,
             Err(reason) => {
-                self.reject_stored(record.id.0, reason.to_string());
+                self.reject_stored(record.id, reason.to_string());
                 return Err(reason);
             }
         };
-        self.jobs.insert(record.id.0, JobInfo::of(&record));
+        self.jobs.insert(record.id, JobInfo::of(&record));
         let cmds = match self.engine.handle(Event::JobSubmitted(spec), self.now) {
             Ok(c) => c,
             Err(e) => return Err(SubmitRefused::Engine(e)),
@@ -140,7 +142,7 @@ impl Control {
         let mut verdict = Ok(());
         for c in &cmds {
             if let Command::Rejected { job, reason } = c
-                && job.0 == record.id.0
+                && *job == record.id
             {
                 verdict = Err(SubmitRefused::Rejected(reason.clone()));
             }

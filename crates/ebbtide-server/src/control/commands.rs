@@ -10,7 +10,7 @@ impl Control {
                 worker,
                 attempt,
             } => {
-                if let Some(info) = self.jobs.get(&job.0) {
+                if let Some(info) = self.jobs.get(&job) {
                     let target = self
                         .engine
                         .class_id(&info.class)
@@ -22,22 +22,22 @@ impl Control {
                         target,
                     );
                 }
-                if let Some(info) = self.jobs.get_mut(&job.0) {
+                if let Some(info) = self.jobs.get_mut(&job) {
                     info.attempt = attempt;
                 }
                 // Write-ahead: the worker sees the assignment only once it
                 // is durable, so a restarted scheduler knows every job that
                 // may be running and where.
                 self.write(
-                    ebbtide_store::JobId(job.0),
+                    job,
                     JobUpdate::Assigned {
-                        worker: ebbtide_store::WorkerId(worker.0),
+                        worker,
                         attempts: attempt,
                     },
                 );
-                self.awaiting_commit.insert(job.0, attempt);
+                self.awaiting_commit.insert(job, attempt);
                 self.journal.after_commit(AfterCommit::Deliver {
-                    job: job.0,
+                    job,
                     worker,
                     attempt,
                 });
@@ -102,7 +102,7 @@ impl Control {
                 job,
                 worker,
                 attempt,
-            } => self.resend(worker, job.0, attempt),
+            } => self.resend(worker, job, attempt),
             Command::StopJob { job, worker } => {
                 let delivered = self.send(worker, Down::Cancel(Cancel { job_id: job.0 }));
                 if !delivered {
@@ -119,18 +119,15 @@ impl Control {
                 );
             }
             Command::Requeued { job, attempts } => {
-                self.write(
-                    ebbtide_store::JobId(job.0),
-                    JobUpdate::Requeued { attempts },
-                );
+                self.write(job, JobUpdate::Requeued { attempts });
             }
             Command::Rejected { job, reason } => {
-                if let Some(info) = self.jobs.remove(&job.0) {
+                if let Some(info) = self.jobs.remove(&job) {
                     crate::telemetry::job_finished(&info.tenant, &info.class, "rejected");
                 }
                 tracing::info!(job = job.0, %reason, "job rejected");
                 self.write(
-                    ebbtide_store::JobId(job.0),
+                    job,
                     JobUpdate::Finished {
                         status: JobStatus::Rejected,
                         exit_code: None,
@@ -143,8 +140,8 @@ impl Control {
             Command::Completed {
                 job, outcome, cost, ..
             } => {
-                let _span = self.job_span(job.0).entered();
-                if let Some(info) = self.jobs.remove(&job.0) {
+                let _span = self.job_span(job).entered();
+                if let Some(info) = self.jobs.remove(&job) {
                     let name = match outcome {
                         JobOutcome::Succeeded => "succeeded",
                         JobOutcome::Failed => "failed",
@@ -160,7 +157,7 @@ impl Control {
                         "job finished"
                     );
                 }
-                let exit_code = self.exit_codes.remove(&job.0).flatten();
+                let exit_code = self.exit_codes.remove(&job).flatten();
                 let (status, reason) = match outcome {
                     JobOutcome::Succeeded => (JobStatus::Succeeded, None),
                     JobOutcome::Failed => (JobStatus::Failed, None),
@@ -171,7 +168,7 @@ impl Control {
                     ),
                 };
                 self.write(
-                    ebbtide_store::JobId(job.0),
+                    job,
                     JobUpdate::Finished {
                         status,
                         exit_code,

@@ -86,7 +86,7 @@ impl Control {
                 if let Err(e) = store
                     .issue_token(
                         w.bootstrap_token.expose(),
-                        ebbtide_store::WorkerId(w.worker.0),
+                        w.worker,
                         &request.pool,
                         issued,
                         expires,

@@ -28,13 +28,13 @@ pub enum SubmitRefused {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WorkerRefused {
     /// It is not (or no longer) an active member of this cluster.
-    #[error("worker {0} is not an active member of this cluster")]
-    NotActive(u64),
+    #[error("{0} is not an active member of this cluster")]
+    NotActive(WorkerId),
     /// Its state does not allow a registration.
-    #[error("worker {worker} cannot register in state {state:?}")]
+    #[error("{worker} cannot register in state {state:?}")]
     CannotRegister {
-        /// The worker.
-        worker: u64,
+        /// Who asked.
+        worker: WorkerId,
         /// The state it is in (`None`: unknown to the engine).
         state: Option<ebbtide_core::WorkerState>,
     },
@@ -73,8 +73,9 @@ pub enum LoopMsg {
     },
     /// A tenant cancels its job.
     Cancel {
-        /// The job.
-        job: u64,
+        /// The job to cancel; the HTTP layer has already checked that the
+        /// caller's tenant owns it.
+        job: JobId,
     },
     /// An engine event from an adapter (worker API, provider task).
     Event(Event),
@@ -101,7 +102,7 @@ pub enum LoopMsg {
         /// Where to send it orders.
         sender: SessionSender,
         /// Jobs it says it is running.
-        running: Vec<u64>,
+        running: Vec<JobId>,
         /// Results it holds that were never confirmed stored.
         results: Vec<ReportedResult>,
         /// Why, if the worker is not (or no longer) wanted.
@@ -123,8 +124,9 @@ pub enum LoopMsg {
     Output {
         /// The worker whose session sent it.
         worker: WorkerId,
-        /// The job it names.
-        job: u64,
+        /// The job it names (checked against the engine: a worker may only
+        /// write to the log of a job placed on it).
+        job: JobId,
         /// The bytes.
         chunk: Vec<u8>,
     },
@@ -141,8 +143,8 @@ pub enum LoopMsg {
         provider: String,
         /// When the list call started.
         listed_at: Timestamp,
-        /// What it returned.
-        listed: Result<Vec<ebbtide_provider::InstanceInfo>, String>,
+        /// What it returned; an error skips this pass.
+        listed: Result<Vec<ebbtide_provider::InstanceInfo>, ebbtide_provider::ProviderError>,
     },
     /// Terminate every instance (a stop with `server.on_stop =
     /// "terminate"`); answers how many once the providers confirmed.
@@ -160,8 +162,8 @@ pub enum LoopMsg {
 /// A job result as an agent reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReportedResult {
-    /// The job.
-    pub job: u64,
+    /// The job the result is for.
+    pub job: JobId,
     /// The attempt the agent ran (0 from an agent that does not say).
     pub attempt: u32,
     /// How it ended.

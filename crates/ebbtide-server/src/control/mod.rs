@@ -76,19 +76,19 @@ pub(crate) struct Control {
     undelivered: HashMap<WorkerId, Vec<Undelivered>>,
     /// (worker, job) pairs already warned about for reporting on a job the
     /// worker does not hold (bounded: one line per pair, not per chunk).
-    refused: std::collections::HashSet<(WorkerId, u64)>,
-    jobs: HashMap<u64, JobInfo>,
-    exit_codes: HashMap<u64, Option<i32>>,
+    refused: std::collections::HashSet<(WorkerId, JobId)>,
+    jobs: HashMap<JobId, JobInfo>,
+    exit_codes: HashMap<JobId, Option<i32>>,
     server: ServerConfig,
     /// Adopted workers whose agent has not reconnected yet, with the jobs
     /// they were given back. If the agent never comes, the engine's
     /// heartbeat timeout declares the worker lost and requeues them.
-    awaiting_session: HashMap<WorkerId, Vec<u64>>,
+    awaiting_session: HashMap<WorkerId, Vec<JobId>>,
     /// Largest output stored per job; beyond it a marker ends the log.
     max_output: u64,
     /// Jobs whose assignment is on its way to the disk: sent by their
     /// commit, never before.
-    awaiting_commit: HashMap<u64, u32>,
+    awaiting_commit: HashMap<JobId, u32>,
     /// When each worker's launch was requested, until it registers.
     launch_requested: HashMap<WorkerId, Timestamp>,
     /// (class, tenant) queue series last exported, to zero emptied ones.
@@ -205,7 +205,7 @@ impl Control {
                 let _ = reply.send(self.submit(record));
             }
             LoopMsg::Cancel { job } => {
-                self.apply(Event::JobCancelled { job: JobId(job) });
+                self.apply(Event::JobCancelled { job });
             }
             LoopMsg::Event(e) => {
                 let launched = if let Event::InstanceLaunched { worker, .. } = &e {
@@ -242,7 +242,7 @@ impl Control {
                 if let Some(job) = started
                     && matches!(self.engine.job_state(job), Some(JobState::Running { .. }))
                 {
-                    self.write(ebbtide_store::JobId(job.0), JobUpdate::Running);
+                    self.write(job, JobUpdate::Running);
                 }
                 if let Some(w) = launched
                     && let Some(reply) = self.pending_register.remove(&w)

@@ -12,7 +12,7 @@ impl Control {
             let (name, provider, tx) = (name.clone(), provider.clone(), self.tx.clone());
             tokio::spawn(async move {
                 let listed_at = now();
-                let listed = provider.list().await.map_err(|e| e.to_string());
+                let listed = provider.list().await;
                 let _ = tx
                     .send(LoopMsg::Reconciled {
                         provider: name,
@@ -45,7 +45,7 @@ impl Control {
         &mut self,
         provider: &str,
         listed_at: Timestamp,
-        listed: Result<Vec<ebbtide_provider::InstanceInfo>, String>,
+        listed: Result<Vec<ebbtide_provider::InstanceInfo>, ebbtide_provider::ProviderError>,
     ) {
         let instances = match listed {
             Ok(l) => l,

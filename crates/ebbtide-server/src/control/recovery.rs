@@ -107,13 +107,10 @@ impl Control {
         let mut output_sizes = HashMap::new();
         for record in live.iter().filter(|r| r.status != JobStatus::Queued) {
             let size = store.log_size(record.id).await.map_err(|e| e.to_string())?;
-            output_sizes.insert(record.id.0, size);
+            output_sizes.insert(record.id, size);
         }
         for record in live {
-            let holder = record
-                .worker
-                .filter(|_| record.status != JobStatus::Queued)
-                .map(|w| WorkerId(w.0));
+            let holder = record.worker.filter(|_| record.status != JobStatus::Queued);
             if let Some(w) = holder
                 && let Some(survivor) = survivors.get_mut(&w)
             {
@@ -127,7 +124,7 @@ impl Control {
         // from where the durable ledger stops, so the time it ran while no
         // scheduler watched is booked too.
         for (worker, mut survivor) in survivors {
-            match store.accrued_until(ebbtide_store::WorkerId(worker.0)).await {
+            match store.accrued_until(worker).await {
                 Ok(until) => survivor.accrue_from = until.map(Timestamp::from_millis),
                 Err(e) => {
                     tracing::error!(worker = worker.0, error = %e, "cannot read the ledger mark; charging the adopted worker from now")
@@ -158,9 +155,9 @@ impl Control {
                 },
             );
         }
-        let id = record.id.0;
+        let id = record.id;
         if let Err(reason) = self.submit(record) {
-            tracing::warn!(job = id, %reason, "recovered job refused by the engine");
+            tracing::warn!(job = id.0, %reason, "recovered job refused by the engine");
         }
     }
 
@@ -175,11 +172,11 @@ impl Control {
             match self.job_spec(record) {
                 Ok(spec) => {
                     specs.push(spec);
-                    self.jobs.insert(record.id.0, JobInfo::of(record));
+                    self.jobs.insert(record.id, JobInfo::of(record));
                 }
                 Err(reason) => {
-                    self.reject_stored(record.id.0, reason.to_string());
-                    refused.push(record.id.0);
+                    self.reject_stored(record.id, reason.to_string());
+                    refused.push(record.id);
                 }
             }
         }
@@ -187,7 +184,7 @@ impl Control {
         for job in refused {
             self.keep_undelivered(
                 worker,
-                Undelivered::Order(Down::Cancel(Cancel { job_id: job })),
+                Undelivered::Order(Down::Cancel(Cancel { job_id: job.0 })),
             );
         }
         let adoption = ebbtide_core::Adoption {
@@ -208,7 +205,7 @@ impl Control {
                     "worker from before the restart adopted; waiting for its agent to reconnect"
                 );
                 self.awaiting_session
-                    .insert(worker, survivor.jobs.iter().map(|r| r.id.0).collect());
+                    .insert(worker, survivor.jobs.iter().map(|r| r.id).collect());
                 self.launched_at.insert(worker, self.now);
                 for c in cmds {
                     self.execute(c);
@@ -217,7 +214,7 @@ impl Control {
             Err(e) => {
                 tracing::warn!(worker = worker.0, error = %e, "surviving worker not adopted; terminating it");
                 for record in &survivor.jobs {
-                    self.jobs.remove(&record.id.0);
+                    self.jobs.remove(&record.id);
                 }
                 self.retire_survivor(survivor);
             }

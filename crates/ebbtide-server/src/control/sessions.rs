@@ -9,7 +9,7 @@ use super::*;
 #[derive(Debug, Clone)]
 pub(super) enum Undelivered {
     /// An assignment, rebuilt at delivery (and dropped if the job moved).
-    Assignment { job: u64, attempt: u32 },
+    Assignment { job: JobId, attempt: u32 },
     /// A cancel or drain order.
     Order(Down),
 }
@@ -17,13 +17,13 @@ pub(super) enum Undelivered {
 impl Control {
     /// Whether `job` is still this attempt on this worker: an assignment
     /// made stale by a cancel, a loss or a newer attempt is never sent.
-    pub(super) fn still_assigned(&self, worker: WorkerId, job: u64, attempt: u32) -> bool {
-        self.engine.job_state(JobId(job)).and_then(|s| s.worker()) == Some(worker)
-            && self.engine.job_attempts(JobId(job)) == Some(attempt)
+    pub(super) fn still_assigned(&self, worker: WorkerId, job: JobId, attempt: u32) -> bool {
+        self.engine.job_state(job).and_then(|s| s.worker()) == Some(worker)
+            && self.engine.job_attempts(job) == Some(attempt)
     }
 
     /// Sends a stored assignment, or keeps it for the next chance.
-    pub(super) fn deliver(&mut self, worker: WorkerId, job: u64, attempt: u32) {
+    pub(super) fn deliver(&mut self, worker: WorkerId, job: JobId, attempt: u32) {
         if !self.still_assigned(worker, job, attempt) {
             return;
         }
@@ -32,7 +32,13 @@ impl Control {
         };
         let delivered = self.send(worker, order);
         let _span = self.job_span(job).entered();
-        tracing::info!(job, worker = worker.0, attempt, delivered, "job assigned");
+        tracing::info!(
+            job = job.0,
+            worker = worker.0,
+            attempt,
+            delivered,
+            "job assigned"
+        );
         if !delivered {
             self.keep_undelivered(worker, Undelivered::Assignment { job, attempt });
         }
@@ -84,13 +90,13 @@ impl Control {
     /// without being applied again; one for a job another worker holds is
     /// refused.
     pub(super) fn on_result(&mut self, worker: WorkerId, r: ReportedResult) {
-        let job = JobId(r.job);
+        let job = r.job;
         match self.engine.job_state(job).and_then(|s| s.worker()) {
             Some(holder) if holder == worker => {
                 let current = self.engine.job_attempts(job);
                 if r.attempt != 0 && current != Some(r.attempt) {
                     tracing::debug!(
-                        job = r.job,
+                        job = r.job.0,
                         worker = worker.0,
                         attempt = r.attempt,
                         ?current,
@@ -106,7 +112,11 @@ impl Control {
                 }
             }
             None if self.engine.job_state(job).is_none() => {
-                tracing::debug!(job = r.job, worker = worker.0, "repeated result confirmed");
+                tracing::debug!(
+                    job = r.job.0,
+                    worker = worker.0,
+                    "repeated result confirmed"
+                );
             }
             _ => {
                 self.refuse_report(worker, r.job, "result");
@@ -119,8 +129,8 @@ impl Control {
 
     /// Output from a worker's session: stored only for a job that worker
     /// holds, and only up to the per-job cap (then a marker says why).
-    pub(super) fn on_output(&mut self, worker: WorkerId, job: u64, chunk: Vec<u8>) {
-        if self.engine.job_state(JobId(job)).and_then(|s| s.worker()) != Some(worker) {
+    pub(super) fn on_output(&mut self, worker: WorkerId, job: JobId, chunk: Vec<u8>) {
+        if self.engine.job_state(job).and_then(|s| s.worker()) != Some(worker) {
             self.refuse_report(worker, job, "output");
             return;
         }
@@ -144,7 +154,7 @@ impl Control {
             );
             info.truncated = true;
             tracing::warn!(
-                job,
+                job = job.0,
                 worker = worker.0,
                 max_bytes = max,
                 "job output truncated at its cap"
@@ -156,7 +166,7 @@ impl Control {
 
     /// A session reported on a job its worker does not hold: refused, and
     /// said once per (worker, job) so a flood of chunks is one line.
-    pub(super) fn refuse_report(&mut self, worker: WorkerId, job: u64, what: &'static str) {
+    pub(super) fn refuse_report(&mut self, worker: WorkerId, job: JobId, what: &'static str) {
         crate::telemetry::report_refused(what);
         if self.refused.len() >= 10_000 {
             self.refused.clear();
@@ -164,7 +174,7 @@ impl Control {
         if self.refused.insert((worker, job)) {
             tracing::warn!(
                 worker = worker.0,
-                job,
+                job = job.0,
                 what,
                 "refused: a worker reported on a job it does not hold"
             );
@@ -179,12 +189,12 @@ impl Control {
         &mut self,
         worker: WorkerId,
         sender: SessionSender,
-        running: Vec<u64>,
+        running: Vec<JobId>,
         results: Vec<ReportedResult>,
         reply: oneshot::Sender<Result<(), WorkerRefused>>,
     ) {
         if !may_hold_session(self.engine.worker_state(worker)) {
-            let _ = reply.send(Err(WorkerRefused::NotActive(worker.0)));
+            let _ = reply.send(Err(WorkerRefused::NotActive(worker)));
             return;
         }
         let _ = reply.send(Ok(()));
@@ -201,10 +211,10 @@ impl Control {
         tracing::debug!(worker = worker.0, "session connected");
         // Before the results free slots: a job dispatched now is delivered
         // by its own commit, never as a redelivery.
-        let finished = results.iter().map(|r| JobId(r.job)).collect();
+        let finished = results.iter().map(|r| r.job).collect();
         self.apply(Event::SessionOpened {
             worker,
-            running: running.into_iter().map(JobId).collect(),
+            running,
             finished,
         });
         for r in results {
@@ -237,10 +247,7 @@ impl Control {
                 let _ = reply.send(Ok(()));
             }
             state => {
-                let _ = reply.send(Err(WorkerRefused::CannotRegister {
-                    worker: worker.0,
-                    state,
-                }));
+                let _ = reply.send(Err(WorkerRefused::CannotRegister { worker, state }));
             }
         }
     }
@@ -254,10 +261,10 @@ impl Control {
         }
     }
 
-    pub(super) fn assignment(&self, job: u64, attempt: u32) -> Option<Down> {
+    pub(super) fn assignment(&self, job: JobId, attempt: u32) -> Option<Down> {
         let info = self.jobs.get(&job)?;
         Some(Down::Assignment(Assignment {
-            job_id: job,
+            job_id: job.0,
             command: info.command.clone(),
             timeout_ms: info.timeout_ms,
             env: Default::default(),
@@ -269,7 +276,7 @@ impl Control {
     /// Sends a stored assignment again after a reconnect
     /// (`Command::Redeliver`); one still on its way to the disk is left to
     /// its own commit.
-    pub(super) fn resend(&mut self, worker: WorkerId, job: u64, attempt: u32) {
+    pub(super) fn resend(&mut self, worker: WorkerId, job: JobId, attempt: u32) {
         if !self.still_assigned(worker, job, attempt) || self.awaiting_commit.contains_key(&job) {
             return;
         }
@@ -278,7 +285,7 @@ impl Control {
         };
         let delivered = self.send(worker, order);
         tracing::info!(
-            job,
+            job = job.0,
             worker = worker.0,
             attempt,
             delivered,
