@@ -14,12 +14,15 @@
 //!
 //! 50 runs each (`BENCH_RUNS` to change); median, p99 and max are printed.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::Scheduler;
+use support::stats::percentile;
 
 const KEY: &str = "bench-key-0123456789abcdef";
 
@@ -88,96 +91,21 @@ burst = 100
     )
 }
 
-struct Server {
-    child: Child,
-    http: String,
-    cluster: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let ids = Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=ebbtide.cluster={}", self.cluster))
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        let ids: Vec<&str> = ids.lines().collect();
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
 fn report(what: &str, mut ms: Vec<f64>) {
     ms.sort_by(f64::total_cmp);
-    let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
     println!(
         "{what} ({} runs): median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         ms.len(),
-        at(0.5),
-        at(0.99),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
         ms.last().copied().unwrap_or(0.0)
     );
 }
 
-async fn status(client: &reqwest::Client, s: &Server) -> Value {
-    client
-        .get(format!("{}/v1/status", s.http))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json")
-}
-
 /// Submits `date +%s%N` for `label` and returns submit → running in ms.
-async fn one_job(client: &reqwest::Client, s: &Server, label: &str) -> f64 {
-    let sent = now_ns();
-    let r: Value = client
-        .post(format!("{}/v1/jobs", s.http))
-        .bearer_auth(KEY)
-        .json(&json!({ "class": "now", "command": "date +%s%N", "labels": [label] }))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    let id = r["id"].as_u64().expect("id");
-    let begin = Instant::now();
-    loop {
-        let text = client
-            .get(format!("{}/v1/jobs/{id}/logs", s.http))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .expect("logs")
-            .text()
-            .await
-            .expect("text");
-        if let Ok(started) = text.trim().parse::<u128>() {
-            return started.saturating_sub(sent) as f64 / 1e6;
-        }
-        assert!(
-            begin.elapsed() < Duration::from_secs(30),
-            "job {id} never ran"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+async fn one_job(client: &reqwest::Client, s: &Scheduler, label: &str) -> f64 {
+    let body = json!({ "class": "now", "command": "date +%s%N", "labels": [label] });
+    support::submit_to_start_ms(client, &s.http, KEY, body, Duration::from_secs(30)).await
 }
 
 fn main() {
@@ -192,33 +120,11 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let cluster = format!("bench-docker-{}", std::process::id());
-        let path = dir.path().join("docker.toml");
-        std::fs::write(&path, config(dir.path(), &cluster)).expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let http = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
-            .expect("http")
-            .to_string();
-        let server = Server {
-            child,
-            http: format!("http://{http}"),
-            cluster,
-        };
+        let _cleanup = support::docker::Cleanup(cluster.clone());
+        let server = Scheduler::start_logging(dir.path(), &config(dir.path(), &cluster), "warn");
         let client = reqwest::Client::new();
         let start = Instant::now();
-        while status(&client, &server).await["pools"][0]["idle"] != 1 {
+        while support::status(&server.http, KEY).await["pools"][0]["idle"] != 1 {
             assert!(start.elapsed() < Duration::from_secs(60), "warm container never registered");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -232,7 +138,7 @@ fn main() {
             // Wait until the cold pool has retired its container.
             let start = Instant::now();
             loop {
-                let s = status(&client, &server).await;
+                let s = support::status(&server.http, KEY).await;
                 let p = &s["pools"][1];
                 let total: u64 = ["requested", "booting", "idle", "busy", "retiring"]
                     .iter()

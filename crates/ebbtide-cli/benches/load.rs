@@ -11,12 +11,15 @@
 //!   the POST was sent (same machine, same clock);
 //! * scheduler resident memory while those workers are connected.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::Scheduler;
+use support::stats::percentile;
 
 const KEY: &str = "bench-key-0123456789abcdef";
 
@@ -70,78 +73,6 @@ memory_mib = 256
     )
 }
 
-struct Server {
-    child: Child,
-    http: String,
-    dir: std::path::PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, warm: u32) -> Server {
-        let path = dir.join("cluster.toml");
-        std::fs::write(&path, config(dir, warm, 0)).expect("config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("serve");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("line");
-        let http = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("http="))
-            .expect("http")
-            .to_string();
-        Server {
-            child,
-            http: format!("http://{http}"),
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Ok(entries) = std::fs::read_dir(self.dir.join("data/local-instances")) {
-            for e in entries.flatten() {
-                if let Some(pid) = std::fs::read_to_string(e.path())
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok()?.get("pid")?.as_i64())
-                {
-                    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-                }
-            }
-        }
-    }
-}
-
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 async fn submissions(http: &str) {
     const CLIENTS: usize = 64;
     const PER_CLIENT: usize = 250;
@@ -174,20 +105,12 @@ async fn submissions(http: &str) {
     );
 }
 
-async fn latency(server: &Server, warm: u32) {
+async fn latency(server: &Scheduler, warm: u32) {
     let client = reqwest::Client::new();
     // Wait for the warm workers.
     let start = Instant::now();
     loop {
-        let s: Value = client
-            .get(format!("{}/v1/status", server.http))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .expect("status")
-            .json()
-            .await
-            .expect("json");
+        let s = support::status(&server.http, KEY).await;
         if s["pools"][0]["idle"].as_u64() == Some(u64::from(warm)) {
             break;
         }
@@ -203,40 +126,11 @@ async fn latency(server: &Server, warm: u32) {
     );
     let mut samples = Vec::new();
     for _ in 0..300 {
-        let sent = now_ns();
-        let r: Value = client
-            .post(format!("{}/v1/jobs", server.http))
-            .bearer_auth(KEY)
-            .json(&json!({ "class": "high", "command": "date +%s%N" }))
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("json");
-        let id = r["id"].as_u64().expect("id");
-        let begin = Instant::now();
-        let out = loop {
-            let text = client
-                .get(format!("{}/v1/jobs/{id}/logs", server.http))
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .expect("logs")
-                .text()
-                .await
-                .expect("text");
-            if !text.trim().is_empty() {
-                break text;
-            }
-            assert!(
-                begin.elapsed() < Duration::from_secs(10),
-                "job {id} never ran"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        };
-        let started: u128 = out.trim().parse().expect("nanoseconds");
-        samples.push((started.saturating_sub(sent)) as f64 / 1e6);
+        let body = json!({ "class": "high", "command": "date +%s%N" });
+        samples.push(
+            support::submit_to_start_ms(&client, &server.http, KEY, body, Duration::from_secs(10))
+                .await,
+        );
     }
     samples.sort_by(f64::total_cmp);
     println!(
@@ -260,7 +154,7 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = Server::start(dir.path(), 0);
+        let server = Scheduler::start_logging(dir.path(), &config(dir.path(), 0, 0), "warn");
         submissions(&server.http).await;
         println!(
             "scheduler resident memory with 16,000 queued jobs: {:.1} MiB",
@@ -272,7 +166,7 @@ fn main() {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1000);
-        let server = Server::start(dir.path(), warm);
+        let server = Scheduler::start_logging(dir.path(), &config(dir.path(), warm, 0), "warn");
         latency(&server, warm).await;
     });
 }

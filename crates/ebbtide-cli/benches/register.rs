@@ -10,6 +10,9 @@
 //! admitted by the control loop, exactly as for a real agent; process
 //! start-up, which the load benchmark includes, is not part of it.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +21,7 @@ use ebbtide_proto::worker::v1::RegisterRequest;
 use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
 use ebbtide_provider::Provider;
 use ebbtide_provider::capture::Capture;
+use support::stats::percentile;
 
 const WORKERS: u32 = 4000;
 const CONNECTIONS: usize = 8;
@@ -58,10 +62,6 @@ memory_mib = 256
 "#,
         data = dir.join("data").display()
     )
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 fn main() {

@@ -270,17 +270,8 @@ team = "e2e"
     };
     let mut ids = Vec::new();
     for i in 0..3 {
-        let r: Value = reqwest::Client::new()
-            .post(format!("{http}/v1/jobs"))
-            .bearer_auth(KEY)
-            .json(&json!({ "class": "high", "command": format!("sleep 1; echo hello-ec2-{i}") }))
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("json");
-        ids.push(r["id"].as_u64().expect("id"));
+        let body = json!({ "class": "high", "command": format!("sleep 1; echo hello-ec2-{i}") });
+        ids.push(support::submit(&http, KEY, body).await);
     }
 
     // "Boot" every instance the scheduler launches: its agent starts with

@@ -11,8 +11,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,14 +20,6 @@ use serde_json::{Value, json};
 const KEY: &str = "crash-key-0123456789abcdef";
 const JOBS: usize = 1500;
 const CLIENTS: usize = 16;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 fn config(data: &Path, http: u16, grpc: u16) -> String {
     format!(
@@ -69,35 +60,6 @@ memory_mib = 1024
         data = data.display(),
         bin = env!("CARGO_BIN_EXE_ebbtide"),
     )
-}
-
-/// The scheduler under test, restartable on the same ports.
-struct Scheduler {
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    /// Kills the surviving agents when the test ends, however it ends.
-    _reaper: support::Reaper,
-}
-
-impl Scheduler {
-    fn start(&mut self) {
-        let (child, _) = support::serve(&self.config, &self.log);
-        self.child = Some(child);
-    }
-
-    fn kill_hard(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        self.kill_hard();
-    }
 }
 
 /// Lines of the side-effect file: (job, attempt) → (starts, ends).
@@ -190,16 +152,9 @@ async fn burst_with_crashes(fractions: &[f64], kill_agents: bool) -> Outcome {
     std::fs::set_permissions(&effects_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let file = effects_dir.join("runs");
     let data = dir.path().join("data");
-    let (http, grpc) = (free_port(), free_port());
-    let config_path = dir.path().join("cluster.toml");
-    std::fs::write(&config_path, config(&data, http, grpc)).expect("config");
-    let mut scheduler = Scheduler {
-        config: config_path,
-        log: dir.path().join("serve.log"),
-        child: None,
-        _reaper: support::Reaper::new(&data),
-    };
-    scheduler.start();
+    // Fixed ports: clients and agents must find the restarted scheduler.
+    let (http, grpc) = (support::free_port(), support::free_port());
+    let mut scheduler = support::Scheduler::start(dir.path(), &config(&data, http, grpc));
     let base = format!("http://127.0.0.1:{http}");
     let command = format!(
         "echo start-$EBBTIDE_JOB_ID-$EBBTIDE_ATTEMPT >> {f}; sleep 0.05; echo end-$EBBTIDE_JOB_ID-$EBBTIDE_ATTEMPT >> {f}",
@@ -242,7 +197,7 @@ async fn burst_with_crashes(fractions: &[f64], kill_agents: bool) -> Outcome {
         // A moment with no scheduler: agents finish jobs and hold their
         // results, sessions break, clients fail.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        scheduler.start();
+        scheduler.restart();
     }
     for c in clients {
         c.await.expect("client");
@@ -262,7 +217,7 @@ async fn burst_with_crashes(fractions: &[f64], kill_agents: bool) -> Outcome {
             assert!(
                 Instant::now() < deadline,
                 "job {id} never finished: {j}\n{}",
-                std::fs::read_to_string(&scheduler.log).unwrap_or_default()
+                scheduler.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -271,7 +226,7 @@ async fn burst_with_crashes(fractions: &[f64], kill_agents: bool) -> Outcome {
         records,
         runs: effects(&file),
         crashes,
-        log: std::fs::read_to_string(&scheduler.log).unwrap_or_default(),
+        log: scheduler.log(),
     }
 }
 

@@ -5,12 +5,15 @@
 //! container is adopted or removed, and none is left at the end.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 mod support;
+
+use support::Scheduler;
+use support::docker::{Cleanup, containers};
 
 const KEY: &str = "demo-key-0123456789abcdef";
 
@@ -54,79 +57,17 @@ fn config(dir: &Path, cluster: &str, grpc: &str) -> String {
     text
 }
 
-struct Server {
-    child: Child,
-    http: String,
+async fn submit(s: &Scheduler, command: &str) -> u64 {
+    let body = json!({ "class": "high", "command": command, "labels": ["container"] });
+    support::submit(&s.http, KEY, body).await
 }
 
-impl Server {
-    fn start(dir: &Path, text: &str) -> Server {
-        let path = dir.join("docker.toml");
-        std::fs::write(&path, text).expect("config");
-        let (child, http) = support::serve(&path, &dir.join("serve.log"));
-        Server { child, http }
-    }
-
-    fn kill_hard(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill_hard();
-    }
-}
-
-/// Our cluster's containers, running or not (`docker ps -a --filter`).
-fn containers(cluster: &str) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-a", "-q", "--no-trunc", "--filter"])
-        .arg(format!("label=ebbtide.cluster={cluster}"))
-        .output()
-        .expect("docker ps");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
-/// Removes whatever a failed run left, so one failure does not leak.
-struct Cleanup(String);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let ids = containers(&self.0);
-        if !ids.is_empty() {
-            let _ = Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&ids)
-                .output();
-        }
-    }
-}
-
-async fn submit(s: &Server, command: &str) -> u64 {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}/v1/jobs", s.http))
-        .bearer_auth(KEY)
-        .json(&json!({ "class": "high", "command": command, "labels": ["container"] }))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    r["id"].as_u64().unwrap_or_else(|| panic!("no id: {r}"))
-}
-
-async fn job(s: &Server, id: u64) -> Value {
+async fn job(s: &Scheduler, id: u64) -> Value {
     support::job(&s.http, KEY, id).await
 }
 
 /// Waits for every job to end; returns them and the most containers seen.
-async fn wait_all(s: &Server, ids: &[u64], cluster: &str, dir: &Path) -> (Vec<Value>, usize) {
+async fn wait_all(s: &Scheduler, ids: &[u64], cluster: &str, dir: &Path) -> (Vec<Value>, usize) {
     let start = Instant::now();
     let mut most = 0;
     loop {
@@ -164,7 +105,7 @@ async fn containers_scale_with_a_burst_survive_a_scheduler_crash_and_none_is_lef
     let text = config(dir.path(), &cluster, &grpc);
 
     // A burst: containers launch, agents register, jobs run.
-    let mut server = Server::start(dir.path(), &text);
+    let mut server = Scheduler::start(dir.path(), &text);
     let mut ids = Vec::new();
     for i in 0..8 {
         ids.push(submit(&server, &format!("sleep 1; echo burst-{i}")).await);
@@ -226,7 +167,7 @@ async fn containers_scale_with_a_burst_survive_a_scheduler_crash_and_none_is_lef
         String::from_utf8_lossy(&orphan.stderr)
     );
 
-    let server = Server::start(dir.path(), &text);
+    server.restart();
     let (jobs, _) = wait_all(&server, &long, &cluster, dir.path()).await;
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
     for j in &jobs {
@@ -239,7 +180,6 @@ async fn containers_scale_with_a_burst_survive_a_scheduler_crash_and_none_is_lef
     assert!(log.contains("adopted"), "survivors were adopted:\n{log}");
 
     // Idle containers retire, the orphan is removed: nothing is left.
-    let mut server = server;
     let start = Instant::now();
     loop {
         let left = containers(&cluster);
@@ -247,7 +187,7 @@ async fn containers_scale_with_a_burst_survive_a_scheduler_crash_and_none_is_lef
             break;
         }
         if start.elapsed() > Duration::from_secs(60) {
-            let exited = server.child.try_wait().ok().flatten();
+            let exited = server.exited();
             let status = reqwest::Client::new()
                 .get(format!("{}/v1/status", server.http))
                 .bearer_auth(KEY)

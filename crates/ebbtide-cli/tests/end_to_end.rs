@@ -2,14 +2,16 @@
 //! real `ebbtide agent` processes launched by the local provider, real
 //! HTTP and gRPC on loopback.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ebbtide_proto::worker::v1::RegisterRequest;
 use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
 use serde_json::{Value, json};
+use support::{Scheduler, alive};
 
 const KEYS: [(&str, &str); 3] = [
     ("alpha", "alpha-key-0123456789abcdef"),
@@ -82,101 +84,11 @@ down_stabilization = "1s"
 }
 
 /// A running `ebbtide serve`; killed (with its agents) when dropped.
-struct Server {
-    child: Child,
-    http: String,
-    grpc: String,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        Server::start_with(dir, config(dir))
-    }
-
-    fn start_with(dir: &Path, text: String) -> Server {
-        let path = dir.join("cluster.toml");
-        std::fs::write(&path, text).expect("write config");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("serve.log"))
-            .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start ebbtide serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("listening line");
-        let field = |k: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .map(str::to_string)
-                .expect("address")
-        };
-        Server {
-            http: format!("http://{}", field("http=")),
-            grpc: format!("http://{}", field("grpc=")),
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn kill_hard(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Agents still alive, from the local provider's records.
-    fn agent_pids(&self) -> Vec<i32> {
-        let state = self.dir.join("data/local-instances");
-        let Ok(entries) = std::fs::read_dir(state) else {
-            return vec![];
-        };
-        entries
-            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .filter_map(|t| serde_json::from_str::<Value>(&t).ok()?.get("pid")?.as_i64())
-            .map(|p| p as i32)
-            .filter(|p| alive(*p))
-            .collect()
-    }
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
-    })
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill_hard();
-        for pid in self.agent_pids() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        let _ = std::fs::remove_dir_all(ebbtide_provider_local::work_root_for(
-            &self.dir.join("data"),
-        ));
-    }
-}
-
 fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn submit(s: &Server, key: &str, body: Value) -> reqwest::Response {
+async fn submit(s: &Scheduler, key: &str, body: Value) -> reqwest::Response {
     client()
         .post(format!("{}/v1/jobs", s.http))
         .bearer_auth(key)
@@ -186,7 +98,7 @@ async fn submit(s: &Server, key: &str, body: Value) -> reqwest::Response {
         .expect("request")
 }
 
-async fn job(s: &Server, key: &str, id: u64) -> reqwest::Response {
+async fn job(s: &Scheduler, key: &str, id: u64) -> reqwest::Response {
     client()
         .get(format!("{}/v1/jobs/{id}", s.http))
         .bearer_auth(key)
@@ -195,7 +107,7 @@ async fn job(s: &Server, key: &str, id: u64) -> reqwest::Response {
         .expect("request")
 }
 
-async fn wait_final(s: &Server, key: &str, id: u64, limit: Duration) -> Value {
+async fn wait_final(s: &Scheduler, key: &str, id: u64, limit: Duration) -> Value {
     let start = Instant::now();
     loop {
         let j: Value = job(s, key, id).await.json().await.expect("json");
@@ -207,7 +119,7 @@ async fn wait_final(s: &Server, key: &str, id: u64, limit: Duration) -> Value {
     }
 }
 
-async fn wait_for_warm_agent(server: &Server) {
+async fn wait_for_warm_agent(server: &Scheduler) {
     let start = Instant::now();
     while status(server).await["pools"][0]["idle"] != 1 {
         assert!(
@@ -218,7 +130,7 @@ async fn wait_for_warm_agent(server: &Server) {
     }
 }
 
-async fn status(s: &Server) -> Value {
+async fn status(s: &Scheduler) -> Value {
     client()
         .get(format!("{}/v1/status", s.http))
         .bearer_auth(KEYS[0].1)
@@ -233,7 +145,7 @@ async fn status(s: &Server) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_burst_of_200_jobs_over_three_tenants_runs_to_completion_and_the_pool_scales_back_down() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
     let mut ids = Vec::new();
     for i in 0..200 {
         let (_, key) = KEYS[i % 3];
@@ -250,15 +162,7 @@ async fn a_burst_of_200_jobs_over_three_tenants_runs_to_completion_and_the_pool_
     for (key, id, i) in &ids {
         let j = wait_final(&server, key, *id, Duration::from_secs(60)).await;
         assert_eq!(j["status"], "succeeded", "job {id}: {j}");
-        let log = client()
-            .get(format!("{}/v1/jobs/{id}/logs", server.http))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("logs")
-            .text()
-            .await
-            .expect("text");
+        let log = support::job_log(&server.http, key, *id).await;
         assert_eq!(log.trim(), format!("job-{i}"));
     }
     let log = std::fs::read_to_string(dir.path().join("serve.log")).expect("log");
@@ -293,7 +197,7 @@ async fn a_burst_of_200_jobs_over_three_tenants_runs_to_completion_and_the_pool_
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_see_only_their_own_jobs_and_bad_requests_name_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
     let r = submit(
         &server,
         KEYS[0].1,
@@ -379,7 +283,7 @@ async fn tenants_see_only_their_own_jobs_and_bad_requests_name_the_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_and_reused_bootstrap_tokens_are_refused_and_never_logged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
     wait_for_warm_agent(&server).await;
     let pid = server.agent_pids()[0];
     let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
@@ -466,7 +370,7 @@ async fn an_agent_that_registers_after_its_bootstrap_token_expired_is_refused() 
             "tick = \"200ms\"",
             "tick = \"200ms\"\nbootstrap_token_ttl = \"500ms\"",
         );
-    let server = Server::start_with(dir.path(), text);
+    let server = Scheduler::start(dir.path(), &text);
     let agent_log = dir.path().join("data/local-instances/worker-1.log");
     let start = Instant::now();
     let refused = loop {
@@ -490,7 +394,7 @@ async fn an_agent_that_registers_after_its_bootstrap_token_expired_is_refused() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scheduler_killed_mid_burst_loses_no_job_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = Server::start(dir.path());
+    let mut server = Scheduler::start(dir.path(), &config(dir.path()));
     let mut ids = Vec::new();
     for i in 0..30 {
         let r = submit(
@@ -511,13 +415,10 @@ async fn a_scheduler_killed_mid_burst_loses_no_job_after_restart() {
     server.kill_hard(); // SIGKILL: nothing graceful happens
     let orphans = server.agent_pids();
     assert!(!orphans.is_empty(), "agents outlive the crashed scheduler");
-    // Not dropped: dropping would kill the agents, and the point is that
-    // the restarted scheduler cleans them up itself.
-    std::mem::forget(server);
     // Restarted on another worker-API port: the surviving agents cannot
     // reconnect, so after the heartbeat timeout they are lost, terminated,
     // and their jobs requeued.
-    let server = Server::start(dir.path());
+    server.restart();
     for (key, id) in &ids {
         let j = wait_final(&server, key, *id, Duration::from_secs(60)).await;
         assert_eq!(j["status"], "succeeded", "job {id} after restart: {j}");
@@ -527,7 +428,7 @@ async fn a_scheduler_killed_mid_burst_loses_no_job_after_restart() {
     }
 }
 
-async fn wait_running(server: &Server, id: u64) {
+async fn wait_running(server: &Scheduler, id: u64) {
     let start = Instant::now();
     while job(server, KEYS[0].1, id)
         .await
@@ -539,22 +440,14 @@ async fn wait_running(server: &Server, id: u64) {
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "job never started: {}",
-            std::fs::read_to_string(server.dir.join("serve.log")).unwrap_or_default()
+            server.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-async fn job_log(server: &Server, id: u64) -> String {
-    client()
-        .get(format!("{}/v1/jobs/{id}/logs", server.http))
-        .bearer_auth(KEYS[0].1)
-        .send()
-        .await
-        .expect("logs")
-        .text()
-        .await
-        .expect("text")
+async fn job_log(server: &Scheduler, id: u64) -> String {
+    support::job_log(&server.http, KEYS[0].1, id).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -564,7 +457,7 @@ async fn a_running_job_continues_when_its_agent_reconnects_to_the_restarted_sche
     let grpc = free.local_addr().expect("addr").to_string();
     drop(free);
     let text = config_with(dir.path(), &grpc, None);
-    let mut server = Server::start_with(dir.path(), text.clone());
+    let mut server = Scheduler::start(dir.path(), &text);
     let r = submit(
         &server,
         KEYS[0].1,
@@ -576,9 +469,7 @@ async fn a_running_job_continues_when_its_agent_reconnects_to_the_restarted_sche
         .expect("id");
     wait_running(&server, id).await;
     let agents_before = server.agent_pids();
-    server.kill_hard();
-    std::mem::forget(server);
-    let server = Server::start_with(dir.path(), text);
+    server.restart();
     let j = wait_final(&server, KEYS[0].1, id, Duration::from_secs(30)).await;
     let serve_log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
     assert_eq!(j["status"], "succeeded", "{j}\n{serve_log}");
@@ -608,7 +499,7 @@ async fn a_session_with_a_forged_session_token_is_refused() {
     use ebbtide_proto::worker::v1::worker_api_client::WorkerApiClient;
     use ebbtide_proto::worker::v1::{AgentMessage, Hello};
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
     wait_for_warm_agent(&server).await;
     let mut client = WorkerApiClient::connect(server.grpc.clone())
         .await
@@ -633,7 +524,7 @@ async fn a_session_with_a_forged_session_token_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_agents_job_is_requeued_and_finished_elsewhere() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
     wait_for_warm_agent(&server).await;
     let warm = server.agent_pids();
     // A job that would run for a minute lands on the warm agent.
@@ -690,7 +581,7 @@ async fn a_killed_agents_job_is_requeued_and_finished_elsewhere() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_adds_a_tenant_and_an_invalid_one_is_refused_without_dropping_anything() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path());
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
     let path = dir.path().join("cluster.toml");
     let r = submit(
         &server,
@@ -837,7 +728,7 @@ async fn an_agent_reconnects_after_a_network_blip_without_dropping_its_job() {
         &grpc.to_string(),
         Some(&format!("http://{}", proxy.addr)),
     );
-    let server = Server::start_with(dir.path(), text);
+    let server = Scheduler::start(dir.path(), &text);
     let r = submit(&server, KEYS[0].1, json!({ "class": "high", "command": "echo before; sleep 2; echo after", "max_attempts": 1 })).await;
     let id = r.json::<Value>().await.expect("json")["id"]
         .as_u64()

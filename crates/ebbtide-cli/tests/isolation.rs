@@ -108,15 +108,7 @@ async fn a_job_cannot_read_the_schedulers_secrets() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let log = reqwest::Client::new()
-        .get(format!("{http}/v1/jobs/{id}/logs"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .expect("logs")
-        .text()
-        .await
-        .expect("text");
+    let log = support::job_log(&http, KEY, id).await;
     assert_eq!(j["status"], "succeeded", "{j}\n{log}");
     let root = nix::unistd::geteuid().is_root();
     println!("jobs run as an unprivileged user: {root}\n{log}");

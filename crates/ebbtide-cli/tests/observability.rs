@@ -218,17 +218,7 @@ fn local_config(dir: &Path) -> std::path::PathBuf {
 }
 
 async fn submit(http: &str, key: &str, class: &str) -> u64 {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{http}/v1/jobs"))
-        .bearer_auth(key)
-        .json(&json!({ "class": class, "command": "echo hi" }))
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    r["id"].as_u64().expect("id")
+    support::submit(http, key, json!({ "class": class, "command": "echo hi" })).await
 }
 
 async fn metrics_text(http: &str) -> String {

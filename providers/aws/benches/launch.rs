@@ -92,6 +92,22 @@ fn main() {
             runs[0],
             runs[runs.len() - 1]
         );
+        // The SDK's own cost (signing, request building, XML parsing) is the
+        // client's CPU time: moto runs in another process, so its time is
+        // not in this process's counters.
+        const LISTS: u32 = 100;
+        let (cpu_before, began) = (process_cpu_ms(), Instant::now());
+        for _ in 0..LISTS {
+            let listed = provider.list().await.expect("list");
+            assert_eq!(listed.len(), launched.len());
+        }
+        let cpu = process_cpu_ms() - cpu_before;
+        println!(
+            "list {} instances {LISTS} times (DescribeInstances, paged): {:.0} ms wall, client CPU {:.1} ms per list",
+            launched.len(),
+            began.elapsed().as_secs_f64() * 1e3,
+            cpu / f64::from(LISTS)
+        );
         let before = provider.api_calls();
         let began = Instant::now();
         provider.terminate(&launched).await.expect("terminate");
@@ -103,4 +119,16 @@ fn main() {
         );
         drop(moto);
     });
+}
+
+/// User plus system CPU time of this process, all threads, in ms
+/// (`/proc/self/stat` fields 14 and 15, in clock ticks of 10 ms).
+fn process_cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let (_, rest) = stat.rsplit_once(')').expect("stat format");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields[i].parse::<f64>().expect("ticks");
+    // `rest` starts at field 3 (state): utime is field 14, stime field 15.
+    (ticks(14 - 3) + ticks(15 - 3)) * 10.0
 }

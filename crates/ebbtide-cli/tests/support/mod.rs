@@ -1,10 +1,15 @@
-//! Shared by the integration tests: start `ebbtide serve` and find its
-//! address.
+//! The CLI's test kit, one copy for the integration tests and the
+//! benchmarks (each bench includes this module by path): a scheduler
+//! process and the cleanup of everything it started, the API calls most
+//! tests make, Docker cleanup and percentiles.
 
 #![allow(dead_code)] // each test binary uses a part
 
+pub mod docker;
+pub mod stats;
+
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// Starts `ebbtide serve --config PATH`, its log appended to `log`, and
@@ -18,14 +23,27 @@ pub fn serve(config: &Path, log: &Path) -> (Child, String) {
 /// Starts an `ebbtide serve` command the caller prepared (extra
 /// environment, say), its log appended to `log`; returns the child and its
 /// job API base URL.
-pub fn serve_command(mut cmd: Command, log: &Path) -> (Child, String) {
+pub fn serve_command(cmd: Command, log: &Path) -> (Child, String) {
+    let (child, addresses) = spawn_serve(cmd, log, "info");
+    (child, addresses.http)
+}
+
+/// Where a started scheduler listens.
+struct Addresses {
+    http: String,
+    grpc: String,
+}
+
+/// Spawns `serve`, reads the one line it prints once it listens, and
+/// returns both addresses as URLs.
+fn spawn_serve(mut cmd: Command, log: &Path, log_level: &str) -> (Child, Addresses) {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
     let mut child = cmd
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", log_level)
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(log_file)
@@ -35,17 +53,127 @@ pub fn serve_command(mut cmd: Command, log: &Path) -> (Child, String) {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("listening line");
-    let http = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .unwrap_or_else(|| {
-            panic!(
-                "no address in {line:?}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            )
-        })
-        .to_string();
-    (child, format!("http://{http}"))
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(|a| format!("http://{a}"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {key} address in {line:?}: {}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                )
+            })
+    };
+    let addresses = Addresses {
+        http: field("http="),
+        grpc: field("grpc="),
+    };
+    (child, addresses)
+}
+
+/// A scheduler process for one test, in a directory of its own: the config
+/// is `DIR/cluster.toml`, the log `DIR/serve.log`, and the config's
+/// `data_dir` must be `DIR/data` (where the local provider records the
+/// agents it starts). Dropping it (a failed test included) kills the
+/// scheduler and every local agent it started: agents outlive their
+/// scheduler by design, because a restart adopts them.
+pub struct Scheduler {
+    /// The job API, `http://ADDR`.
+    pub http: String,
+    /// The worker API, `http://ADDR`.
+    pub grpc: String,
+    /// The test's directory.
+    pub dir: PathBuf,
+    child: Option<Child>,
+    log_level: &'static str,
+    _reaper: Reaper,
+}
+
+impl Scheduler {
+    /// Writes `config` and starts `serve` on it, logging at `info`.
+    pub fn start(dir: &Path, config: &str) -> Scheduler {
+        Scheduler::start_logging(dir, config, "info")
+    }
+
+    /// As `start`, at another log level (benchmarks log `warn`, so logging
+    /// is not what they measure).
+    pub fn start_logging(dir: &Path, config: &str, log_level: &'static str) -> Scheduler {
+        std::fs::write(dir.join("cluster.toml"), config).expect("write config");
+        let mut scheduler = Scheduler {
+            http: String::new(),
+            grpc: String::new(),
+            dir: dir.to_path_buf(),
+            child: None,
+            log_level,
+            _reaper: Reaper::new(&dir.join("data")),
+        };
+        scheduler.restart();
+        scheduler
+    }
+
+    /// Starts the scheduler again on the same config and data (after
+    /// `kill_hard`, or to replace a running one). Ports that the config
+    /// leaves to the system (`:0`) change.
+    pub fn restart(&mut self) {
+        self.kill_hard();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebbtide"));
+        cmd.args(["serve", "--config"])
+            .arg(self.dir.join("cluster.toml"));
+        let (child, addresses) = spawn_serve(cmd, &self.log_path(), self.log_level);
+        self.child = Some(child);
+        self.http = addresses.http;
+        self.grpc = addresses.grpc;
+    }
+
+    /// SIGKILL: nothing graceful happens; the agents stay.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the scheduler process has exited (or was never started).
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("serve.log")
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Local agents still alive.
+    pub fn agent_pids(&self) -> Vec<i32> {
+        agent_pids(&self.dir.join("data"))
+    }
+
+    /// The scheduler's resident memory, in KiB (0 if it is not running).
+    pub fn rss_kib(&self) -> u64 {
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return 0;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // Before the reaper: a live scheduler could start new agents.
+        self.kill_hard();
+    }
 }
 
 /// The workspace root.
@@ -123,6 +251,16 @@ pub fn alive(pid: i32) -> bool {
     })
 }
 
+/// A port free on loopback now, for a scheduler that must come back on the
+/// same address after a restart.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 /// `GET /v1/jobs/ID` as `key`, as JSON.
 pub async fn job(base: &str, key: &str, id: u64) -> serde_json::Value {
     reqwest::Client::new()
@@ -136,6 +274,35 @@ pub async fn job(base: &str, key: &str, id: u64) -> serde_json::Value {
         .expect("json")
 }
 
+/// `POST /v1/jobs` as `key`; returns the new job's id (panics, with the
+/// answer, if there is none).
+pub async fn submit(base: &str, key: &str, body: serde_json::Value) -> u64 {
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    r["id"].as_u64().unwrap_or_else(|| panic!("no id: {r}"))
+}
+
+/// `GET /v1/jobs/ID/logs` as `key`: the job's output so far.
+pub async fn job_log(base: &str, key: &str, id: u64) -> String {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/jobs/{id}/logs"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("logs")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// The Prometheus exposition at `base/metrics`.
 pub async fn metrics(base: &str) -> String {
     reqwest::get(format!("{base}/metrics"))
@@ -144,4 +311,59 @@ pub async fn metrics(base: &str) -> String {
         .text()
         .await
         .expect("text")
+}
+
+/// `GET /v1/status` as `key`, as JSON.
+pub async fn status(base: &str, key: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/status"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("status")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Submits `body`, whose command must print `date +%s%N` as its first act,
+/// and returns submit → running in milliseconds: the job's own clock
+/// reading minus the instant before the POST (one machine, one clock), so
+/// polling for the log adds nothing to the figure.
+pub async fn submit_to_start_ms(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: serde_json::Value,
+    limit: std::time::Duration,
+) -> f64 {
+    let sent = stats::now_ns();
+    let r: serde_json::Value = client
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    let id = r["id"].as_u64().unwrap_or_else(|| panic!("no id: {r}"));
+    let begin = std::time::Instant::now();
+    loop {
+        let text = client
+            .get(format!("{base}/v1/jobs/{id}/logs"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("logs")
+            .text()
+            .await
+            .expect("text");
+        if let Ok(started) = text.trim().parse::<u128>() {
+            return started.saturating_sub(sent) as f64 / 1e6;
+        }
+        assert!(begin.elapsed() < limit, "job {id} never ran: {text:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }
