@@ -5,7 +5,7 @@ use crate::event::LaunchFailure;
 use crate::ids::{InstanceId, JobId, PoolId, TenantId, WorkerId};
 use crate::job::JobOutcome;
 use crate::money::Micros;
-use crate::reason::ScaleDecision;
+use crate::reason::{MarketReason, ScaleDecision};
 use crate::worker::{DrainReason, Market};
 
 /// One instruction or record for the adapters, in the order they must be
@@ -31,6 +31,24 @@ pub enum Command {
         market: Market,
         /// Ids the engine gave the new workers; outcomes refer to them.
         workers: Vec<WorkerId>,
+        /// Zones to try, in this order (cheapest open spot offering first);
+        /// a zone not listed is locked after a capacity error. Empty: the
+        /// provider's own choice (on-demand, or no zonal prices known).
+        zones: Vec<String>,
+        /// Why this market, for the log and the launch metric.
+        why: MarketReason,
+    },
+    /// Record: spot instances the policy wants are held back because every
+    /// spot offering is locked after capacity errors and no job would miss
+    /// its target by waiting; they are launched when an offering opens, or
+    /// on-demand as soon as waiting would cost an SLA.
+    SpotAwaited {
+        /// The pool whose launch waits.
+        pool: PoolId,
+        /// Instances held back.
+        count: u32,
+        /// When the first spot offering opens again.
+        until: crate::time::Timestamp,
     },
     /// Tell a worker to take no new job and acknowledge.
     Drain {

@@ -33,6 +33,21 @@ impl PriceTable {
         }
     }
 
+    /// The zones with a price for `shape` on `market`, cheapest first (ties
+    /// by name, so the order is deterministic).
+    pub fn zones(&self, shape: &str, market: Market) -> Vec<(&str, PricePerHour)> {
+        let mut zones: Vec<(&str, PricePerHour)> = self
+            .by_shape
+            .get(shape)
+            .into_iter()
+            .flatten()
+            .filter(|(m, _, _)| *m == market)
+            .filter_map(|(_, z, p)| Some((z.as_deref()?, *p)))
+            .collect();
+        zones.sort_by_key(|(z, p)| (*p, *z));
+        zones
+    }
+
     /// The price for an instance: its zone's, else the shape's zone-less
     /// price, else `fallback` (the configured on-demand list price, which
     /// over- rather than under-states an unknown spot price).

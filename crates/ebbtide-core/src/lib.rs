@@ -45,7 +45,7 @@ pub use ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
 pub use job::{JobOutcome, JobSpec, JobState};
 pub use ledger::{LedgerKey, LedgerLine};
 pub use money::{CostAccum, Micros, PricePerHour};
-pub use reason::{ScaleDecision, ScaleReason};
+pub use reason::{MarketReason, ScaleDecision, ScaleReason};
 pub use requirements::Requirements;
 pub use time::Timestamp;
 pub use worker::{DrainReason, Market, WorkerState};

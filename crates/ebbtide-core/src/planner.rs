@@ -167,8 +167,10 @@ pub fn lead_time(boot_estimate: Duration) -> Duration {
 ///
 /// Jobs due within the *lead time* (boot estimate + 25 % + a fixed margin)
 /// can no longer wait for a busy slot to free by chance: for them only idle
-/// slots and booting workers count, and any gap is launched now and flagged
-/// as at risk (an SLA emergency that overrides the scale-up cooldown).
+/// slots and booting workers count (those ready within one boot from now
+/// cover even overdue jobs: nothing launched now is sooner), and any gap is
+/// launched now and flagged as at risk (an SLA emergency that overrides the
+/// scale-up cooldown).
 /// Jobs due later may count on busy slots freeing at the observed rate, so
 /// lax work waits for capacity instead of buying it; if they are still
 /// waiting when their own lead time arrives, the strict rule catches them.
@@ -179,13 +181,19 @@ pub fn plan_slots(
     boot_estimate: Duration,
 ) -> SlotPlan {
     let lead = cp.now + lead_time(boot_estimate);
+    // A worker launched now is ready one boot from now, no sooner: for a
+    // job due before then (overdue ones included), a worker already booting
+    // and ready by then serves it at least as early as a new one would.
+    // Counting only what is ready by the deadline itself would launch a
+    // fresh batch at every re-plan until the first batch is up.
+    let fresh_ready = cp.now + boot_estimate;
     let mut short: i64 = 0;
     let mut at_risk: i64 = 0;
     let mut spare = i64::from(supply.idle_slots);
     for (c, d) in cp.at.iter().zip(demand.due) {
         let urgent = *c <= lead;
         let have = if urgent {
-            supply.certain_at(*c)
+            supply.certain_at((*c).max(fresh_ready))
         } else {
             supply.at(cp.now, *c)
         };
@@ -289,6 +297,42 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(plan_slots(&cp, &d, &s, Duration::from_secs(30)).short, 0);
+    }
+
+    #[test]
+    fn overdue_jobs_are_covered_by_workers_ready_within_one_boot() {
+        let cp = Checkpoints::new(now());
+        // 20 jobs past their deadline; 20 workers launched 10 s ago, ready
+        // in 20 s; a fresh launch would take 30 s.
+        let overdue = now() - Duration::from_secs(5);
+        let d = demand_at(&cp, &[overdue; 20]);
+        let s = Supply {
+            booting: vec![(now() + Duration::from_secs(20), 1); 20],
+            mean_job_duration: Duration::from_secs(600),
+            ..Default::default()
+        };
+        let plan = plan_slots(&cp, &d, &s, Duration::from_secs(30));
+        assert_eq!((plan.short, plan.at_risk), (0, 0));
+        // Ten fewer booting: exactly those ten are launched, as an emergency.
+        let s = Supply {
+            booting: vec![(now() + Duration::from_secs(20), 1); 10],
+            ..s
+        };
+        let plan = plan_slots(&cp, &d, &s, Duration::from_secs(30));
+        assert_eq!((plan.short, plan.at_risk), (10, 10));
+    }
+
+    #[test]
+    fn a_worker_booting_slower_than_a_fresh_one_does_not_cover_an_overdue_job() {
+        let cp = Checkpoints::new(now());
+        let d = demand_at(&cp, &[now(); 1]);
+        let s = Supply {
+            // A big machine with a 90 s boot, in a pool whose estimate is 30 s.
+            booting: vec![(now() + Duration::from_secs(90), 1)],
+            mean_job_duration: Duration::from_secs(600),
+            ..Default::default()
+        };
+        assert_eq!(plan_slots(&cp, &d, &s, Duration::from_secs(30)).short, 1);
     }
 
     #[test]

@@ -151,3 +151,42 @@ impl fmt::Display for ScaleReason {
         }
     }
 }
+
+/// Why a launch is on the market it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarketReason {
+    /// The pool's market policy: on-demand up to `on_demand_base`, then
+    /// `spot_percent` of the rest on spot, in the cheapest open offerings.
+    Policy,
+    /// Spot was wanted, but every spot offering of the pool is locked after
+    /// capacity errors until `until`, and jobs would miss their targets
+    /// waiting for it: on-demand, at its premium, because the SLA needs it.
+    SpotLocked {
+        /// When the first spot offering opens again.
+        until: Timestamp,
+    },
+}
+
+impl MarketReason {
+    /// A short stable name, for metric labels and log fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MarketReason::Policy => "policy",
+            MarketReason::SpotLocked { .. } => "spot_locked",
+        }
+    }
+}
+
+impl fmt::Display for MarketReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MarketReason::Policy => {
+                write!(f, "the pool's market policy (on-demand base, spot share)")
+            }
+            MarketReason::SpotLocked { until } => write!(
+                f,
+                "every spot offering is locked after capacity errors until {until}, and waiting would miss an SLA"
+            ),
+        }
+    }
+}

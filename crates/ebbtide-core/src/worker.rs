@@ -154,6 +154,9 @@ pub(crate) struct Worker {
     pub market: Market,
     pub instance: Option<InstanceId>,
     pub zone: Option<String>,
+    /// The zones its launch asked for, until the instance exists: a
+    /// capacity error locks exactly these offerings.
+    pub zones_asked: Vec<String>,
     pub requested_at: Timestamp,
     pub launched_at: Option<Timestamp>,
     pub last_heartbeat: Timestamp,
@@ -185,6 +188,7 @@ impl Worker {
             market,
             instance: None,
             zone: None,
+            zones_asked: Vec::new(),
             requested_at: now,
             launched_at: None,
             last_heartbeat: now,

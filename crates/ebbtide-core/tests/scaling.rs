@@ -367,11 +367,49 @@ fn spot_fills_above_the_on_demand_base() {
 }
 
 #[test]
-fn a_spot_capacity_error_falls_back_to_on_demand_at_once() {
-    let mut cfg = testkit::config();
+fn a_spot_capacity_error_goes_on_demand_at_once_when_the_sla_cannot_wait() {
+    let mut cfg = tight_sla_config();
     spot_only(&mut cfg);
     let mut h = Harness::new(cfg);
     h.obedient = false;
+    h.submit(testkit::job(1, 0, 0));
+    h.run_for(SEC, SEC);
+    let w = h.engine.live_workers().next().expect("spot requested");
+    let cmds = h.send(Event::LaunchFailed {
+        workers: vec![w],
+        reason: LaunchFailure::Capacity,
+    });
+    let why = cmds.iter().find_map(|c| match c {
+        Command::Launch {
+            market: Market::OnDemand,
+            why,
+            ..
+        } => Some(why.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(why, Some(MarketReason::SpotLocked { .. })),
+        "on-demand, saying spot is locked: {cmds:?}"
+    );
+    h.now = h.now + Duration::from_secs(601);
+    h.obedient = true;
+    h.submit(testkit::job(2, 0, 0));
+    h.run_for(SEC, SEC);
+    assert_eq!(
+        launches(&h).last().map(|l| l.0),
+        Some(Market::Spot),
+        "spot again after the fallback window"
+    );
+}
+
+#[test]
+fn a_job_that_can_wait_for_the_spot_lock_to_end_is_not_bought_on_demand() {
+    let mut cfg = testkit::config();
+    spot_only(&mut cfg);
+    cfg.pools[0].market.spot_fallback_for = Duration::from_secs(120);
+    let mut h = Harness::new(cfg);
+    h.obedient = false;
+    // Class 1: 15 minutes of slack, far more than the 2-minute lock.
     h.submit(testkit::job(1, 0, 1));
     h.run_for(SEC, SEC);
     let w = h.engine.live_workers().next().expect("spot requested");
@@ -380,23 +418,110 @@ fn a_spot_capacity_error_falls_back_to_on_demand_at_once() {
         reason: LaunchFailure::Capacity,
     });
     assert!(
-        cmds.iter().any(|c| matches!(
-            c,
-            Command::Launch {
-                market: Market::OnDemand,
-                ..
-            }
-        )),
-        "{cmds:?}"
+        !cmds.iter().any(|c| matches!(c, Command::Launch { .. })),
+        "nothing bought while spot is locked: {cmds:?}"
     );
-    h.now = h.now + Duration::from_secs(601);
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::SpotAwaited { count: 1, .. })),
+        "the held-back launch is recorded: {cmds:?}"
+    );
     h.obedient = true;
-    h.submit(testkit::job(2, 0, 1));
+    h.run_for(125 * SEC, SEC);
+    assert_eq!(
+        launches(&h),
+        vec![(Market::Spot, 1), (Market::Spot, 1)],
+        "spot again once the lock ends, no on-demand in between"
+    );
+    h.run_for(35 * SEC, SEC);
+    assert_eq!(h.engine.queued_jobs(), 0, "the job runs on spot");
+}
+
+/// Spot prices in three zones: `b` cheapest, then `a`, then `c`.
+fn three_spot_zones(h: &mut Harness) {
+    for (zone, micros) in [("zone-a", 30_000), ("zone-b", 20_000), ("zone-c", 40_000)] {
+        h.send(Event::PriceUpdate {
+            shape: "m5.large".into(),
+            market: Market::Spot,
+            zone: Some(zone.into()),
+            price: PricePerHour(Micros(micros)),
+        });
+    }
+}
+
+fn zones_of_launches(h: &Harness) -> Vec<(Market, Vec<String>)> {
+    h.logged(|c| match c {
+        Command::Launch { market, zones, .. } => Some((*market, zones.clone())),
+        _ => None,
+    })
+    .collect()
+}
+
+#[test]
+fn a_capacity_error_locks_its_zones_and_spot_moves_to_the_next_zone() {
+    let mut cfg = tight_sla_config();
+    spot_only(&mut cfg);
+    cfg.pools[0].market.spot_fallback_for = Duration::from_secs(120);
+    let mut h = Harness::new(cfg);
+    three_spot_zones(&mut h);
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 0));
+    h.run_for(SEC, SEC);
+    let zones = |z: &[&str]| z.iter().map(|z| z.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        zones_of_launches(&h),
+        vec![(Market::Spot, zones(&["zone-b", "zone-a", "zone-c"]))],
+        "cheapest zone first"
+    );
+    let w = h.engine.live_workers().next().expect("requested");
+    h.send(Event::LaunchFailed {
+        workers: vec![w],
+        reason: LaunchFailure::Capacity,
+    });
+    // All three were asked, so all three are locked: an urgent job goes
+    // on-demand, and says why.
+    assert_eq!(
+        zones_of_launches(&h).last(),
+        Some(&(Market::OnDemand, vec![])),
+    );
+    // After the lock, a new launch offers all three again.
+    h.now = h.now + Duration::from_secs(121);
+    h.obedient = true;
+    h.submit(testkit::job(2, 0, 0));
     h.run_for(SEC, SEC);
     assert_eq!(
-        launches(&h).last().map(|l| l.0),
-        Some(Market::Spot),
-        "spot again after the fallback window"
+        zones_of_launches(&h).last(),
+        Some(&(Market::Spot, zones(&["zone-b", "zone-a", "zone-c"]))),
+    );
+}
+
+#[test]
+fn locked_zones_are_left_out_and_a_newly_priced_zone_is_offered() {
+    let mut cfg = tight_sla_config();
+    spot_only(&mut cfg);
+    let mut h = Harness::new(cfg);
+    three_spot_zones(&mut h);
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 0));
+    h.run_for(SEC, SEC);
+    let first = h.engine.live_workers().next().expect("requested");
+    // The launch asked zones b, a, c and none had room: all three lock.
+    h.send(Event::LaunchFailed {
+        workers: vec![first],
+        reason: LaunchFailure::Capacity,
+    });
+    h.send(Event::PriceUpdate {
+        shape: "m5.large".into(),
+        market: Market::Spot,
+        zone: Some("zone-d".into()),
+        price: PricePerHour(Micros(50_000)),
+    });
+    h.submit(testkit::job(2, 0, 0));
+    h.run_for(SEC, SEC);
+    assert_eq!(
+        zones_of_launches(&h).last(),
+        Some(&(Market::Spot, vec!["zone-d".to_string()])),
+        "the locked zones are left out; the open one is offered, dearer or not"
     );
 }
 
@@ -638,11 +763,11 @@ fn spot_only(cfg: &mut ebbtide_core::EngineConfig) {
 
 #[test]
 fn an_incomplete_spot_launch_falls_back_like_a_capacity_error() {
-    let mut cfg = testkit::config();
+    let mut cfg = tight_sla_config();
     spot_only(&mut cfg);
     let mut h = Harness::new(cfg);
     h.obedient = false;
-    h.submit(testkit::job(1, 0, 1));
+    h.submit(testkit::job(1, 0, 0));
     h.run_for(SEC, SEC);
     let w = h.engine.live_workers().next().expect("spot requested");
     let cmds = h.send(Event::LaunchFailed {
@@ -654,6 +779,7 @@ fn an_incomplete_spot_launch_falls_back_like_a_capacity_error() {
             c,
             Command::Launch {
                 market: Market::OnDemand,
+                why: MarketReason::SpotLocked { .. },
                 ..
             }
         )),
@@ -689,5 +815,63 @@ fn credentials_that_could_not_be_issued_back_off_without_blaming_spot() {
             }
         )),
         "spot again after the back-off: {retry:?}"
+    );
+}
+
+/// A pool whose class target (10 s) is shorter than a boot (30 s): every
+/// job is overdue before any worker can be up.
+fn tight_sla_config() -> EngineConfig {
+    let mut c = testkit::config();
+    c.classes[0].sla_target = 10 * SEC;
+    c.pools[0].max = 200;
+    c
+}
+
+fn launched_workers(h: &Harness) -> usize {
+    launches(h).iter().map(|(_, n)| n).sum()
+}
+
+#[test]
+fn overdue_jobs_with_workers_booting_for_them_launch_nothing_more() {
+    let mut h = Harness::new(tight_sla_config());
+    for id in 1..=20 {
+        h.submit(testkit::job(id, 0, 0));
+    }
+    h.run_for(SEC, SEC);
+    assert_eq!(launched_workers(&h), 20);
+    // Ticks every second while the jobs are overdue and the workers boot.
+    h.run_for(25 * SEC, SEC);
+    assert_eq!(
+        launched_workers(&h),
+        20,
+        "re-plans while the first batch boots launch nothing: {:?}",
+        launches(&h)
+    );
+    h.run_for(10 * SEC, SEC);
+    assert_eq!(h.engine.queued_jobs(), 0, "the booted workers took all 20");
+}
+
+#[test]
+fn a_reclamation_is_replaced_once_not_at_every_tick() {
+    let mut h = Harness::new(tight_sla_config());
+    for id in 1..=20 {
+        h.submit(testkit::job(id, 0, 0));
+    }
+    h.run_for(40 * SEC, SEC);
+    assert_eq!(h.engine.queued_jobs(), 0);
+    let before = launched_workers(&h);
+    // The provider takes every worker away at once: 20 jobs go back to
+    // the queue, already past their deadline.
+    let workers: Vec<WorkerId> = h.engine.live_workers().collect();
+    for w in workers {
+        h.send(Event::WorkerLost { worker: w });
+    }
+    assert_eq!(h.engine.queued_jobs(), 20);
+    h.run_for(25 * SEC, SEC);
+    assert_eq!(
+        launched_workers(&h) - before,
+        20,
+        "one replacement per requeued job: {:?}",
+        launches(&h)
     );
 }

@@ -78,6 +78,11 @@ pub struct LaunchRequest {
     pub memory_mib: u32,
     /// Spot or on-demand.
     pub market: Market,
+    /// Zones to try, in this order: the engine's cheapest open spot
+    /// offerings (a zone it locked after a capacity error is left out).
+    /// Empty: wherever the provider prefers. A provider without zones
+    /// ignores it.
+    pub zones: Vec<String>,
     /// Where agents reach the scheduler's worker API.
     pub scheduler_url: String,
     /// The workers.

@@ -336,9 +336,17 @@ pub(crate) fn scale_decision(pool: &str, from: u32, to: u32, reason: &'static st
     counter!(SCALE_DECISIONS, "pool" => pool.to_string(), "direction" => direction, "reason" => reason).increment(1);
 }
 
-/// `count` instances were asked of `provider`.
-pub(crate) fn launched(provider: &str, pool: &str, market: &'static str, count: u64) {
-    counter!(LAUNCHES, "provider" => provider.to_string(), "pool" => pool.to_string(), "market" => market).increment(count);
+/// `count` instances were asked of `provider`; `why` says why on this
+/// market (`policy`, or `spot_locked`: on-demand because every spot
+/// offering was locked and an SLA could not wait).
+pub(crate) fn launched(
+    provider: &str,
+    pool: &str,
+    market: &'static str,
+    why: &'static str,
+    count: u64,
+) {
+    counter!(LAUNCHES, "provider" => provider.to_string(), "pool" => pool.to_string(), "market" => market, "why" => why).increment(count);
 }
 
 /// `count` instances could not be launched.

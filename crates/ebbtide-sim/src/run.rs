@@ -440,8 +440,11 @@ impl Run<'_> {
                 }
             }
             Command::Launch {
-                market, workers, ..
-            } => self.launch(market, workers),
+                market,
+                workers,
+                zones,
+                ..
+            } => self.launch(market, workers, &zones),
             Command::Drain { worker, .. } => self.at(now + api / 2, SimEvent::DrainAck(worker)),
             // Simulated agents never reconnect, so nothing is redelivered;
             // were one emitted, the job already runs from its assignment.
@@ -461,11 +464,19 @@ impl Run<'_> {
                 self.stats.instance_cost(&l);
             }
             Command::Scale(_) => self.stats.decisions += 1,
-            Command::WorkerLost { .. } | Command::AssignmentExpired { .. } => {}
+            Command::WorkerLost { .. }
+            | Command::AssignmentExpired { .. }
+            | Command::SpotAwaited { .. } => {}
         }
     }
 
-    fn launch(&mut self, market: Market, workers: Vec<WorkerId>) {
+    /// A launch call. Spot with a list of zones walks it as a fleet request
+    /// with several zones does: each zone tried fails for capacity with the
+    /// configured probability, independently, and costs one API round
+    /// trip; the batch lands in the first zone that has room, or fails for
+    /// capacity once every zone was tried. Without a list, the cheapest
+    /// zone is taken (or refused) in one call.
+    fn launch(&mut self, market: Market, workers: Vec<WorkerId>, zones: &[String]) {
         let api = self.params.api_latency;
         let now = self.now;
         if self
@@ -481,33 +492,59 @@ impl Run<'_> {
             );
             return;
         }
-        if market == Market::Spot
-            && self
-                .rng
-                .random_bool(self.params.spot_capacity_failure_rate.clamp(0.0, 1.0))
-        {
-            self.at(
-                now + api,
-                SimEvent::LaunchFailed {
-                    workers,
-                    reason: LaunchFailure::Capacity,
-                },
-            );
-            return;
-        }
-        for worker in workers {
-            self.markets.insert(worker, market);
-            // Like EC2 Fleet's price-capacity-optimized allocation with ample
-            // capacity: the cheapest zone.
-            let zone = self
-                .params
+        let cheapest = || {
+            self.params
                 .spot_zones
                 .iter()
                 .min_by_key(|(_, p)| *p)
-                .map(|(z, _)| z.clone());
+                .map(|(z, _)| z.clone())
+        };
+        let (zone, calls) = if market == Market::Spot {
+            let tries: Vec<Option<String>> = if zones.is_empty() {
+                vec![cheapest()]
+            } else {
+                zones.iter().cloned().map(Some).collect()
+            };
+            let calls = tries.len() as u32;
+            let mut landed = None;
+            for (i, zone) in tries.into_iter().enumerate() {
+                if !self
+                    .rng
+                    .random_bool(self.params.spot_capacity_failure_rate.clamp(0.0, 1.0))
+                {
+                    landed = Some((zone, i as u32 + 1));
+                    break;
+                }
+            }
+            match landed {
+                Some(found) => found,
+                None => {
+                    self.at(
+                        now + api * calls,
+                        SimEvent::LaunchFailed {
+                            workers,
+                            reason: LaunchFailure::Capacity,
+                        },
+                    );
+                    return;
+                }
+            }
+        } else {
+            // Like EC2 Fleet's price-capacity-optimized allocation with
+            // ample capacity: the cheapest zone.
+            (cheapest(), 1)
+        };
+        for worker in workers {
+            self.markets.insert(worker, market);
             let boot = self.boot_time();
-            self.at(now + api, SimEvent::Launched { worker, zone });
-            self.at(now + api + boot, SimEvent::Registered(worker));
+            self.at(
+                now + api * calls,
+                SimEvent::Launched {
+                    worker,
+                    zone: zone.clone(),
+                },
+            );
+            self.at(now + api * calls + boot, SimEvent::Registered(worker));
         }
     }
 

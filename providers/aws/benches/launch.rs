@@ -62,6 +62,7 @@ fn main() {
             cpu_millis: 2000,
             memory_mib: 8192,
             market,
+            zones: Vec::new(),
             scheduler_url: "https://scheduler.example:8081".into(),
             workers: conformance::launches(&(first..first + n).collect::<Vec<_>>()),
         };

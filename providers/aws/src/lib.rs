@@ -441,6 +441,22 @@ impl AwsProvider {
 }
 
 /// `"0.0832"` dollars to micro-dollars.
+/// The subnets a launch tries, in order: those in `zones` (the engine's
+/// open spot offerings, cheapest first), in that order, or all of them in
+/// the configured order when the engine named no zone. A list that matches
+/// no subnet (prices from zones this pool does not use) falls back to all
+/// of them rather than launching nowhere.
+fn subnets_in_order<'a>(subnets: &'a [SubnetConfig], zones: &[String]) -> Vec<&'a SubnetConfig> {
+    let mut chosen: Vec<&SubnetConfig> = zones
+        .iter()
+        .flat_map(|z| subnets.iter().filter(move |s| &s.zone == z))
+        .collect();
+    if chosen.is_empty() {
+        chosen = subnets.iter().collect();
+    }
+    chosen
+}
+
 fn parse_dollars(text: &str) -> Option<PricePerHour> {
     let dollars: f64 = text.parse().ok()?;
     (dollars.is_finite() && dollars >= 0.0)
@@ -459,8 +475,9 @@ impl Provider for AwsProvider {
         let mut launched: Vec<LaunchedInstance> = Vec::new();
         let mut last_capacity = None;
         let mut attempt = 0;
+        let subnets = subnets_in_order(&pool.subnets, &request.zones);
         'types: for instance_type in &pool.instance_types {
-            for subnet in &pool.subnets {
+            for subnet in &subnets {
                 // The workers still without an instance: a suffix of the
                 // batch, so still consecutive.
                 let remaining: Vec<ebbtide_provider::WorkerLaunch> = request
@@ -629,5 +646,40 @@ impl Provider for AwsProvider {
                 "worker {worker}'s launch is not confirmed yet; retry"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SubnetConfig, subnets_in_order};
+
+    fn subnet(id: &str, zone: &str) -> SubnetConfig {
+        SubnetConfig {
+            id: id.into(),
+            zone: zone.into(),
+        }
+    }
+
+    #[test]
+    fn a_launch_tries_the_engines_zones_in_its_order_and_skips_locked_ones() {
+        let all = [
+            subnet("s-a", "az-a"),
+            subnet("s-b", "az-b"),
+            subnet("s-c", "az-c"),
+        ];
+        let ids = |zones: &[&str]| -> Vec<String> {
+            let zones: Vec<String> = zones.iter().map(|z| z.to_string()).collect();
+            subnets_in_order(&all, &zones)
+                .iter()
+                .map(|s| s.id.clone())
+                .collect()
+        };
+        assert_eq!(ids(&["az-c", "az-a"]), ["s-c", "s-a"], "az-b is locked");
+        assert_eq!(
+            ids(&[]),
+            ["s-a", "s-b", "s-c"],
+            "no zones: configured order"
+        );
+        assert_eq!(ids(&["az-x"]), ["s-a", "s-b", "s-c"], "unknown zones: all");
     }
 }

@@ -91,6 +91,7 @@ fn request(cluster: &str, workers: &[u64], market: Market) -> LaunchRequest {
         cpu_millis: 2000,
         memory_mib: 8192,
         market,
+        zones: Vec::new(),
         scheduler_url: "https://scheduler.example:8081".into(),
         workers: conformance::launches(workers),
     }

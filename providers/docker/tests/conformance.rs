@@ -52,6 +52,7 @@ fn request(cluster: &str, workers: &[u64]) -> LaunchRequest {
         cpu_millis: 500,
         memory_mib: 64,
         market: Market::OnDemand,
+        zones: Vec::new(),
         scheduler_url: "http://127.0.0.1:1".into(),
         workers: conformance::launches(workers),
     }

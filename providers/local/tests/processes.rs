@@ -28,6 +28,7 @@ fn request(workers: &[u64]) -> LaunchRequest {
         cpu_millis: 1000,
         memory_mib: 512,
         market: Market::OnDemand,
+        zones: Vec::new(),
         scheduler_url: "http://127.0.0.1:1".into(),
         workers: conformance::launches(workers),
     }

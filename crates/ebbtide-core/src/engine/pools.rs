@@ -40,8 +40,13 @@ pub(super) struct PoolState {
     pub scaler: ScalerMemory,
     pub boot_estimate: Duration,
     pub mean_job_duration: Duration,
+    /// Spot locked pool-wide after a capacity error, for providers that
+    /// publish no zonal spot prices (so there is no offering to lock).
     pub spot_blocked_until: Timestamp,
-    pub last_spot_failure: Option<Timestamp>,
+    /// Spot offerings (zones) locked after a capacity error, until when:
+    /// the next launch tries the next cheapest zone instead of the pool
+    /// going on-demand.
+    pub zone_locked_until: std::collections::BTreeMap<String, Timestamp>,
     pub launch_blocked_until: Timestamp,
     pub consecutive_failures: u32,
     pub forecast: ArrivalForecast,
@@ -69,7 +74,7 @@ impl PoolState {
             free_slots: 0,
             scaler: ScalerMemory::default(),
             spot_blocked_until: Timestamp::EPOCH,
-            last_spot_failure: None,
+            zone_locked_until: std::collections::BTreeMap::new(),
             launch_blocked_until: Timestamp::EPOCH,
             consecutive_failures: 0,
             forecast: ArrivalForecast::default(),

@@ -10,7 +10,7 @@ use crate::config::{Billing, EngineConfig, PoolKind, ScalingMode};
 use crate::ids::{PoolId, WorkerId};
 use crate::money::PricePerHour;
 use crate::planner::{CHECKPOINTS, Checkpoints, Demand, SlotPlan, Supply, plan_slots};
-use crate::reason::{ScaleDecision, ScaleReason};
+use crate::reason::{MarketReason, ScaleDecision, ScaleReason};
 use crate::requirements::SignatureId;
 use crate::time::Timestamp;
 use crate::worker::{DrainReason, Market, Worker, WorkerState};
@@ -18,6 +18,14 @@ use crate::worker::{DrainReason, Market, Worker, WorkerState};
 /// Demand routed to one pool, per signature (so spill-over can follow each
 /// signature's own chain).
 type Routed = Vec<(SignatureId, Demand)>;
+
+/// Where spot can be bought for a pool now.
+enum SpotOffer {
+    /// These zones, in order (empty: wherever the provider chooses).
+    Open(Vec<String>),
+    /// Nowhere until `until`: every offering is locked.
+    Locked { until: Timestamp },
+}
 
 /// What one pool looks like right now.
 struct Snapshot {
@@ -226,7 +234,9 @@ impl Engine {
         for pid in self.pool_order.clone() {
             let status = self.snapshot(pid, now).status;
             let desired = self.pools[pid.0 as usize].scaler.desired;
-            self.reconcile(pid, desired, &status, false, now, out)?;
+            // An outside policy's size is wanted now: with spot locked it
+            // is bought on-demand, as the baselines' own scalers would.
+            self.reconcile(pid, desired, &status, true, now, out)?;
         }
         Ok(())
     }
@@ -354,7 +364,13 @@ impl Engine {
         to
     }
 
-    /// Asks for `count` instances, choosing a market for each.
+    /// Asks for `count` instances, choosing a market for each: on-demand up
+    /// to the base, then the policy's spot share on spot, offered the open
+    /// spot zones cheapest first. With every spot offering locked after
+    /// capacity errors, an urgent launch (jobs would miss their targets
+    /// waiting) buys on-demand and says why; one that can wait is held back
+    /// until an offering opens (`Command::SpotAwaited`), and the planner
+    /// launches it as soon as it turns urgent.
     fn launch(
         &mut self,
         pid: PoolId,
@@ -363,6 +379,7 @@ impl Engine {
         now: Timestamp,
         out: &mut Vec<Command>,
     ) {
+        let offer = self.spot_offer(pid, now);
         let pool = &self.pools[pid.0 as usize];
         let policy = pool.config.market;
         let (mut on_demand, mut spot) = (0u32, 0u32);
@@ -377,53 +394,105 @@ impl Engine {
                 Market::Spot => spot += 1,
             }
         }
-        let spot_recently_failed = pool
-            .last_spot_failure
-            .is_some_and(|t| now.saturating_since(t) < pool.boot_estimate * 2);
-        let spot_usable = policy.spot_percent > 0
-            && now >= pool.spot_blocked_until
-            && !(urgent && spot_recently_failed);
-        let mut per_market = [0u32; 2];
+        // [on-demand by policy, on-demand because spot is locked, spot]
+        let mut per_batch = [0u32; 3];
+        let mut awaited = 0u32;
         for _ in 0..count {
             let above_base = (on_demand + spot + 1).saturating_sub(policy.on_demand_base);
             let want_spot = (above_base * u32::from(policy.spot_percent)).div_ceil(100);
-            let market = if spot_usable && on_demand >= policy.on_demand_base && spot < want_spot {
-                Market::Spot
-            } else {
-                Market::OnDemand
+            let wants_spot = on_demand >= policy.on_demand_base && spot < want_spot;
+            let batch = match (&offer, wants_spot) {
+                (_, false) => 0,
+                (SpotOffer::Open(_), true) => 2,
+                (SpotOffer::Locked { .. }, true) if urgent => 1,
+                (SpotOffer::Locked { .. }, true) => {
+                    awaited += 1;
+                    continue;
+                }
             };
-            match market {
-                Market::Spot => spot += 1,
-                Market::OnDemand => on_demand += 1,
+            match batch {
+                2 => spot += 1,
+                _ => on_demand += 1,
             }
-            per_market[usize::from(market == Market::Spot)] += 1;
+            per_batch[batch] += 1;
         }
+        let (zones, locked_until) = match offer {
+            SpotOffer::Open(zones) => (zones, None),
+            SpotOffer::Locked { until } => (Vec::new(), Some(until)),
+        };
+        if let Some(until) = locked_until
+            && awaited > 0
+        {
+            out.push(Command::SpotAwaited {
+                pool: pid,
+                count: awaited,
+                until,
+            });
+        }
+        let batches = [
+            (Market::OnDemand, MarketReason::Policy, Vec::new()),
+            (
+                Market::OnDemand,
+                MarketReason::SpotLocked {
+                    until: locked_until.unwrap_or(now),
+                },
+                Vec::new(),
+            ),
+            (Market::Spot, MarketReason::Policy, zones),
+        ];
         // Ids are consecutive within each batch, so a provider that launches
         // a batch in one call can tag the first id and derive each
         // instance's worker from its launch index.
-        let mut batches: [Vec<WorkerId>; 2] = [Vec::new(), Vec::new()];
-        for (slot, market) in [(0, Market::OnDemand), (1, Market::Spot)] {
-            for _ in 0..per_market[slot] {
+        for ((market, why, zones), n) in batches.into_iter().zip(per_batch) {
+            if n == 0 {
+                continue;
+            }
+            let mut workers = Vec::with_capacity(n as usize);
+            for _ in 0..n {
                 let id = WorkerId(self.next_worker);
                 self.next_worker += 1;
-                self.workers
-                    .insert(id, Worker::requested(id, pid, market, now));
+                let mut worker = Worker::requested(id, pid, market, now);
+                worker.zones_asked = zones.clone();
+                self.workers.insert(id, worker);
                 self.pools[pid.0 as usize].workers.insert(id);
-                batches[slot].push(id);
+                workers.push(id);
                 self.stats.launched += 1;
             }
+            out.push(Command::Launch {
+                pool: pid,
+                market,
+                workers,
+                zones,
+                why,
+            });
         }
-        for (market, workers) in [
-            (Market::OnDemand, std::mem::take(&mut batches[0])),
-            (Market::Spot, std::mem::take(&mut batches[1])),
-        ] {
-            if !workers.is_empty() {
-                out.push(Command::Launch {
-                    pool: pid,
-                    market,
-                    workers,
-                });
-            }
+    }
+
+    /// Where spot can be bought for a pool now: the zones with a spot price
+    /// for its shape that no capacity error has locked, cheapest first
+    /// (empty: the provider publishes no zonal prices and picks itself), or
+    /// locked until the first lock ends.
+    fn spot_offer(&self, pid: PoolId, now: Timestamp) -> SpotOffer {
+        let pool = &self.pools[pid.0 as usize];
+        let zones = self.prices.zones(&pool.config.shape.name, Market::Spot);
+        if zones.is_empty() {
+            return if now >= pool.spot_blocked_until {
+                SpotOffer::Open(Vec::new())
+            } else {
+                SpotOffer::Locked {
+                    until: pool.spot_blocked_until,
+                }
+            };
+        }
+        let lock = |z: &str| pool.zone_locked_until.get(z).copied().filter(|t| now < *t);
+        let open: Vec<String> = zones
+            .iter()
+            .filter(|(z, _)| lock(z).is_none())
+            .map(|(z, _)| (*z).to_string())
+            .collect();
+        match zones.iter().filter_map(|(z, _)| lock(z)).min() {
+            Some(until) if open.is_empty() => SpotOffer::Locked { until },
+            _ => SpotOffer::Open(open),
         }
     }
 

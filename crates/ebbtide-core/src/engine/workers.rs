@@ -73,6 +73,7 @@ impl Engine {
         );
         w.instance = Some(instance);
         w.zone = zone;
+        w.zones_asked = Vec::new();
         w.launched_at = Some(now);
         w.last_heartbeat = now;
         w.last_accrual = now;
@@ -94,6 +95,7 @@ impl Engine {
             return Ok(());
         };
         let (pool_id, market) = (first.pool, first.market);
+        let zones_asked = first.zones_asked.clone();
         for wid in workers {
             self.transition(*wid, WorkerTransition::LaunchFailed)?;
             self.forget_worker(*wid);
@@ -104,8 +106,15 @@ impl Engine {
                 LaunchFailure::Capacity | LaunchFailure::Quota | LaunchFailure::Incomplete,
                 Market::Spot,
             ) => {
-                pool.spot_blocked_until = now + pool.config.market.spot_fallback_for;
-                pool.last_spot_failure = Some(now);
+                // Lock the offerings that failed, not the pool: the re-plan
+                // below tries the next cheapest zone before on-demand.
+                let until = now + pool.config.market.spot_fallback_for;
+                if zones_asked.is_empty() {
+                    pool.spot_blocked_until = until;
+                }
+                for zone in zones_asked {
+                    pool.zone_locked_until.insert(zone, until);
+                }
             }
             _ => {
                 let base = match reason {
@@ -125,8 +134,9 @@ impl Engine {
             reason,
             count: u32::try_from(workers.len()).unwrap_or(u32::MAX),
         });
-        // Re-plan at once: a spot capacity error falls back to on-demand now,
-        // not one tick later.
+        // Re-plan at once: a spot capacity error moves to the next spot
+        // zone (or, with all locked and jobs at risk, to on-demand) now, not
+        // one tick later.
         self.rescale(now, out)
     }
 

@@ -46,7 +46,18 @@ impl Control {
                 pool,
                 market,
                 workers,
-            } => self.launch(pool, market, workers),
+                zones,
+                why,
+            } => self.launch(pool, market, workers, zones, why),
+            Command::SpotAwaited { pool, count, until } => {
+                let name = &self.engine.config().pools[pool.0 as usize].name;
+                tracing::info!(
+                    pool = %name,
+                    count,
+                    until_ms = until.as_millis(),
+                    "spot launch held back: every spot offering is locked after capacity errors and no job misses its target by waiting"
+                );
+            }
             Command::Drain { worker, reason } => {
                 tracing::info!(worker = worker.0, ?reason, "draining worker");
                 if !self.send(worker, Down::Drain(Drain {})) {

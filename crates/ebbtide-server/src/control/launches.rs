@@ -46,6 +46,8 @@ impl Control {
         pool: PoolId,
         market: ebbtide_core::Market,
         workers: Vec<WorkerId>,
+        zones: Vec<String>,
+        why: ebbtide_core::MarketReason,
     ) {
         let Some(provider) = self.provider_of(pool) else {
             return;
@@ -55,7 +57,17 @@ impl Control {
             &cfg.provider,
             &cfg.name,
             market.name(),
+            why.kind(),
             workers.len() as u64,
+        );
+        tracing::info!(
+            pool = %cfg.name,
+            market = market.name(),
+            count = workers.len(),
+            zones = ?zones,
+            why = why.kind(),
+            reason = %why,
+            "launching"
         );
         let requested = self.now;
         for w in &workers {
@@ -75,6 +87,7 @@ impl Control {
             cpu_millis: cfg.shape.cpu_millis,
             memory_mib: cfg.shape.memory_mib,
             market,
+            zones,
             scheduler_url: self.server.public_grpc_url.clone(),
             workers: launches,
         };
