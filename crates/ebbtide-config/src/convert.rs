@@ -2,8 +2,9 @@
 //! cannot express (static pools need `warm`, prices are not negative, …).
 
 use ebbtide_core::{
-    Billing, BurstConfig, ClassConfig, EngineConfig, MarketPolicy, Micros, PoolConfig, PoolKind,
-    PrewarmConfig, PricePerHour, ScalingMode, ScalingPolicy, Shape, TenantConfig, TenantQuota,
+    Billing, BurstConfig, ClassConfig, EngineConfig, HeadroomPolicy, MarketPolicy, Micros,
+    PoolConfig, PoolKind, PrewarmConfig, PricePerHour, ScalingMode, ScalingPolicy, Shape,
+    TenantConfig, TenantQuota,
 };
 
 use crate::schema::{File, PoolKindName, PoolSection, TenantDefaults};
@@ -271,6 +272,16 @@ fn pool(p: PoolSection, i: usize, issue: &mut impl FnMut(String, String)) -> Poo
             max_instances: w.max_instances,
             factor_percent: w.factor_percent,
         }),
+        headroom: match p.headroom.mode {
+            crate::schema::HeadroomMode::Off => HeadroomPolicy::Off,
+            crate::schema::HeadroomMode::Auto => HeadroomPolicy::Auto {
+                // Out-of-range values stay out of range, for the engine's
+                // validation to name (NaN included, as 0).
+                coverage_milli: (p.headroom.coverage * 1000.0)
+                    .round()
+                    .clamp(0.0, 1_000_000.0) as u32,
+            },
+        },
     }
 }
 

@@ -221,6 +221,8 @@ pub(crate) struct PoolSection {
     #[serde(default)]
     pub billing: BillingSection,
     pub prewarm: Option<PrewarmSection>,
+    #[serde(default)]
+    pub headroom: HeadroomSection,
     /// Dollars per instance-hour.
     #[serde(default)]
     pub on_demand_price: f64,
@@ -330,6 +332,40 @@ pub(crate) struct PrewarmSection {
 
 fn hundred() -> u32 {
     100
+}
+
+/// `[pools.headroom]`: idle workers for SLA targets shorter than a boot.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HeadroomSection {
+    #[serde(default)]
+    pub mode: HeadroomMode,
+    /// Share of arriving jobs to start at once.
+    #[serde(default = "default_coverage")]
+    pub coverage: f64,
+}
+
+impl Default for HeadroomSection {
+    fn default() -> Self {
+        HeadroomSection {
+            mode: HeadroomMode::Auto,
+            coverage: default_coverage(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum HeadroomMode {
+    /// Kept when a class's target is shorter than the pool's lead time.
+    #[default]
+    Auto,
+    /// Never kept.
+    Off,
+}
+
+fn default_coverage() -> f64 {
+    0.99
 }
 
 /// The scheduler service itself.

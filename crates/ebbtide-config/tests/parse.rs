@@ -237,3 +237,30 @@ fn a_misspelt_log_level_is_refused_with_its_line() {
     let ok = support::parse("[server]\nlog_level = \"info,ebbtide_server=debug, h2=WARN\"\n");
     assert!(ok.is_ok(), "{ok:?}");
 }
+
+#[test]
+fn warm_headroom_is_automatic_unless_turned_off_and_its_coverage_is_checked() {
+    let c = support::parse(EXAMPLE).expect("example is valid");
+    assert_eq!(
+        c.engine.pools[0].headroom,
+        ebbtide_core::HeadroomPolicy::Auto {
+            coverage_milli: 990
+        }
+    );
+    let off = format!("{EXAMPLE}\n[pools.headroom]\nmode = \"off\"\n");
+    let c = support::parse(&off).expect("mode = off is valid");
+    assert_eq!(
+        c.engine.pools[0].headroom,
+        ebbtide_core::HeadroomPolicy::Off
+    );
+    let bad = format!("{EXAMPLE}\n[pools.headroom]\ncoverage = 1.5\n");
+    let err = support::parse(&bad).expect_err("coverage above 1");
+    let issue = err
+        .issues
+        .iter()
+        .find(|i| i.path == "pools[0].headroom.coverage")
+        .unwrap_or_else(|| panic!("names the key: {err}"));
+    assert!(issue.message.contains("at most 1"), "{issue}");
+    let typo = format!("{EXAMPLE}\n[pools.headroom]\nmode = \"always\"\n");
+    assert!(support::parse(&typo).is_err(), "an unknown mode is refused");
+}

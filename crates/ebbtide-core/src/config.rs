@@ -150,6 +150,8 @@ pub struct PoolConfig {
     pub billing: Billing,
     /// Learned pre-warming from arrival history, if enabled.
     pub prewarm: Option<PrewarmConfig>,
+    /// Idle workers kept for arrivals that cannot wait for a boot.
+    pub headroom: HeadroomPolicy,
     /// On-demand list price of the shape, used until a price update arrives
     /// and as the baseline for savings.
     pub on_demand_price: PricePerHour,
@@ -230,6 +232,31 @@ pub struct PrewarmConfig {
     pub max_instances: u32,
     /// Percentage of the expected concurrent demand to keep warm.
     pub factor_percent: u32,
+}
+
+/// Warm headroom (`crate::headroom`): idle workers kept on top of the busy
+/// ones, sized from the upper tail of arrivals within one boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadroomPolicy {
+    /// Kept while some class's SLA target is shorter than the pool's lead
+    /// time, so a launch made when a job arrives cannot start it in time;
+    /// sized so that `coverage_milli` thousandths of arriving jobs find a
+    /// worker idle. With every target longer, reacting to the queue meets
+    /// them and headroom would only add idle cost, so none is kept.
+    Auto {
+        /// Share of arrivals to start at once, in thousandths (1..=1000).
+        coverage_milli: u32,
+    },
+    /// Never kept (beyond `idle_count`).
+    Off,
+}
+
+impl Default for HeadroomPolicy {
+    fn default() -> Self {
+        HeadroomPolicy::Auto {
+            coverage_milli: crate::headroom::DEFAULT_COVERAGE_MILLI,
+        }
+    }
 }
 
 /// A configuration rule that was broken, with the key path that broke it.
@@ -364,6 +391,17 @@ fn validate_pool(i: usize, p: &PoolConfig, err: &mut impl FnMut(String, String))
     }
     if p.max_uses == Some(0) {
         err(at("max_uses"), "must be at least 1 when set".into());
+    }
+    if let HeadroomPolicy::Auto { coverage_milli } = p.headroom
+        && !(1..=1000).contains(&coverage_milli)
+    {
+        err(
+            at("headroom.coverage"),
+            format!(
+                "must be above 0 and at most 1 (the share of arriving jobs to start at once), got {}",
+                f64::from(coverage_milli) / 1000.0
+            ),
+        );
     }
     if let Billing::Period {
         period,

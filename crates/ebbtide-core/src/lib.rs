@@ -18,6 +18,7 @@ pub mod cost;
 pub mod engine;
 pub mod event;
 pub mod forecast;
+pub mod headroom;
 pub mod ids;
 pub mod job;
 pub mod ledger;
@@ -35,8 +36,9 @@ pub mod testkit;
 
 pub use command::{Command, LossReason, Rejection};
 pub use config::{
-    Billing, BurstConfig, ClassConfig, ConfigError, EngineConfig, MarketPolicy, PoolConfig,
-    PoolKind, PrewarmConfig, ScalingMode, ScalingPolicy, Shape, TenantConfig, TenantQuota,
+    Billing, BurstConfig, ClassConfig, ConfigError, EngineConfig, HeadroomPolicy, MarketPolicy,
+    PoolConfig, PoolKind, PrewarmConfig, ScalingMode, ScalingPolicy, Shape, TenantConfig,
+    TenantQuota,
 };
 pub use cost::{CostTotals, InstanceLifetime, PriceTable};
 pub use engine::{Engine, EngineError, PoolStatus, QueueStat, ReconfigureError, Stats};

@@ -67,6 +67,15 @@ pub enum ScaleReason {
         /// The floor.
         floor: u32,
     },
+    /// Warm headroom: idle slots for jobs whose SLA target is shorter than
+    /// a boot, sized from the upper tail of arrivals within one boot (the
+    /// last half hour, and this hour of the week before).
+    Headroom {
+        /// Idle job slots kept on top of the busy ones.
+        idle_slots: u32,
+        /// Share of arrivals they should start at once, in thousandths.
+        coverage_milli: u32,
+    },
     /// Pre-warming for the arrival rate learned for this hour of the week.
     Prewarm {
         /// Expected concurrent jobs (Little's law), in thousandths.
@@ -99,6 +108,7 @@ impl ScaleReason {
             ScaleReason::SlaEmergency { .. } => "sla_emergency",
             ScaleReason::WarmSize { .. } => "warm_size",
             ScaleReason::Floor { .. } => "floor",
+            ScaleReason::Headroom { .. } => "headroom",
             ScaleReason::Prewarm { .. } => "prewarm",
             ScaleReason::DemandFell { .. } => "demand_fell",
             ScaleReason::AtMax { .. } => "at_max",
@@ -130,6 +140,15 @@ impl fmt::Display for ScaleReason {
             ScaleReason::Floor { floor } => {
                 write!(f, "pool floor of {floor} instances (min + idle_count)")
             }
+            ScaleReason::Headroom {
+                idle_slots,
+                coverage_milli,
+            } => write!(
+                f,
+                "{idle_slots} idle slots kept for jobs that cannot wait for a boot ({}.{}% of arrivals within one boot start at once)",
+                coverage_milli / 10,
+                coverage_milli % 10
+            ),
             ScaleReason::Prewarm {
                 expected_concurrent_milli,
             } => write!(

@@ -51,6 +51,7 @@ pub fn dynamic_pool(name: &str) -> PoolConfig {
         },
         billing: Billing::PerSecond,
         prewarm: None,
+        headroom: HeadroomPolicy::Off,
         on_demand_price: PricePerHour(Micros(96_000)),
     }
 }

@@ -875,3 +875,70 @@ fn a_reclamation_is_replaced_once_not_at_every_tick() {
         launches(&h)
     );
 }
+
+fn idle(h: &Harness) -> u32 {
+    h.engine.pool_status(PoolId(0)).expect("pool").idle
+}
+
+/// Eight bursts of five jobs, one a minute, each finished before the next.
+fn bursts_of_five(h: &mut Harness) {
+    let mut id = 0;
+    for _ in 0..8 {
+        let burst: Vec<u64> = (0..5)
+            .map(|_| {
+                id += 1;
+                id
+            })
+            .collect();
+        for j in &burst {
+            h.submit(testkit::job(*j, 0, 0));
+        }
+        h.run_for(40 * SEC, SEC);
+        finish_all(h, burst);
+        h.run_for(20 * SEC, SEC);
+    }
+}
+
+#[test]
+fn a_target_shorter_than_a_boot_keeps_headroom_for_the_bursts_seen() {
+    let mut cfg = tight_sla_config();
+    cfg.pools[0].headroom = HeadroomPolicy::Auto {
+        coverage_milli: 990,
+    };
+    let mut h = Harness::new(cfg);
+    bursts_of_five(&mut h);
+    assert_eq!(idle(&h), 5, "one burst's worth stays idle between bursts");
+    assert!(
+        decisions(&h)
+            .iter()
+            .any(|d| matches!(d.reason, ScaleReason::Headroom { idle_slots: 5, .. })),
+        "the decision says why: {:?}",
+        decisions(&h)
+    );
+    // The next burst starts at once, on the idle workers.
+    let waiting_before = h.engine.queued_jobs();
+    for id in 100..105 {
+        h.submit(testkit::job(id, 0, 0));
+    }
+    assert_eq!((waiting_before, h.engine.queued_jobs()), (0, 0));
+}
+
+#[test]
+fn no_headroom_is_kept_when_every_target_leaves_time_to_boot() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].headroom = HeadroomPolicy::Auto {
+        coverage_milli: 990,
+    };
+    let mut h = Harness::new(cfg);
+    // Class 0 has a 5-minute target: a launch at arrival is in time.
+    bursts_of_five(&mut h);
+    h.run_for(120 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 0, "idle workers retire");
+    assert!(
+        !decisions(&h)
+            .iter()
+            .any(|d| matches!(d.reason, ScaleReason::Headroom { .. })),
+        "{:?}",
+        decisions(&h)
+    );
+}

@@ -9,7 +9,8 @@
 //! grids, and prints Ebbtide's worst-class attainment, cost and its
 //! breakdown, launches per job, and the cheapest baseline setting that
 //! reaches 99 % in every class. `SLAS=10,60` (seconds) picks the targets,
-//! `DAYS=7` replays only the first days, `DATA=…` names the shared data.
+//! `COVERAGE=0.999` sets the pools' warm-headroom coverage, `DAYS=7`
+//! replays only the first days, `DATA=…` names the shared data.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -101,6 +102,16 @@ fn main() {
             .find(|c| c.name == "high")
             .expect("class high");
         high.sla_target = Duration::from_secs(sla);
+        if let Some(c) = std::env::var("COVERAGE")
+            .ok()
+            .and_then(|c| c.parse::<f64>().ok())
+        {
+            for p in &mut cluster.engine.pools {
+                p.headroom = ebbtide_core::HeadroomPolicy::Auto {
+                    coverage_milli: (c * 1000.0).round() as u32,
+                };
+            }
+        }
         let began = std::time::Instant::now();
         let mut policies = vec![Policy::Ebbtide];
         policies.extend(baselines());

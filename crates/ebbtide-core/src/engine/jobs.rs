@@ -79,10 +79,14 @@ impl Engine {
             cancel_requested: false,
             cost: CostAccum::ZERO,
         };
-        if let Some(first) = self.sigs.get(sig).chain.first() {
+        if let Some(first) = self.sigs.get(sig).chain.first().copied() {
+            let window = self.headroom_window(first);
             let pool = &mut self.pools[first.0 as usize];
             pool.forecast.observe(now);
             pool.recent_arrivals.observe(now);
+            if let Some(window) = window {
+                pool.headroom.observe(now, window);
+            }
         }
         job
     }

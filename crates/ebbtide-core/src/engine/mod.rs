@@ -242,8 +242,13 @@ impl Engine {
         for t in &mut self.tenants {
             t.advance(now);
         }
-        for p in &mut self.pools {
+        for i in 0..self.pools.len() {
+            let window = self.headroom_window(PoolId(i as u32));
+            let p = &mut self.pools[i];
             p.forecast.roll(now);
+            if let Some(window) = window {
+                p.headroom.advance(now, window);
+            }
         }
         self.expire_workers(now, out)?;
         self.expire_assignments(now, out)?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::config::{PoolConfig, PoolKind};
 use crate::forecast::{ArrivalForecast, RecentArrivals};
+use crate::headroom::Headroom;
 use crate::ids::WorkerId;
 use crate::money::PricePerHour;
 use crate::time::Timestamp;
@@ -51,6 +52,8 @@ pub(super) struct PoolState {
     pub consecutive_failures: u32,
     pub forecast: ArrivalForecast,
     pub recent_arrivals: RecentArrivals,
+    /// Arrivals within one boot, for warm headroom.
+    pub headroom: Headroom,
 }
 
 /// What the scaler remembers between ticks to damp its decisions.
@@ -79,6 +82,7 @@ impl PoolState {
             consecutive_failures: 0,
             forecast: ArrivalForecast::default(),
             recent_arrivals: RecentArrivals::default(),
+            headroom: Headroom::default(),
         }
     }
 

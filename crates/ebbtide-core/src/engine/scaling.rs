@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::pools::PoolStatus;
 use super::{Engine, EngineError};
 use crate::command::Command;
-use crate::config::{Billing, EngineConfig, PoolKind, ScalingMode};
+use crate::config::{Billing, EngineConfig, HeadroomPolicy, PoolKind, ScalingMode};
 use crate::ids::{PoolId, WorkerId};
 use crate::money::PricePerHour;
 use crate::planner::{CHECKPOINTS, Checkpoints, Demand, SlotPlan, Supply, plan_slots};
@@ -14,6 +14,10 @@ use crate::reason::{MarketReason, ScaleDecision, ScaleReason};
 use crate::requirements::SignatureId;
 use crate::time::Timestamp;
 use crate::worker::{DrainReason, Market, Worker, WorkerState};
+
+/// What a replacement needs on top of its boot before it can take a job:
+/// the next plan, the launch call and registration.
+const HEADROOM_REACTION: Duration = Duration::from_secs(5);
 
 /// Demand routed to one pool, per signature (so spill-over can follow each
 /// signature's own chain).
@@ -259,7 +263,8 @@ impl Engine {
                 let new = plan.short.div_ceil(cap);
                 let removable = (plan.surplus_idle / cap).min(snap.fully_idle);
                 let for_demand = active + new - removable;
-                let floor = min.max(snap.busy_instances + idle_count);
+                let headroom = self.headroom_slots(pid, now);
+                let floor = min.max(snap.busy_instances + idle_count + headroom.div_ceil(cap));
                 let (prewarm, expected) = match pool.config.prewarm {
                     Some(p) => {
                         let expected = pool
@@ -286,6 +291,14 @@ impl Engine {
                 } else if wanted == prewarm && prewarm > floor {
                     ScaleReason::Prewarm {
                         expected_concurrent_milli: expected,
+                    }
+                } else if wanted == floor && floor > for_demand && headroom > 0 {
+                    ScaleReason::Headroom {
+                        idle_slots: headroom,
+                        coverage_milli: match pool.config.headroom {
+                            HeadroomPolicy::Auto { coverage_milli } => coverage_milli,
+                            HeadroomPolicy::Off => 0,
+                        },
                     }
                 } else if wanted == floor && floor > for_demand {
                     ScaleReason::Floor { floor }
@@ -557,6 +570,43 @@ impl Engine {
             self.start_drain(wid, DrainReason::ScaleIn, out)?;
         }
         Ok(())
+    }
+
+    /// Idle job slots kept for jobs that cannot wait for a boot: with
+    /// `HeadroomPolicy::Auto`, only while some class's target is shorter
+    /// than the pool's lead time (otherwise a launch at arrival is in time,
+    /// and idle slots would only cost).
+    fn headroom_slots(&self, pid: PoolId, now: Timestamp) -> u32 {
+        let pool = &self.pools[pid.0 as usize];
+        let HeadroomPolicy::Auto { coverage_milli } = pool.config.headroom else {
+            return 0;
+        };
+        match self.headroom_window(pid) {
+            Some(window) => pool.headroom.slots(now, window, coverage_milli),
+            None => 0,
+        }
+    }
+
+    /// The window whose arrivals compete for headroom: a job that may wait
+    /// `target` is served by any replacement launched up to `target` before
+    /// the boot-plus-reaction time it takes, so only jobs arriving within
+    /// `boot + reaction − target` of each other need a worker idle at once.
+    /// `None` when every class's target leaves time for a launch.
+    pub(super) fn headroom_window(&self, pid: PoolId) -> Option<Duration> {
+        let pool = &self.pools[pid.0 as usize];
+        let lead = crate::planner::lead_time(pool.boot_estimate);
+        let tightest = self
+            .config
+            .classes
+            .iter()
+            .map(|c| c.sla_target)
+            .filter(|t| *t < lead)
+            .min()?;
+        Some(
+            (pool.boot_estimate + HEADROOM_REACTION)
+                .saturating_sub(tightest)
+                .max(HEADROOM_REACTION),
+        )
     }
 
     /// Idle workers the pool keeps ready: the jobs expected to arrive during
