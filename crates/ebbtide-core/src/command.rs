@@ -16,9 +16,9 @@ pub enum Command {
     /// assignment (with `attempt`) durable before the worker sees it, so a
     /// restarted scheduler knows where every job may be running.
     Assign {
-        /// The job.
+        /// The job to send.
         job: JobId,
-        /// The worker.
+        /// Where it goes: a worker with a free slot that meets its needs.
         worker: WorkerId,
         /// Which attempt this is, counting every earlier run (1 = first).
         attempt: u32,
@@ -52,18 +52,19 @@ pub enum Command {
     },
     /// Tell a worker to take no new job and acknowledge.
     Drain {
-        /// The worker.
+        /// The worker to drain.
         worker: WorkerId,
-        /// Why.
+        /// Idle, worn out or about to be reclaimed: logged, and what the
+        /// agent is told.
         reason: DrainReason,
     },
     /// The engine gave up on a worker: its jobs went back to the queue (or
     /// ran out of attempts) and its instance is terminated next. Says why,
     /// so an operator can tell a dead machine from a network problem.
     WorkerLost {
-        /// The pool.
+        /// Its pool, for the per-pool loss metric.
         pool: PoolId,
-        /// The worker.
+        /// The worker given up on.
         worker: WorkerId,
         /// Why it was declared lost.
         reason: LossReason,
@@ -73,7 +74,7 @@ pub enum Command {
     /// A worker did not confirm it started an assigned job in time: it is
     /// told to stop it (`StopJob` follows) and the job is requeued.
     AssignmentExpired {
-        /// The job.
+        /// The job requeued.
         job: JobId,
         /// The worker that never started it.
         worker: WorkerId,
@@ -84,15 +85,16 @@ pub enum Command {
     Terminate {
         /// The pool (its provider).
         pool: PoolId,
-        /// The worker.
+        /// The worker whose instance goes; `Event::InstanceTerminated`
+        /// answers for it.
         worker: WorkerId,
-        /// The instance.
+        /// The provider's instance to terminate.
         instance: InstanceId,
     },
     /// Tell a worker to stop a job (cancelled, or cannot finish before the
     /// worker is reclaimed).
     StopJob {
-        /// The job.
+        /// The job to stop.
         job: JobId,
         /// The worker running it.
         worker: WorkerId,
@@ -103,7 +105,7 @@ pub enum Command {
     /// adapter delivers what it already stored (and nothing still on its
     /// way to the disk, which its own commit delivers).
     Redeliver {
-        /// The job.
+        /// The job whose stored assignment is sent again.
         job: JobId,
         /// The worker it is assigned to.
         worker: WorkerId,
@@ -112,21 +114,21 @@ pub enum Command {
     },
     /// Record: the job is back in the queue.
     Requeued {
-        /// The job.
+        /// The job back in the queue.
         job: JobId,
         /// Attempts made so far.
         attempts: u32,
     },
     /// Record: the submission was refused.
     Rejected {
-        /// The job.
+        /// The job refused at the door.
         job: JobId,
         /// Why, precise enough to show the tenant.
         reason: Rejection,
     },
     /// Record: the job is finished for good.
     Completed {
-        /// The job.
+        /// The job finished for good.
         job: JobId,
         /// Its tenant.
         tenant: TenantId,
@@ -139,11 +141,12 @@ pub enum Command {
     Scale(ScaleDecision),
     /// Record: a launch failed (for metrics; the plan already adapted).
     LaunchFailed {
-        /// The pool.
+        /// The pool whose launch failed.
         pool: PoolId,
         /// The market tried.
         market: Market,
-        /// Why.
+        /// Capacity, quota, throttling…: it decides the back-off or the
+        /// market fallback that already followed.
         reason: LaunchFailure,
         /// How many instances were affected.
         count: u32,

@@ -14,19 +14,19 @@ pub enum Event {
     JobSubmitted(JobSpec),
     /// A tenant cancelled a job.
     JobCancelled {
-        /// The job.
+        /// The job to cancel (queued: dropped; running: stopped).
         job: JobId,
     },
     /// A worker confirmed it started an assigned job.
     JobStarted {
-        /// The job.
+        /// The job the agent started.
         job: JobId,
         /// The worker that started it.
         worker: WorkerId,
     },
     /// A job attempt ended on a worker.
     JobFinished {
-        /// The job.
+        /// The job whose attempt ended.
         job: JobId,
         /// The worker it ran on.
         worker: WorkerId,
@@ -51,7 +51,7 @@ pub enum Event {
     },
     /// A worker's agent registered with a valid bootstrap credential.
     WorkerRegistered {
-        /// The worker.
+        /// The worker whose agent registered.
         worker: WorkerId,
     },
     /// A worker's agent opened a session (first connect or reconnect) and
@@ -59,7 +59,7 @@ pub enum Event {
     /// keeps for the scheduler. The engine reconciles that with where it
     /// placed jobs (`Command::StopJob`, `Command::Redeliver`).
     SessionOpened {
-        /// The worker.
+        /// The worker whose agent connected.
         worker: WorkerId,
         /// Jobs the agent runs now.
         running: Vec<JobId>,
@@ -68,17 +68,17 @@ pub enum Event {
     },
     /// A worker is alive.
     Heartbeat {
-        /// The worker.
+        /// The worker heard from.
         worker: WorkerId,
     },
     /// The transport lost a worker (stream closed for good, instance gone).
     WorkerLost {
-        /// The worker.
+        /// The worker the transport lost.
         worker: WorkerId,
     },
     /// A worker acknowledged a drain order.
     DrainAcknowledged {
-        /// The worker.
+        /// The worker that will take no new job.
         worker: WorkerId,
     },
     /// The provider confirmed an instance is gone.
@@ -88,7 +88,7 @@ pub enum Event {
     },
     /// The provider will reclaim this (spot) worker at `deadline`.
     ReclamationNotice {
-        /// The worker.
+        /// The spot worker to be reclaimed.
         worker: WorkerId,
         /// When the instance will be taken away.
         deadline: Timestamp,

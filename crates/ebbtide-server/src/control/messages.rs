@@ -82,7 +82,8 @@ pub enum LoopMsg {
     /// An agent redeemed its bootstrap token; the reply says whether the
     /// engine accepts the registration.
     Register {
-        /// The worker.
+        /// The worker the agent claims to be, proven by redeeming the
+        /// one-time token issued for it.
         worker: WorkerId,
         /// Why, if refused.
         reply: oneshot::Sender<Result<(), WorkerRefused>>,
@@ -90,14 +91,14 @@ pub enum LoopMsg {
     /// Which provider a worker's pool uses and the instance launched for
     /// it (for the identity check at registration); `None` if unknown.
     Placement {
-        /// The worker.
+        /// The worker asking to register.
         worker: WorkerId,
         /// (provider name, instance id once launched).
         reply: oneshot::Sender<Option<(String, Option<String>)>>,
     },
     /// A Session stream opened.
     Connected {
-        /// The worker.
+        /// The worker, as its session token proves.
         worker: WorkerId,
         /// Where to send it orders.
         sender: SessionSender,
@@ -110,12 +111,14 @@ pub enum LoopMsg {
     },
     /// A Session stream closed.
     Disconnected {
-        /// The worker.
+        /// The worker whose stream closed; it stays a member until its
+        /// heartbeat timeout.
         worker: WorkerId,
     },
     /// A job attempt ended on a worker.
     JobResult {
-        /// The worker.
+        /// The worker whose session reported it; checked against where
+        /// the engine placed the job.
         worker: WorkerId,
         /// What it reported.
         result: ReportedResult,
@@ -179,24 +182,24 @@ pub struct StatusReport {
     pub queued: usize,
     /// Jobs assigned to or running on a worker.
     pub on_workers: usize,
-    /// Per pool.
+    /// Each pool's counts, in configuration order.
     pub pools: Vec<PoolReport>,
 }
 
 /// One pool's state.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolReport {
-    /// Name.
+    /// The pool's configured name.
     pub name: String,
-    /// Desired instances.
+    /// Instances the scaler wants now.
     pub desired: u32,
-    /// Instances by state.
+    /// Asked of the provider, not yet created.
     pub requested: u32,
-    /// Booting.
+    /// Created, agent not yet registered.
     pub booting: u32,
-    /// Idle.
+    /// Registered with no job.
     pub idle: u32,
-    /// Busy.
+    /// Running at least one job.
     pub busy: u32,
     /// Draining or terminating.
     pub retiring: u32,
