@@ -28,9 +28,22 @@ const BINS: usize = 360;
 const RECENT_BINS: usize = 180;
 const HOURS_PER_WEEK: usize = 168;
 
-/// Share of arriving jobs the headroom should start at once, in
-/// thousandths (the rest wait for a boot).
+/// Share of arriving jobs that should start within their target, in
+/// thousandths.
 pub const DEFAULT_COVERAGE_MILLI: u32 = 990;
+
+/// What the pool's boots and its tightest target make of an arrival that
+/// finds no idle worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exposure {
+    /// Arrivals this close together compete for the same idle workers:
+    /// a replacement launched for one is not up in time for the next.
+    pub window: Duration,
+    /// Of the jobs that find no idle worker, the share (thousandths) whose
+    /// replacement boots too late for the target: 1000 when every boot is
+    /// longer than the target, less when some boots fit in it.
+    pub late_milli: u32,
+}
 
 /// Arrival history and the headroom it calls for.
 #[derive(Debug, Clone)]
@@ -56,16 +69,17 @@ impl Default for Headroom {
 }
 
 impl Headroom {
-    /// Counts one arrival at `now`.
-    pub fn observe(&mut self, now: Timestamp, window: Duration) {
-        self.advance(now, window);
+    /// Counts one arrival at `now`; `coverage_milli` is the pool's, for
+    /// the hour that may end here.
+    pub fn observe(&mut self, now: Timestamp, exposure: Exposure, coverage_milli: u32) {
+        self.advance(now, exposure, coverage_milli);
         let slot = &mut self.bins[(self.newest % BINS as u64) as usize];
         *slot = slot.saturating_add(1);
     }
 
     /// Moves the bins to `now`: bins that fell out of the hour are cleared,
     /// and an hour that ended is folded into its hour-of-week slot first.
-    pub fn advance(&mut self, now: Timestamp, window: Duration) {
+    pub fn advance(&mut self, now: Timestamp, exposure: Exposure, coverage_milli: u32) {
         let idx = now.as_millis() / BIN_MS;
         let hour = now.as_millis() / 3_600_000;
         if self.newest == 0 {
@@ -75,7 +89,7 @@ impl Headroom {
         }
         if hour > self.hour {
             // The bins hold (up to) the hour that just ended.
-            let need = self.need(self.newest, BINS, window, DEFAULT_COVERAGE_MILLI);
+            let need = self.need(self.newest, BINS, exposure, coverage_milli);
             let slot = &mut self.by_hour[(self.hour % HOURS_PER_WEEK as u64) as usize];
             *slot = Some(match *slot {
                 None => need,
@@ -101,12 +115,12 @@ impl Headroom {
     /// Idle workers (in job slots) to keep on top of the busy ones at
     /// `now`: the larger of what the last half hour needed and what this
     /// hour and the next needed in earlier weeks.
-    pub fn slots(&self, now: Timestamp, window: Duration, coverage_milli: u32) -> u32 {
+    pub fn slots(&self, now: Timestamp, exposure: Exposure, coverage_milli: u32) -> u32 {
         let idx = now.as_millis() / BIN_MS;
         let recent = if idx.saturating_sub(self.newest) >= RECENT_BINS as u64 {
             0
         } else {
-            self.need(idx.max(self.newest), RECENT_BINS, window, coverage_milli)
+            self.need(idx.max(self.newest), RECENT_BINS, exposure, coverage_milli)
         };
         let h = now.hour_of_week();
         let learned = [h, (h + 1) % HOURS_PER_WEEK]
@@ -117,11 +131,11 @@ impl Headroom {
         recent.max(learned)
     }
 
-    /// The smallest `H` such that, over the windows of `window` ending in
-    /// each of the `span` bins up to `end`, the jobs beyond `H` are at most
-    /// `1 − coverage` of the jobs.
-    fn need(&self, end: u64, span: usize, window: Duration, coverage_milli: u32) -> u32 {
-        let width = usize::try_from(crate::time::duration_millis(window).div_ceil(BIN_MS))
+    /// The smallest `H` such that, over the windows of `exposure.window`
+    /// ending in each of the `span` bins up to `end`, the jobs beyond `H`
+    /// that also boot too late are at most `1 − coverage` of the jobs.
+    fn need(&self, end: u64, span: usize, exposure: Exposure, coverage_milli: u32) -> u32 {
+        let width = usize::try_from(crate::time::duration_millis(exposure.window).div_ceil(BIN_MS))
             .unwrap_or(BINS)
             .clamp(1, BINS);
         let bin = |abs: u64| -> u64 {
@@ -146,7 +160,13 @@ impl Headroom {
             return 0;
         }
         let allowed = total * u64::from(1000 - coverage_milli.min(1000)) / 1000;
-        let beyond = |h: u64| -> u64 { counts.iter().map(|n| n.saturating_sub(h)).sum() };
+        let late = u64::from(exposure.late_milli.min(1000));
+        if late == 0 {
+            return 0;
+        }
+        let beyond = |h: u64| -> u64 {
+            counts.iter().map(|n| n.saturating_sub(h)).sum::<u64>() * late / 1000
+        };
         let (mut lo, mut hi) = (0u64, counts.iter().copied().max().unwrap_or(0));
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -164,7 +184,10 @@ impl Headroom {
 mod tests {
     use super::*;
 
-    const BOOT: Duration = Duration::from_secs(30);
+    const BOOT: Exposure = Exposure {
+        window: Duration::from_secs(30),
+        late_milli: 1000,
+    };
 
     fn at(secs: u64) -> Timestamp {
         Timestamp::from_secs(1_000_000 * 3600 + secs)
@@ -175,7 +198,7 @@ mod tests {
         let mut h = Headroom::default();
         // One job every 30 s for half an hour: one per boot window.
         for i in 0..60 {
-            h.observe(at(i * 30), BOOT);
+            h.observe(at(i * 30), BOOT, 990);
         }
         assert_eq!(h.slots(at(1800), BOOT, 990), 1);
     }
@@ -185,10 +208,10 @@ mod tests {
         let mut h = Headroom::default();
         // A quiet trickle, then one build that submits 40 jobs at once.
         for i in 0..50 {
-            h.observe(at(i * 30), BOOT);
+            h.observe(at(i * 30), BOOT, 990);
         }
         for _ in 0..40 {
-            h.observe(at(1500), BOOT);
+            h.observe(at(1500), BOOT, 990);
         }
         let slots = h.slots(at(1510), BOOT, 990);
         assert!(
@@ -207,11 +230,11 @@ mod tests {
         let week = 7 * 86_400;
         // A burst of 20 at 09:10 in week 0.
         for _ in 0..20 {
-            h.observe(at(600), BOOT);
+            h.observe(at(600), BOOT, 990);
         }
         // Roll past the hour, then a week of nothing.
-        h.advance(at(3600 + 5), BOOT);
-        h.advance(at(week - 60), BOOT);
+        h.advance(at(3600 + 5), BOOT, 990);
+        h.advance(at(week - 60), BOOT, 990);
         // A week later, at 09:00, before any arrival: ready for it.
         assert!(
             h.slots(at(week), BOOT, 990) >= 15,
@@ -220,6 +243,32 @@ mod tests {
         );
         // A quiet hour learned as quiet.
         assert_eq!(h.slots(at(week + 5 * 3600), BOOT, 990), 0);
+    }
+
+    #[test]
+    fn boots_that_fit_in_the_target_shrink_the_headroom() {
+        let mut h = Headroom::default();
+        for i in 0..50 {
+            h.observe(at(i * 30), BOOT, 990);
+        }
+        for _ in 0..40 {
+            h.observe(at(1500), BOOT, 990);
+        }
+        let all_late = h.slots(at(1510), BOOT, 990);
+        let half_late = Exposure {
+            late_milli: 500,
+            ..BOOT
+        };
+        assert!(h.slots(at(1510), half_late, 990) < all_late);
+        let none_late = Exposure {
+            late_milli: 0,
+            ..BOOT
+        };
+        assert_eq!(
+            h.slots(at(1510), none_late, 990),
+            0,
+            "every boot is in time"
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::{Engine, EngineError};
 use crate::command::{Command, Rejection};
+use crate::config::HeadroomPolicy;
 use crate::ids::{JobId, WorkerId};
 use crate::job::{Job, JobOutcome, JobSpec, JobState};
 use crate::money::CostAccum;
@@ -80,12 +81,14 @@ impl Engine {
             cost: CostAccum::ZERO,
         };
         if let Some(first) = self.sigs.get(sig).chain.first().copied() {
-            let window = self.headroom_window(first);
+            let exposure = self.headroom_exposure(first);
             let pool = &mut self.pools[first.0 as usize];
             pool.forecast.observe(now);
             pool.recent_arrivals.observe(now);
-            if let Some(window) = window {
-                pool.headroom.observe(now, window);
+            if let (Some(exposure), HeadroomPolicy::Auto { coverage_milli }) =
+                (exposure, pool.config.headroom)
+            {
+                pool.headroom.observe(now, exposure, coverage_milli);
             }
         }
         job

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::command::Command;
-use crate::config::{ConfigError, EngineConfig, ScalingMode};
+use crate::config::{ConfigError, EngineConfig, HeadroomPolicy, ScalingMode};
 use crate::cost::{CostTotals, PriceTable};
 use crate::event::Event;
 use crate::ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
@@ -243,11 +243,13 @@ impl Engine {
             t.advance(now);
         }
         for i in 0..self.pools.len() {
-            let window = self.headroom_window(PoolId(i as u32));
+            let exposure = self.headroom_exposure(PoolId(i as u32));
             let p = &mut self.pools[i];
             p.forecast.roll(now);
-            if let Some(window) = window {
-                p.headroom.advance(now, window);
+            if let (Some(exposure), HeadroomPolicy::Auto { coverage_milli }) =
+                (exposure, p.config.headroom)
+            {
+                p.headroom.advance(now, exposure, coverage_milli);
             }
         }
         self.expire_workers(now, out)?;

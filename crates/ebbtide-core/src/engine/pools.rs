@@ -54,6 +54,9 @@ pub(super) struct PoolState {
     pub recent_arrivals: RecentArrivals,
     /// Arrivals within one boot, for warm headroom.
     pub headroom: Headroom,
+    /// The last boots (request to registration), newest last: the share
+    /// short enough for a target decides how much headroom it needs.
+    pub recent_boots: VecDeque<Duration>,
 }
 
 /// What the scaler remembers between ticks to damp its decisions.
@@ -65,6 +68,9 @@ pub(super) struct ScalerMemory {
     /// Recent raw recommendations, for scale-down stabilization.
     pub recent: VecDeque<(Timestamp, u32)>,
 }
+
+/// Boots remembered per pool.
+pub(super) const RECENT_BOOTS: usize = 64;
 
 impl PoolState {
     pub fn new(config: PoolConfig, default_job_duration: Duration) -> Self {
@@ -83,6 +89,7 @@ impl PoolState {
             forecast: ArrivalForecast::default(),
             recent_arrivals: RecentArrivals::default(),
             headroom: Headroom::default(),
+            recent_boots: VecDeque::new(),
         }
     }
 

@@ -7,6 +7,7 @@ use super::pools::PoolStatus;
 use super::{Engine, EngineError};
 use crate::command::Command;
 use crate::config::{Billing, EngineConfig, HeadroomPolicy, PoolKind, ScalingMode};
+use crate::headroom::Exposure;
 use crate::ids::{PoolId, WorkerId};
 use crate::money::PricePerHour;
 use crate::planner::{CHECKPOINTS, Checkpoints, Demand, SlotPlan, Supply, plan_slots};
@@ -581,18 +582,20 @@ impl Engine {
         let HeadroomPolicy::Auto { coverage_milli } = pool.config.headroom else {
             return 0;
         };
-        match self.headroom_window(pid) {
-            Some(window) => pool.headroom.slots(now, window, coverage_milli),
+        match self.headroom_exposure(pid) {
+            Some(exposure) => pool.headroom.slots(now, exposure, coverage_milli),
             None => 0,
         }
     }
 
-    /// The window whose arrivals compete for headroom: a job that may wait
-    /// `target` is served by any replacement launched up to `target` before
-    /// the boot-plus-reaction time it takes, so only jobs arriving within
-    /// `boot + reaction − target` of each other need a worker idle at once.
-    /// `None` when every class's target leaves time for a launch.
-    pub(super) fn headroom_window(&self, pid: PoolId) -> Option<Duration> {
+    /// How exposed the pool's tightest target is to arrivals that find no
+    /// idle worker. Arrivals within `boot + reaction − target` of each
+    /// other compete for the same idle workers (a replacement launched for
+    /// one is not up in time for the next); of those left without one, the
+    /// share whose replacement's boot (from the pool's last boots, or its
+    /// estimate before any) exceeds `target − reaction` miss it. `None`
+    /// when every class's target leaves time for a launch at arrival.
+    pub(super) fn headroom_exposure(&self, pid: PoolId) -> Option<Exposure> {
         let pool = &self.pools[pid.0 as usize];
         let lead = crate::planner::lead_time(pool.boot_estimate);
         let tightest = self
@@ -602,11 +605,23 @@ impl Engine {
             .map(|c| c.sla_target)
             .filter(|t| *t < lead)
             .min()?;
-        Some(
-            (pool.boot_estimate + HEADROOM_REACTION)
+        let in_time = tightest.saturating_sub(HEADROOM_REACTION);
+        let late_milli = if pool.recent_boots.is_empty() {
+            if pool.boot_estimate > in_time {
+                1000
+            } else {
+                0
+            }
+        } else {
+            let late = pool.recent_boots.iter().filter(|b| **b > in_time).count();
+            u32::try_from(late * 1000 / pool.recent_boots.len()).unwrap_or(1000)
+        };
+        Some(Exposure {
+            window: (pool.boot_estimate + HEADROOM_REACTION)
                 .saturating_sub(tightest)
                 .max(HEADROOM_REACTION),
-        )
+            late_milli,
+        })
     }
 
     /// Idle workers the pool keeps ready: the jobs expected to arrive during

@@ -154,8 +154,12 @@ impl Engine {
         w.idle_since = now;
         w.last_heartbeat = now;
         let pool = &mut self.pools[w.pool.0 as usize];
-        pool.boot_estimate =
-            PoolState::ewma(pool.boot_estimate, now.saturating_since(w.requested_at));
+        let boot = now.saturating_since(w.requested_at);
+        pool.boot_estimate = PoolState::ewma(pool.boot_estimate, boot);
+        if pool.recent_boots.len() == super::pools::RECENT_BOOTS {
+            pool.recent_boots.pop_front();
+        }
+        pool.recent_boots.push_back(boot);
         self.reindex(wid);
         self.dispatch_all(now, out)
     }
