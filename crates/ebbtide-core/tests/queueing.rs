@@ -337,3 +337,21 @@ fn cost_rates_sum_the_launched_instances_per_pool_and_market() {
         "two warm instances at $0.05/h each"
     );
 }
+
+#[test]
+fn a_slower_class_job_at_its_deadline_runs_before_a_faster_class_job_with_slack() {
+    let mut h = one_slot(vec![testkit::tenant("acme")]);
+    occupy(&mut h);
+    // Class 1 ("high", 15 min target) waits behind the long-running job.
+    h.submit(testkit::job(1, 0, 1));
+    // 40 s before its deadline: within one lead time (30 s boot), the
+    // window the planner launches capacity for it in.
+    h.now = h.now + Duration::from_secs(900 - 40);
+    // Class 0 ("critical", 5 min target) arrives with 300 s of slack.
+    h.submit(testkit::job(2, 0, 0));
+    assert_eq!(
+        drain_order(&mut h, 1000, 2),
+        vec![1, 2],
+        "the job about to breach goes first, whatever its class"
+    );
+}

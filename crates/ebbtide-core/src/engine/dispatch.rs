@@ -1,10 +1,12 @@
 //! Matching queued jobs to free slots.
 //!
-//! Order: effective priority band (class rank, promoted one band for every
-//! SLA target a job has waited, so no job starves behind a busy class);
-//! inside a band, jobs within one lead time of their deadline first, by
-//! deadline (they are the ones the planner launched capacity for, and
-//! fairness must not make them breach); then native jobs of the band before
+//! Order: jobs within one lead time of their deadline first, whatever
+//! their class, earliest deadline first (they are the ones the planner
+//! launched capacity for; a slow class's job at its deadline must not lose
+//! the worker booted for it to a fast class's job that still has slack,
+//! nor must fairness make it breach). Then the effective priority band
+//! (class rank, promoted one band for every SLA target a job has waited, so
+//! no job starves behind a busy class); inside a band, native jobs before
 //! promoted ones, then the weighted-fair finish tag, then submission order. Placement: the first pool of the job's
 //! chain (static pools first) with a fitting free slot, on its fullest
 //! worker.
@@ -25,8 +27,8 @@ use crate::time::Timestamp;
 use crate::worker::{DrainReason, WorkerState, WorkerTransition};
 
 /// Dispatch order of a cell's head job; smaller goes first:
-/// (band, 0 if urgent else 1, deadline if urgent else 0, class, tag, seq, cell).
-type HeadKey = (u8, u8, u64, u8, u64, u64, CellId);
+/// (0 if urgent else 1, deadline if urgent else 0, band, class, tag, seq, cell).
+type HeadKey = (u8, u64, u8, u8, u64, u64, CellId);
 
 impl Engine {
     /// Assigns queued jobs to free slots until no allowed job fits any free
@@ -97,7 +99,7 @@ impl Engine {
         } else {
             (1, 0)
         };
-        Some((band, flag, by, c.class.0, head.tag, head.seq, cell))
+        Some((flag, by, band, c.class.0, head.tag, head.seq, cell))
     }
 
     pub(super) fn total_free_slots(&self) -> u32 {
