@@ -131,15 +131,7 @@ async fn wait_for_warm_agent(server: &Scheduler) {
 }
 
 async fn status(s: &Scheduler) -> Value {
-    client()
-        .get(format!("{}/v1/status", s.http))
-        .bearer_auth(KEYS[0].1)
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json")
+    support::status(&s.http, KEYS[0].1).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

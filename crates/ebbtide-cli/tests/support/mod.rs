@@ -261,26 +261,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `GET /v1/jobs/ID` as `key`, as JSON.
-pub async fn job(base: &str, key: &str, id: u64) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(format!("{base}/v1/jobs/{id}"))
+/// `GET base+path` as `key` (panics if the request cannot be made).
+async fn get(client: &reqwest::Client, base: &str, path: &str, key: &str) -> reqwest::Response {
+    client
+        .get(format!("{base}{path}"))
         .bearer_auth(key)
         .send()
         .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// `GET /v1/jobs/ID` as `key`, as JSON.
+pub async fn job(base: &str, key: &str, id: u64) -> serde_json::Value {
+    let r = get(
+        &reqwest::Client::new(),
+        base,
+        &format!("/v1/jobs/{id}"),
+        key,
+    )
+    .await;
+    r.json().await.expect("json")
 }
 
 /// `POST /v1/jobs` as `key`; returns the new job's id (panics, with the
 /// answer, if there is none).
 pub async fn submit(base: &str, key: &str, body: serde_json::Value) -> u64 {
-    let r: serde_json::Value = reqwest::Client::new()
+    submit_with(&reqwest::Client::new(), base, key, &body).await
+}
+
+async fn submit_with(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &serde_json::Value,
+) -> u64 {
+    let r: serde_json::Value = client
         .post(format!("{base}/v1/jobs"))
         .bearer_auth(key)
-        .json(&body)
+        .json(body)
         .send()
         .await
         .expect("post")
@@ -292,15 +310,12 @@ pub async fn submit(base: &str, key: &str, body: serde_json::Value) -> u64 {
 
 /// `GET /v1/jobs/ID/logs` as `key`: the job's output so far.
 pub async fn job_log(base: &str, key: &str, id: u64) -> String {
-    reqwest::Client::new()
-        .get(format!("{base}/v1/jobs/{id}/logs"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("logs")
-        .text()
-        .await
-        .expect("text")
+    job_log_with(&reqwest::Client::new(), base, key, id).await
+}
+
+async fn job_log_with(client: &reqwest::Client, base: &str, key: &str, id: u64) -> String {
+    let r = get(client, base, &format!("/v1/jobs/{id}/logs"), key).await;
+    r.text().await.expect("text")
 }
 
 /// The Prometheus exposition at `base/metrics`.
@@ -315,21 +330,15 @@ pub async fn metrics(base: &str) -> String {
 
 /// `GET /v1/status` as `key`, as JSON.
 pub async fn status(base: &str, key: &str) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(format!("{base}/v1/status"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json")
+    let r = get(&reqwest::Client::new(), base, "/v1/status", key).await;
+    r.json().await.expect("json")
 }
 
 /// Submits `body`, whose command must print `date +%s%N` as its first act,
 /// and returns submit → running in milliseconds: the job's own clock
 /// reading minus the instant before the POST (one machine, one clock), so
-/// polling for the log adds nothing to the figure.
+/// polling for the log adds nothing to the figure. `client` is reused so
+/// the figure holds no connection set-up.
 pub async fn submit_to_start_ms(
     client: &reqwest::Client,
     base: &str,
@@ -338,28 +347,10 @@ pub async fn submit_to_start_ms(
     limit: std::time::Duration,
 ) -> f64 {
     let sent = stats::now_ns();
-    let r: serde_json::Value = client
-        .post(format!("{base}/v1/jobs"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
-    let id = r["id"].as_u64().unwrap_or_else(|| panic!("no id: {r}"));
+    let id = submit_with(client, base, key, &body).await;
     let begin = std::time::Instant::now();
     loop {
-        let text = client
-            .get(format!("{base}/v1/jobs/{id}/logs"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("logs")
-            .text()
-            .await
-            .expect("text");
+        let text = job_log_with(client, base, key, id).await;
         if let Ok(started) = text.trim().parse::<u128>() {
             return started.saturating_sub(sent) as f64 / 1e6;
         }

@@ -408,56 +408,53 @@ impl Engine {
                 Market::Spot => spot += 1,
             }
         }
-        // [on-demand by policy, on-demand because spot is locked, spot]
-        let mut per_batch = [0u32; 3];
-        let mut awaited = 0u32;
+        let (mut by_policy, mut for_sla, mut on_spot, mut awaited) = (0u32, 0u32, 0u32, 0u32);
         for _ in 0..count {
             let above_base = (on_demand + spot + 1).saturating_sub(policy.on_demand_base);
             let want_spot = (above_base * u32::from(policy.spot_percent)).div_ceil(100);
-            let wants_spot = on_demand >= policy.on_demand_base && spot < want_spot;
-            let batch = match (&offer, wants_spot) {
-                (_, false) => 0,
-                (SpotOffer::Open(_), true) => 2,
-                (SpotOffer::Locked { .. }, true) if urgent => 1,
-                (SpotOffer::Locked { .. }, true) => {
-                    awaited += 1;
-                    continue;
-                }
-            };
-            match batch {
-                2 => spot += 1,
-                _ => on_demand += 1,
+            if on_demand < policy.on_demand_base || spot >= want_spot {
+                by_policy += 1;
+                on_demand += 1;
+                continue;
             }
-            per_batch[batch] += 1;
+            match offer {
+                SpotOffer::Open(_) => {
+                    on_spot += 1;
+                    spot += 1;
+                }
+                SpotOffer::Locked { .. } if urgent => {
+                    for_sla += 1;
+                    on_demand += 1;
+                }
+                SpotOffer::Locked { .. } => awaited += 1,
+            }
         }
-        let (zones, locked_until) = match offer {
-            SpotOffer::Open(zones) => (zones, None),
-            SpotOffer::Locked { until } => (Vec::new(), Some(until)),
-        };
-        if let Some(until) = locked_until
-            && awaited > 0
-        {
-            out.push(Command::SpotAwaited {
-                pool: pid,
-                count: awaited,
-                until,
-            });
+        let mut batches = vec![(
+            Market::OnDemand,
+            MarketReason::Policy,
+            Vec::new(),
+            by_policy,
+        )];
+        match offer {
+            SpotOffer::Open(zones) => {
+                batches.push((Market::Spot, MarketReason::Policy, zones, on_spot));
+            }
+            SpotOffer::Locked { until } => {
+                let why = MarketReason::SpotLocked { until };
+                batches.push((Market::OnDemand, why, Vec::new(), for_sla));
+                if awaited > 0 {
+                    out.push(Command::SpotAwaited {
+                        pool: pid,
+                        count: awaited,
+                        until,
+                    });
+                }
+            }
         }
-        let batches = [
-            (Market::OnDemand, MarketReason::Policy, Vec::new()),
-            (
-                Market::OnDemand,
-                MarketReason::SpotLocked {
-                    until: locked_until.unwrap_or(now),
-                },
-                Vec::new(),
-            ),
-            (Market::Spot, MarketReason::Policy, zones),
-        ];
         // Ids are consecutive within each batch, so a provider that launches
         // a batch in one call can tag the first id and derive each
         // instance's worker from its launch index.
-        for ((market, why, zones), n) in batches.into_iter().zip(per_batch) {
+        for (market, why, zones, n) in batches {
             if n == 0 {
                 continue;
             }

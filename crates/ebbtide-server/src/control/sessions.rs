@@ -24,6 +24,13 @@ impl Control {
 
     /// Sends a stored assignment, or keeps it for the next chance.
     pub(super) fn deliver(&mut self, worker: WorkerId, job: JobId, attempt: u32) {
+        self.send_assignment(worker, job, attempt, "job assigned");
+    }
+
+    /// Sends the stored assignment of `job` unless it went stale, logs
+    /// `what`, and keeps it for the next chance if the session cannot take
+    /// it now.
+    fn send_assignment(&mut self, worker: WorkerId, job: JobId, attempt: u32, what: &str) {
         if !self.still_assigned(worker, job, attempt) {
             return;
         }
@@ -32,13 +39,7 @@ impl Control {
         };
         let delivered = self.send(worker, order);
         let _span = self.job_span(job).entered();
-        tracing::info!(
-            job = job.0,
-            worker = worker.0,
-            attempt,
-            delivered,
-            "job assigned"
-        );
+        tracing::info!(job = job.0, worker = worker.0, attempt, delivered, "{what}");
         if !delivered {
             self.keep_undelivered(worker, Undelivered::Assignment { job, attempt });
         }
@@ -277,23 +278,15 @@ impl Control {
     /// (`Command::Redeliver`); one still on its way to the disk is left to
     /// its own commit.
     pub(super) fn resend(&mut self, worker: WorkerId, job: JobId, attempt: u32) {
-        if !self.still_assigned(worker, job, attempt) || self.awaiting_commit.contains_key(&job) {
+        if self.awaiting_commit.contains_key(&job) {
             return;
         }
-        let Some(order) = self.assignment(job, attempt) else {
-            return;
-        };
-        let delivered = self.send(worker, order);
-        tracing::info!(
-            job = job.0,
-            worker = worker.0,
+        self.send_assignment(
+            worker,
+            job,
             attempt,
-            delivered,
-            "assignment re-sent: the agent did not have it"
+            "assignment re-sent: the agent did not have it",
         );
-        if !delivered {
-            self.keep_undelivered(worker, Undelivered::Assignment { job, attempt });
-        }
     }
 }
 
