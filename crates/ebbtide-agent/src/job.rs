@@ -79,7 +79,7 @@ async fn run(
         Err(e) => {
             notice(
                 reports,
-                a.job_id,
+                a,
                 format!("ebbtide-agent: cannot prepare the job's directory: {e}\n"),
             )
             .await;
@@ -109,7 +109,7 @@ async fn run(
         Err(e) => {
             notice(
                 reports,
-                a.job_id,
+                a,
                 format!("ebbtide-agent: cannot start /bin/sh: {e}\n"),
             )
             .await;
@@ -141,11 +141,11 @@ async fn run(
         child
             .stdout
             .take()
-            .map(|s| tokio::spawn(pump(s, reports.clone(), a.job_id, budget.clone()))),
+            .map(|s| tokio::spawn(pump(s, reports.clone(), output_of(a), budget.clone()))),
         child
             .stderr
             .take()
-            .map(|s| tokio::spawn(pump(s, reports.clone(), a.job_id, budget.clone()))),
+            .map(|s| tokio::spawn(pump(s, reports.clone(), output_of(a), budget.clone()))),
     ];
     let timeout = Duration::from_millis(a.timeout_ms.max(1));
     let mut ended_by = None;
@@ -174,7 +174,7 @@ async fn run(
     if over_cap > 0 {
         notice(
             reports,
-            a.job_id,
+            a,
             format!(
                 "\nebbtide-agent: {over_cap} bytes of output not sent: the job's output limit is {} bytes\n",
                 budget.max
@@ -186,7 +186,7 @@ async fn run(
     if dropped > 0 {
         notice(
             reports,
-            a.job_id,
+            a,
             format!(
                 "\nebbtide-agent: {dropped} bytes of output dropped: the agent's report queue was full (scheduler unreachable or slow)\n"
             ),
@@ -194,7 +194,7 @@ async fn run(
         .await;
     }
     if let Some(text) = ended_by {
-        notice(reports, a.job_id, text).await;
+        notice(reports, a, text).await;
     }
     result
 }
@@ -236,10 +236,25 @@ async fn kill_group(child: &mut tokio::process::Child) {
     let _ = child.kill().await;
 }
 
+/// A chunk of an attempt's output as it enters the report queue: numbered
+/// with its offset only when a session takes it (`outbox::Ledger::stamp`),
+/// so the offsets follow the order the scheduler receives.
+fn output_of(a: &Assignment) -> impl Fn(Vec<u8>) -> AgentMessage + Send + 'static {
+    let (job_id, attempt) = (a.job_id, a.attempt);
+    move |chunk| AgentMessage {
+        kind: Some(Up::Output(JobOutput {
+            job_id,
+            chunk,
+            offset: None,
+            attempt,
+        })),
+    }
+}
+
 async fn pump(
     mut from: impl AsyncRead + Unpin,
     reports: Reports,
-    job: u64,
+    output: impl Fn(Vec<u8>) -> AgentMessage,
     budget: Arc<OutputBudget>,
 ) {
     let mut buf = vec![0u8; CHUNK];
@@ -260,13 +275,7 @@ async fn pump(
                     // Keep draining the pipe so the job never blocks on it.
                     continue;
                 }
-                let chunk = AgentMessage {
-                    kind: Some(Up::Output(JobOutput {
-                        job_id: job,
-                        chunk: buf[..take].to_vec(),
-                    })),
-                };
-                if reports.try_send(chunk).is_err() {
+                if reports.try_send(output(buf[..take].to_vec())).is_err() {
                     budget.queue_full.fetch_add(take as u64, Ordering::SeqCst);
                 }
             }
@@ -275,13 +284,8 @@ async fn pump(
 }
 
 /// A line of the agent's own in the job's log; waits for room.
-async fn notice(reports: &Reports, job: u64, text: String) {
-    outbox::send(
-        reports,
-        Up::Output(JobOutput {
-            job_id: job,
-            chunk: text.into_bytes(),
-        }),
-    )
-    .await;
+async fn notice(reports: &Reports, a: &Assignment, text: String) {
+    if let Some(kind) = output_of(a)(text.into_bytes()).kind {
+        outbox::send(reports, kind).await;
+    }
 }

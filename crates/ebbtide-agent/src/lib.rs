@@ -306,18 +306,24 @@ async fn session_once(ctx: &mut SessionContext<'_>) -> Result<SessionEnd, tonic:
     let (up, up_rx) = mpsc::channel::<AgentMessage>(256);
     // Running first, then the ledger: a job that ends in between is in
     // the ledger by the time it is read.
-    let running_jobs: Vec<u64> = ctx.running.lock().await.keys().copied().collect();
-    let unconfirmed_results = ctx
-        .state
-        .ledger
-        .lock()
-        .map(|l| l.pending())
-        .unwrap_or_default();
+    let mut running_jobs: Vec<u64> = ctx.running.lock().await.keys().copied().collect();
+    let (unconfirmed_results, unacknowledged_output) = match ctx.state.ledger.lock() {
+        Ok(l) => {
+            let reporting: Vec<u64> = l
+                .still_reporting()
+                .filter(|j| !running_jobs.contains(j))
+                .collect();
+            running_jobs.extend(reporting);
+            (l.pending(), l.unacknowledged_output())
+        }
+        Err(_) => Default::default(),
+    };
     let hello = Hello {
         worker_id: ctx.config.worker_id,
         session_token: ctx.session.token.clone(),
         running_jobs,
         unconfirmed_results,
+        unacknowledged_output,
     };
     up.send(AgentMessage {
         kind: Some(Up::Hello(hello)),
@@ -344,11 +350,15 @@ async fn session_once(ctx: &mut SessionContext<'_>) -> Result<SessionEnd, tonic:
                     return Ok(SessionEnd::Disconnected);
                 }
             }
-            Some(report) = ctx.queue.recv() => {
+            Some(mut report) = ctx.queue.recv() => {
+                if let Ok(mut l) = ctx.state.ledger.lock() {
+                    l.stamp(&mut report);
+                }
                 if let Err(mpsc::error::SendError(report)) = up.send(report).await {
-                    // A result is in the ledger and goes out with the next
-                    // Hello; anything else is carried to the next session.
-                    if !matches!(report.kind, Some(Up::Result(_))) {
+                    // A result or an output chunk is in the ledger and goes
+                    // out with the next Hello; anything else is carried to
+                    // the next session.
+                    if !matches!(report.kind, Some(Up::Result(_) | Up::Output(_))) {
                         ctx.state.carry = Some(report);
                     }
                     return Ok(SessionEnd::Disconnected);
@@ -387,6 +397,13 @@ async fn on_order(ctx: &mut SessionContext<'_>, order: Down) -> Option<AgentMess
                 .lock()
                 .map_or(Known::New, |l| l.known(a.job_id));
             match known {
+                Known::Reporting => {
+                    tracing::debug!(
+                        job = a.job_id,
+                        "assignment repeated for a job whose reports are still queued; they follow"
+                    );
+                    None
+                }
                 Known::Unconfirmed(result) => {
                     tracing::debug!(
                         job = a.job_id,
@@ -440,6 +457,12 @@ async fn on_order(ctx: &mut SessionContext<'_>, order: Down) -> Option<AgentMess
         Down::ResultStored(r) => {
             if let Ok(mut l) = ctx.state.ledger.lock() {
                 l.confirmed(r.job_id);
+            }
+            None
+        }
+        Down::OutputStored(o) => {
+            if let Ok(mut l) = ctx.state.ledger.lock() {
+                l.output_stored(o.job_id, o.attempt, o.through);
             }
             None
         }

@@ -442,6 +442,78 @@ async fn job_log(server: &Scheduler, id: u64) -> String {
     support::job_log(&server.http, KEYS[0].1, id).await
 }
 
+/// Jobs printing numbered lines without pause for four seconds (a chunk on
+/// the wire from every job every few milliseconds), the scheduler
+/// SIGKILLed twice while they print (the second time while the
+/// agents are repeating what the first crash left unacknowledged): every
+/// log holds every line exactly once, in order, and no job ran again.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_line_of_output_is_stored_once_across_two_scheduler_crashes_mid_output() {
+    const LINES: usize = 40_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let grpc = format!("127.0.0.1:{}", support::free_port());
+    let mut server = Scheduler::start(dir.path(), &config_with(dir.path(), &grpc, None));
+    let command = format!(
+        "awk 'BEGIN {{ for (i = 1; i <= {LINES}; i++) {{ print \"line \" i; fflush(); if (i % 100 == 0) system(\"sleep 0.01\") }} }}'"
+    );
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = submit(
+            &server,
+            KEYS[0].1,
+            json!({ "class": "high", "command": command, "max_attempts": 1 }),
+        )
+        .await;
+        ids.push(
+            r.json::<Value>().await.expect("json")["id"]
+                .as_u64()
+                .expect("id"),
+        );
+    }
+    let start = Instant::now();
+    loop {
+        let mut printing = 0;
+        for id in &ids {
+            if !job_log(&server, *id).await.is_empty() {
+                printing += 1;
+            }
+        }
+        if printing == ids.len() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "jobs never all printed: {}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.restart();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.restart();
+    let expected: String = (1..=LINES).map(|i| format!("line {i}\n")).collect();
+    for id in &ids {
+        let j = wait_final(&server, KEYS[0].1, *id, Duration::from_secs(60)).await;
+        assert_eq!(j["status"], "succeeded", "job {id}: {j}\n{}", server.log());
+        assert_eq!(j["attempts"], 1, "job {id} ran once: {j}");
+        let log = job_log(&server, *id).await;
+        if log != expected {
+            let got: Vec<&str> = log.lines().collect();
+            let missing = (1..=LINES)
+                .filter(|i| !got.contains(&format!("line {i}").as_str()))
+                .count();
+            panic!(
+                "job {id}: {} lines stored for {LINES}, {missing} missing; first difference at line {}",
+                got.len(),
+                got.iter()
+                    .zip(expected.lines())
+                    .position(|(a, b)| *a != b)
+                    .map_or(got.len().min(LINES), |p| p + 1)
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_running_job_continues_when_its_agent_reconnects_to_the_restarted_scheduler() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -501,8 +573,7 @@ async fn a_session_with_a_forged_session_token_is_refused() {
             kind: Some(Up::Hello(Hello {
                 worker_id: 1,
                 session_token: token.into(),
-                running_jobs: vec![],
-                unconfirmed_results: vec![],
+                ..Hello::default()
             })),
         };
         let err = client

@@ -91,8 +91,7 @@ impl FakeAgent {
             kind: Some(Up::Hello(Hello {
                 worker_id: worker,
                 session_token: session.session_token,
-                running_jobs: vec![],
-                unconfirmed_results: vec![],
+                ..Hello::default()
             })),
         })
         .await
@@ -123,11 +122,39 @@ impl FakeAgent {
     }
 
     async fn output(&self, job: u64, bytes: &[u8]) {
+        // Unnumbered, as from an agent that does not number its output.
         self.send(Up::Output(JobOutput {
             job_id: job,
             chunk: bytes.to_vec(),
+            ..JobOutput::default()
         }))
         .await;
+    }
+
+    /// Output numbered as the real agent numbers it.
+    async fn numbered(&self, job: u64, attempt: u32, offset: u64, bytes: &[u8]) {
+        self.send(Up::Output(JobOutput {
+            job_id: job,
+            chunk: bytes.to_vec(),
+            offset: Some(offset),
+            attempt,
+        }))
+        .await;
+    }
+
+    /// Waits for the acknowledgement that the output of `job` is stored
+    /// through `through`, skipping acknowledgements short of it.
+    async fn output_stored(&mut self, job: u64, through: u64) {
+        loop {
+            match self.next().await {
+                Down::OutputStored(o) if o.job_id == job && o.through >= through => {
+                    assert_eq!(o.through, through, "acknowledged exactly what was stored");
+                    return;
+                }
+                Down::OutputStored(_) => {}
+                other => panic!("expected OutputStored, got {other:?}"),
+            }
+        }
     }
 
     async fn result(&self, job: u64, attempt: u32) {
@@ -327,6 +354,56 @@ async fn job_output_is_capped_with_a_marker_and_read_a_page_at_a_time() {
     assert_eq!(body.len() + rest.len(), text.len());
     let bad = log(&c.http, ALPHA, id, "?limit=0").await;
     assert_eq!(bad.status(), 400);
+    c.server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_output_is_stored_once_acknowledged_and_a_gap_is_marked() {
+    let mut c = cluster(16 << 20).await;
+    let id = submit(&c.http, ALPHA).await;
+    let (holder, a) = assigned(&mut c).await;
+    let agent = &mut c.agents[holder];
+    agent
+        .send(Up::Started(JobStarted {
+            job_id: id,
+            attempt: a.attempt,
+        }))
+        .await;
+    agent.numbered(id, a.attempt, 0, b"one\n").await;
+    agent.output_stored(id, 4).await;
+    // Repeated after a broken session, with what followed: only the new
+    // part is stored.
+    agent.numbered(id, a.attempt, 0, b"one\ntwo\n").await;
+    agent.output_stored(id, 8).await;
+    // Bytes 8..20 never arrive (the agent forgot them past its cap).
+    agent.numbered(id, a.attempt, 20, b"four\n").await;
+    agent.output_stored(id, 25).await;
+    // A late repeat of what is stored, and output of an attempt the job is
+    // not on: neither is stored.
+    agent.numbered(id, a.attempt, 8, b"three\n").await;
+    agent
+        .numbered(id, a.attempt + 1, 25, b"other attempt\n")
+        .await;
+    agent.result(id, a.attempt).await;
+    let confirmed = loop {
+        match agent.next().await {
+            Down::OutputStored(o) => assert_eq!(o.through, 25, "{o:?}"),
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(confirmed, Down::ResultStored(ref r) if r.job_id == id),
+        "{confirmed:?}"
+    );
+    let text = log(&c.http, ALPHA, id, "")
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        text,
+        "one\ntwo\n\n[ebbtide: 12 bytes of this attempt's output were lost while the agent's session was broken]\nfour\n"
+    );
     c.server.shutdown().await;
 }
 

@@ -17,6 +17,7 @@
 //! before it is committed, so the API is never behind what any worker was
 //! told by more than that one commit.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +52,18 @@ pub(crate) enum AfterCommit {
         /// The worker that reported it.
         worker: WorkerId,
     },
+    /// Tell `worker` the output of `job`'s `attempt` is stored before
+    /// offset `through`, so it may forget what it kept for resending.
+    ConfirmOutput {
+        /// The job.
+        job: JobId,
+        /// The worker that sent it.
+        worker: WorkerId,
+        /// The attempt the output belongs to.
+        attempt: u32,
+        /// Everything before this offset is stored.
+        through: u64,
+    },
 }
 
 struct Batch {
@@ -69,6 +82,10 @@ pub(crate) struct Journal {
     writes: Vec<JobWrite>,
     bytes: usize,
     then: Vec<AfterCommit>,
+    /// Output acknowledgements for the batch collecting, one per worker and
+    /// job (the furthest offset): a chatty job costs one message a commit,
+    /// not one per chunk.
+    output_acks: HashMap<(WorkerId, JobId), (u32, u64)>,
     in_flight: bool,
     to_writer: mpsc::Sender<Batch>,
 }
@@ -93,6 +110,7 @@ impl Journal {
                 writes: Vec::new(),
                 bytes: 0,
                 then: Vec::new(),
+                output_acks: HashMap::new(),
                 in_flight: false,
                 to_writer,
             },
@@ -120,6 +138,26 @@ impl Journal {
         self.then.push(action);
     }
 
+    /// Tells `worker` once everything recorded so far is durable that the
+    /// output of `job`'s `attempt` is stored before `through`.
+    pub(crate) fn confirm_output(
+        &mut self,
+        worker: WorkerId,
+        job: JobId,
+        attempt: u32,
+        through: u64,
+    ) {
+        let ack = self
+            .output_acks
+            .entry((worker, job))
+            .or_insert((attempt, through));
+        if ack.0 != attempt {
+            *ack = (attempt, through);
+        } else {
+            ack.1 = ack.1.max(through);
+        }
+    }
+
     /// Whether the backlog is at its bound: the loop takes no new message
     /// until a commit lands.
     pub(crate) fn is_full(&self) -> bool {
@@ -128,14 +166,31 @@ impl Journal {
 
     /// Whether anything is waiting or in flight.
     pub(crate) fn is_idle(&self) -> bool {
-        !self.in_flight && self.writes.is_empty() && self.then.is_empty()
+        !self.in_flight
+            && self.writes.is_empty()
+            && self.then.is_empty()
+            && self.output_acks.is_empty()
     }
 
     /// Hands what collected to the writer unless a batch is in flight.
     pub(crate) fn flush(&mut self) {
-        if self.in_flight || (self.writes.is_empty() && self.then.is_empty()) {
+        if self.in_flight
+            || (self.writes.is_empty() && self.then.is_empty() && self.output_acks.is_empty())
+        {
             return;
         }
+        self.then.extend(
+            self.output_acks
+                .drain()
+                .map(
+                    |((worker, job), (attempt, through))| AfterCommit::ConfirmOutput {
+                        job,
+                        worker,
+                        attempt,
+                        through,
+                    },
+                ),
+        );
         let batch = Batch {
             writes: std::mem::take(&mut self.writes).into(),
             then: std::mem::take(&mut self.then),

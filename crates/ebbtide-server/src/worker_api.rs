@@ -7,15 +7,15 @@ use ebbtide_core::{Event, JobId, JobOutcome, Timestamp, WorkerId};
 use ebbtide_proto::worker::v1::agent_message::Kind as Up;
 use ebbtide_proto::worker::v1::worker_api_server::{WorkerApi, WorkerApiServer};
 use ebbtide_proto::worker::v1::{
-    AgentMessage, InstanceIdentity, JobResult, Outcome, RegisterRequest, RegisterResponse,
-    SchedulerMessage,
+    AgentMessage, InstanceIdentity, JobOutput, JobResult, Outcome, RegisterRequest,
+    RegisterResponse, SchedulerMessage,
 };
 use ebbtide_store::{Store, TokenCheck};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::control::{LoopMsg, ReportedResult};
+use crate::control::{AgentHolds, LoopMsg, ReportedOutput, ReportedResult};
 use crate::session::SessionKey;
 use crate::{SESSION_TTL, now};
 use ebbtide_provider::{Provider, RegistrationClaim, RegistrationEvidence, RegistrationRefused};
@@ -193,18 +193,26 @@ impl WorkerApi for Service {
         let (reply, answer) = oneshot::channel();
         if hello.unconfirmed_results.len() > MAX_HELLO_RESULTS
             || hello.running_jobs.len() > MAX_HELLO_RESULTS
+            || hello.unacknowledged_output.len() > MAX_HELLO_RESULTS
         {
             return Err(Status::invalid_argument(format!(
-                "Hello lists more than {MAX_HELLO_RESULTS} running jobs or unconfirmed results"
+                "Hello lists more than {MAX_HELLO_RESULTS} running jobs, unconfirmed results or pieces of unacknowledged output"
             )));
         }
-        let results = hello.unconfirmed_results.iter().map(reported).collect();
+        let holds = AgentHolds {
+            running: hello.running_jobs.into_iter().map(JobId).collect(),
+            output: hello
+                .unacknowledged_output
+                .into_iter()
+                .map(reported_output)
+                .collect(),
+            results: hello.unconfirmed_results.iter().map(reported).collect(),
+        };
         self.tx
             .send(LoopMsg::Connected {
                 worker,
                 sender: out,
-                running: hello.running_jobs.into_iter().map(JobId).collect(),
-                results,
+                holds,
                 reply,
             })
             .await
@@ -237,8 +245,7 @@ impl WorkerApi for Service {
                     // holds: a session reports only on its own jobs.
                     Some(Up::Output(o)) => Some(LoopMsg::Output {
                         worker,
-                        job: JobId(o.job_id),
-                        chunk: o.chunk,
+                        output: reported_output(o),
                     }),
                     Some(Up::Result(r)) => Some(LoopMsg::JobResult {
                         worker,
@@ -272,6 +279,16 @@ impl WorkerApi for Service {
 /// any worker's slots, low enough that a hostile agent cannot make the
 /// loop walk millions of ids.
 const MAX_HELLO_RESULTS: usize = 4096;
+
+/// An agent's output chunk as the loop takes it.
+fn reported_output(o: JobOutput) -> ReportedOutput {
+    ReportedOutput {
+        job: JobId(o.job_id),
+        attempt: o.attempt,
+        offset: o.offset,
+        chunk: o.chunk,
+    }
+}
 
 /// An agent's result report as the loop takes it.
 fn reported(r: &JobResult) -> ReportedResult {

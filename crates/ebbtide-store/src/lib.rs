@@ -64,6 +64,10 @@ pub trait Store: Send + Sync {
     -> Result<LogPage, StoreError>;
     /// How many bytes a job's log holds.
     async fn log_size(&self, id: JobId) -> Result<u64, StoreError>;
+    /// How many bytes of a job's log one attempt wrote (the scheduler's own
+    /// lines, attempt 0, not counted): where a restarted scheduler resumes
+    /// that attempt's output, in the agent's offsets.
+    async fn attempt_log_size(&self, id: JobId, attempt: u32) -> Result<u64, StoreError>;
     /// A job's whole log; for tests and small logs (the API pages).
     async fn logs(&self, id: JobId) -> Result<Vec<u8>, StoreError> {
         let mut out = Vec::new();

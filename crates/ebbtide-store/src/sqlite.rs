@@ -513,6 +513,17 @@ impl Store for SqliteStore {
         Ok(row.try_get::<i64, _>("size")? as u64)
     }
 
+    async fn attempt_log_size(&self, id: JobId, attempt: u32) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(length(chunk)), 0) AS size FROM job_logs WHERE job = ? AND attempt = ?",
+        )
+        .bind(id.0 as i64)
+        .bind(i64::from(attempt))
+        .fetch_one(&self.reads)
+        .await?;
+        Ok(row.try_get::<i64, _>("size")? as u64)
+    }
+
     async fn issue_token(
         &self,
         token: &str,

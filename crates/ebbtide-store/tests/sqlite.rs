@@ -177,6 +177,30 @@ async fn logs_come_back_in_order() {
 }
 
 #[tokio::test]
+async fn the_log_size_of_an_attempt_counts_only_that_attempts_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open(&dir).await;
+    let id = store.submit(new_job("acme", 1)).await.expect("submit").id;
+    let log = |attempt: u32, text: &str| JobWrite::Log {
+        job: id,
+        attempt,
+        chunk: text.as_bytes().to_vec(),
+    };
+    let writes = [
+        log(1, "first try\n"),
+        log(0, "[scheduler's note]\n"),
+        log(2, "again"),
+        log(2, "!\n"),
+    ];
+    let missing = store.apply(writes.into()).await.expect("apply");
+    assert!(missing.is_empty());
+    assert_eq!(store.attempt_log_size(id, 1).await.expect("size"), 10);
+    assert_eq!(store.attempt_log_size(id, 2).await.expect("size"), 7);
+    assert_eq!(store.attempt_log_size(id, 3).await.expect("size"), 0);
+    assert_eq!(store.log_size(id).await.expect("size"), 10 + 19 + 7);
+}
+
+#[tokio::test]
 async fn a_bootstrap_token_is_valid_once_for_its_worker_before_it_expires() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(&dir).await;

@@ -17,6 +17,10 @@ pub(super) struct JobInfo {
     pub(super) submitted_at: Timestamp,
     pub(super) output_bytes: u64,
     pub(super) truncated: bool,
+    /// How far into the current attempt's output (in the agent's offsets)
+    /// the log holds: a chunk repeated after a reconnect or a restart is
+    /// trimmed to what lies beyond.
+    pub(super) received: u64,
 }
 
 impl JobInfo {
@@ -30,6 +34,7 @@ impl JobInfo {
             submitted_at: Timestamp::from_millis(record.submitted_at_ms),
             output_bytes: 0,
             truncated: false,
+            received: 0,
         }
     }
 }
@@ -64,6 +69,23 @@ impl Control {
                         self.awaiting_commit.remove(&job);
                     }
                     self.deliver(worker, job, attempt);
+                }
+                AfterCommit::ConfirmOutput {
+                    job,
+                    worker,
+                    attempt,
+                    through,
+                } => {
+                    // Not delivered: a later acknowledgement covers it, or
+                    // the agent repeats the output and is answered then.
+                    self.send(
+                        worker,
+                        Down::OutputStored(ebbtide_proto::worker::v1::OutputStored {
+                            job_id: job.0,
+                            attempt,
+                            through,
+                        }),
+                    );
                 }
                 AfterCommit::ConfirmResult { job, worker } => {
                     // Not delivered: the agent repeats the result on its next

@@ -24,6 +24,7 @@ impl Control {
                 }
                 if let Some(info) = self.jobs.get_mut(&job) {
                     info.attempt = attempt;
+                    info.received = 0;
                 }
                 // Write-ahead: the worker sees the assignment only once it
                 // is durable, so a restarted scheduler knows every job that

@@ -102,10 +102,8 @@ pub enum LoopMsg {
         worker: WorkerId,
         /// Where to send it orders.
         sender: SessionSender,
-        /// Jobs it says it is running.
-        running: Vec<JobId>,
-        /// Results it holds that were never confirmed stored.
-        results: Vec<ReportedResult>,
+        /// What its Hello says it holds.
+        holds: AgentHolds,
         /// Why, if the worker is not (or no longer) wanted.
         reply: oneshot::Sender<Result<(), WorkerRefused>>,
     },
@@ -127,11 +125,8 @@ pub enum LoopMsg {
     Output {
         /// The worker whose session sent it.
         worker: WorkerId,
-        /// The job it names (checked against the engine: a worker may only
-        /// write to the log of a job placed on it).
-        job: JobId,
-        /// The bytes.
-        chunk: Vec<u8>,
+        /// What it sent.
+        output: ReportedOutput,
     },
     /// Replace the engine configuration (SIGHUP).
     Reload {
@@ -160,6 +155,34 @@ pub enum LoopMsg {
         /// The answer.
         reply: oneshot::Sender<StatusReport>,
     },
+}
+
+/// What an agent's Hello says it holds, applied in this order: the
+/// running jobs (the engine hears which it has), the output it kept, then
+/// the results (so a result never closes a job before its output lands).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentHolds {
+    /// Jobs it says it is running (or still reporting on).
+    pub running: Vec<JobId>,
+    /// Output it sent but was never told is stored.
+    pub output: Vec<ReportedOutput>,
+    /// Results it holds that were never confirmed stored.
+    pub results: Vec<ReportedResult>,
+}
+
+/// A chunk of a job's output as an agent sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedOutput {
+    /// The job it names (checked against the engine: a worker may only
+    /// write to the log of a job placed on it).
+    pub job: JobId,
+    /// The attempt the agent runs (0 from an agent that does not say).
+    pub attempt: u32,
+    /// Where the chunk starts in the attempt's output, so a repeat is
+    /// stored once; `None` from an agent that does not number its output.
+    pub offset: Option<u64>,
+    /// The bytes.
+    pub chunk: Vec<u8>,
 }
 
 /// A job result as an agent reported it.

@@ -30,8 +30,8 @@ mod sessions;
 
 use book::JobInfo;
 pub use messages::{
-    LoopMsg, PoolReport, ReloadRefused, ReportedResult, SessionSender, StatusReport, SubmitRefused,
-    WorkerRefused,
+    AgentHolds, LoopMsg, PoolReport, ReloadRefused, ReportedOutput, ReportedResult, SessionSender,
+    StatusReport, SubmitRefused, WorkerRefused,
 };
 use sessions::{Undelivered, may_hold_session};
 
@@ -270,17 +270,16 @@ impl Control {
             LoopMsg::Connected {
                 worker,
                 sender,
-                running,
-                results,
+                holds,
                 reply,
-            } => self.on_connected(worker, sender, running, results, reply),
+            } => self.on_connected(worker, sender, holds, reply),
             LoopMsg::Disconnected { worker } => {
                 if self.sessions.get(&worker).is_some_and(|s| s.is_closed()) {
                     self.sessions.remove(&worker);
                 }
             }
             LoopMsg::JobResult { worker, result } => self.on_result(worker, result),
-            LoopMsg::Output { worker, job, chunk } => self.on_output(worker, job, chunk),
+            LoopMsg::Output { worker, output } => self.on_output(worker, output),
             LoopMsg::Reload { engine, reply } => {
                 if let Some(p) = engine
                     .pools

@@ -107,7 +107,11 @@ impl Control {
         let mut output_sizes = HashMap::new();
         for record in live.iter().filter(|r| r.status != JobStatus::Queued) {
             let size = store.log_size(record.id).await.map_err(|e| e.to_string())?;
-            output_sizes.insert(record.id, size);
+            let this_attempt = store
+                .attempt_log_size(record.id, record.attempts)
+                .await
+                .map_err(|e| e.to_string())?;
+            output_sizes.insert(record.id, (size, this_attempt));
         }
         for record in live {
             let holder = record.worker.filter(|_| record.status != JobStatus::Queued);
@@ -132,10 +136,11 @@ impl Control {
             }
             control.adopt(worker, survivor);
         }
-        for (job, size) in output_sizes {
+        for (job, (size, this_attempt)) in output_sizes {
             if let Some(info) = control.jobs.get_mut(&job) {
                 info.output_bytes = size;
                 info.truncated = size >= control.max_output;
+                info.received = this_attempt;
             }
         }
         if recovered > 0 {

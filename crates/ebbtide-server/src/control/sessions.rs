@@ -128,23 +128,71 @@ impl Control {
             .after_commit(AfterCommit::ConfirmResult { job: r.job, worker });
     }
 
-    /// Output from a worker's session: stored only for a job that worker
-    /// holds, and only up to the per-job cap (then a marker says why).
-    pub(super) fn on_output(&mut self, worker: WorkerId, job: JobId, chunk: Vec<u8>) {
+    /// Output from a worker's session: stored only for the attempt that
+    /// worker holds, each byte once (a chunk the agent repeats after a
+    /// broken session is trimmed to what is new), and only up to the per-job
+    /// cap (then a marker says why). Numbered output is acknowledged once
+    /// durable, so the agent can forget what it kept.
+    pub(super) fn on_output(&mut self, worker: WorkerId, output: ReportedOutput) {
+        let ReportedOutput {
+            job,
+            attempt,
+            offset,
+            mut chunk,
+        } = output;
         if self.engine.job_state(job).and_then(|s| s.worker()) != Some(worker) {
             self.refuse_report(worker, job, "output");
+            return;
+        }
+        if attempt != 0 && self.engine.job_attempts(job) != Some(attempt) {
+            tracing::debug!(
+                job = job.0,
+                worker = worker.0,
+                attempt,
+                "output of an earlier attempt, not stored"
+            );
             return;
         }
         let max = self.max_output;
         let Some(info) = self.jobs.get_mut(&job) else {
             return;
         };
-        if info.truncated {
+        let mut lost = 0;
+        if let Some(offset) = offset {
+            let end = offset + chunk.len() as u64;
+            if end <= info.received {
+                chunk.clear();
+            } else if offset < info.received {
+                chunk.drain(..usize::try_from(info.received - offset).unwrap_or(usize::MAX));
+            } else {
+                lost = offset - info.received;
+            }
+            info.received = info.received.max(end);
+            self.journal
+                .confirm_output(worker, job, attempt, info.received);
+        }
+        if info.truncated || chunk.is_empty() {
             return;
+        }
+        if lost > 0 {
+            tracing::warn!(
+                job = job.0,
+                worker = worker.0,
+                bytes = lost,
+                "output lost: the agent could not keep all it sent while its session was broken"
+            );
+            // Written as the scheduler's own line (attempt 0), so the
+            // attempt's stored size stays equal to the agent's offsets and a
+            // restarted scheduler trims repeats exactly.
+            let marker = format!(
+                "\n[ebbtide: {lost} bytes of this attempt's output were lost while the agent's session was broken]\n"
+            )
+            .into_bytes();
+            info.output_bytes += marker.len() as u64;
+            self.journal.log(job, 0, marker);
         }
         let room = max.saturating_sub(info.output_bytes);
         let attempt = info.attempt;
-        let mut chunk = chunk;
         if chunk.len() as u64 > room {
             chunk.truncate(usize::try_from(room).unwrap_or(usize::MAX));
             chunk.extend_from_slice(
@@ -184,16 +232,21 @@ impl Control {
 
     /// A Session opened: the engine hears what the agent holds
     /// (`Event::SessionOpened`: it stops what runs in the wrong place and
-    /// redelivers what never arrived), then the results the agent kept are
-    /// applied, then every order that waited for the session is sent.
+    /// redelivers what never arrived), then the output and the results the
+    /// agent kept are applied, then every order that waited for the session
+    /// is sent.
     pub(super) fn on_connected(
         &mut self,
         worker: WorkerId,
         sender: SessionSender,
-        running: Vec<JobId>,
-        results: Vec<ReportedResult>,
+        holds: AgentHolds,
         reply: oneshot::Sender<Result<(), WorkerRefused>>,
     ) {
+        let AgentHolds {
+            running,
+            output,
+            results,
+        } = holds;
         if !may_hold_session(self.engine.worker_state(worker)) {
             let _ = reply.send(Err(WorkerRefused::NotActive(worker)));
             return;
@@ -218,6 +271,9 @@ impl Control {
             running,
             finished,
         });
+        for o in output {
+            self.on_output(worker, o);
+        }
         for r in results {
             self.on_result(worker, r);
         }
