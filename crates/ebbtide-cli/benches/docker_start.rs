@@ -86,7 +86,8 @@ small = 0.01
 [providers.docker.api]
 calls_per_second = 100
 burst = 100
-"#,
+{operators}"#,
+        operators = support::OPERATORS,
         data = dir.join("data").display()
     )
 }
@@ -124,7 +125,7 @@ fn main() {
         let server = Scheduler::start_logging(dir.path(), &config(dir.path(), &cluster), "warn");
         let client = reqwest::Client::new();
         let start = Instant::now();
-        while support::status(&server.http, KEY).await["pools"][0]["idle"] != 1 {
+        while support::status(&server.http, support::OPERATOR_KEY).await["pools"][0]["idle"] != 1 {
             assert!(start.elapsed() < Duration::from_secs(60), "warm container never registered");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -138,7 +139,7 @@ fn main() {
             // Wait until the cold pool has retired its container.
             let start = Instant::now();
             loop {
-                let s = support::status(&server.http, KEY).await;
+                let s = support::status(&server.http, support::OPERATOR_KEY).await;
                 let p = &s["pools"][1];
                 let total: u64 = ["requested", "booting", "idle", "busy", "retiring"]
                     .iter()

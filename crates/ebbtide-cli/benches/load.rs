@@ -67,7 +67,8 @@ labels = ["queue-only"]
 name = "process"
 cpu_millis = 1000
 memory_mib = 256
-"#,
+{operators}"#,
+        operators = support::OPERATORS,
         data = dir.join("data").display(),
         bin = env!("CARGO_BIN_EXE_ebbtide"),
     )
@@ -110,7 +111,7 @@ async fn latency(server: &Scheduler, warm: u32) {
     // Wait for the warm workers.
     let start = Instant::now();
     loop {
-        let s = support::status(&server.http, KEY).await;
+        let s = support::status(&server.http, support::OPERATOR_KEY).await;
         if s["pools"][0]["idle"].as_u64() == Some(u64::from(warm)) {
             break;
         }

@@ -1,4 +1,4 @@
-//! `ebbtide submit | status | jobs | logs`: the job API from a terminal.
+//! `ebbtide submit | jobs | logs`: the job API from a terminal.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -9,7 +9,8 @@ pub struct Api {
     /// Job API base URL.
     #[arg(long, env = "EBBTIDE_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// Tenant API key.
+    /// API key: a tenant's (its own jobs and queue) or an operator's (the
+    /// whole fleet and every tenant's jobs).
     #[arg(long, env = "EBBTIDE_API_KEY")]
     api_key: String,
 }
@@ -51,7 +52,7 @@ pub struct LogsArgs {
     id: u64,
 }
 
-async fn call(
+pub(crate) async fn call(
     api: &Api,
     method: reqwest::Method,
     path: &str,
@@ -76,7 +77,7 @@ async fn call(
     Ok(resp)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
@@ -93,34 +94,6 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<()> {
             .json()
             .await?;
         println!("{}", job["id"]);
-        Ok(())
-    })
-}
-
-pub fn status(api: Api) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let s: Value = call(&api, reqwest::Method::GET, "/v1/status", None)
-            .await?
-            .json()
-            .await?;
-        println!("queued jobs: {}", s["queued"]);
-        println!(
-            "{:<16} {:>7} {:>9} {:>7} {:>5} {:>5} {:>8}",
-            "pool", "desired", "requested", "booting", "idle", "busy", "retiring"
-        );
-        for p in s["pools"].as_array().into_iter().flatten() {
-            let n = |k: &str| p[k].as_u64().unwrap_or(0);
-            println!(
-                "{:<16} {:>7} {:>9} {:>7} {:>5} {:>5} {:>8}",
-                p["name"].as_str().unwrap_or("?"),
-                n("desired"),
-                n("requested"),
-                n("booting"),
-                n("idle"),
-                n("busy"),
-                n("retiring")
-            );
-        }
         Ok(())
     })
 }

@@ -29,6 +29,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.server.http_listen = "127.0.0.1:0".into();
     config.server.grpc_listen = "127.0.0.1:0".into();
     let keys = config.api_keys.clone();
+    let operator = config
+        .operator_keys
+        .first()
+        .map(|k| k.key.clone())
+        .context("the embedded examples/local.toml names an operator")?;
     let cluster = config.server.cluster.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -42,7 +47,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             server.grpc_addr,
             dir.display()
         );
-        let outcome = burst(&base, &keys, args.jobs).await;
+        let outcome = burst(&base, &keys, &operator, args.jobs).await;
         server.shutdown().await;
         // Stop the agents the demo started.
         let local =
@@ -68,7 +73,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     })
 }
 
-async fn burst(base: &str, keys: &[ebbtide_config::ApiKey], jobs: u32) -> anyhow::Result<()> {
+/// Submits `jobs` jobs round-robin over the tenants' keys and follows them
+/// with the operator's fleet view until all are done.
+async fn burst(
+    base: &str,
+    keys: &[ebbtide_config::ApiKey],
+    operator: &str,
+    jobs: u32,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let mut ids = Vec::new();
     for i in 0..jobs {
@@ -111,7 +123,7 @@ async fn burst(base: &str, keys: &[ebbtide_config::ApiKey], jobs: u32) -> anyhow
         }
         let status: Value = http
             .get(format!("{base}/v1/status"))
-            .bearer_auth(&keys[0].key)
+            .bearer_auth(operator)
             .send()
             .await?
             .json()

@@ -9,6 +9,7 @@ mod demo;
 mod plugins;
 mod service;
 mod simulate;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,8 +41,10 @@ enum Command {
     Agent(service::AgentArgs),
     /// Submit a job; prints its id.
     Submit(client::SubmitArgs),
-    /// Pools, workers by state, and the queue.
-    Status(client::Api),
+    /// The fleet (operator key): pools, workers, running jobs, the queue
+    /// against its targets, recent decisions, cost. With a tenant key: your
+    /// own queue and jobs.
+    Status(status::StatusArgs),
     /// Your jobs.
     Jobs(client::JobsArgs),
     /// A job's output.
@@ -87,7 +90,7 @@ fn main() -> ExitCode {
             service::agent(args)
         }
         Command::Submit(args) => client::submit(args),
-        Command::Status(api) => client::status(api),
+        Command::Status(args) => status::run(args),
         Command::Jobs(args) => client::jobs(args),
         Command::Logs(args) => client::logs(args),
         Command::Cost { command } => cost::run(command),

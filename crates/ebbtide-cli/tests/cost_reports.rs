@@ -64,7 +64,8 @@ memory_mib = 256
 [cost_reports]
 ledger_flush = "1s"
 publish_interval = "10s"
-"#,
+{operators}"#,
+        operators = support::OPERATORS,
         data = dir.join("data").display(),
         bin = env!("CARGO_BIN_EXE_ebbtide"),
     )
@@ -314,7 +315,7 @@ async fn an_instance_is_charged_for_the_time_no_scheduler_watched_it() {
     let warm_worker_running = || async {
         let st: Value = client
             .get(format!("{http}/v1/status"))
-            .bearer_auth(KEY)
+            .bearer_auth(support::OPERATOR_KEY)
             .send()
             .await
             .expect("status")

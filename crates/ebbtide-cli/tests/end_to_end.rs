@@ -49,7 +49,7 @@ default_job_duration = "1s"
 name = "high"
 sla_target = "20s"
 
-{tenants}
+{tenants}{operators}
 [[pools]]
 name = "warm"
 provider = "local"
@@ -80,6 +80,7 @@ down_stabilization = "1s"
 "#,
         data = dir.join("data").display(),
         bin = env!("CARGO_BIN_EXE_ebbtide"),
+        operators = support::OPERATORS,
     )
 }
 
@@ -131,7 +132,7 @@ async fn wait_for_warm_agent(server: &Scheduler) {
 }
 
 async fn status(s: &Scheduler) -> Value {
-    support::status(&s.http, KEYS[0].1).await
+    support::status(&s.http, support::OPERATOR_KEY).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,6 +10,45 @@ use ebbtide_core::{
 use crate::schema::{File, PoolKindName, PoolSection, TenantDefaults};
 use crate::{ClusterConfig, Issue};
 
+/// An API key given directly or through an environment variable (not
+/// both), at least 16 characters; `None` (with the issue at `path`) when
+/// it is missing or unusable.
+fn read_key(
+    direct: Option<String>,
+    env: Option<String>,
+    path: &str,
+    issue: &mut impl FnMut(String, String),
+) -> Option<String> {
+    let key = match (direct, env) {
+        (Some(k), None) => k,
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(k) if !k.is_empty() => k,
+            _ => {
+                issue(
+                    format!("{path}.api_key_env"),
+                    format!("environment variable {var} is not set"),
+                );
+                return None;
+            }
+        },
+        (Some(_), Some(_)) => {
+            issue(
+                format!("{path}.api_key"),
+                "give `api_key` or `api_key_env`, not both".into(),
+            );
+            return None;
+        }
+        (None, None) => return None,
+    };
+    if key.len() < 16 {
+        issue(
+            format!("{path}.api_key"),
+            "must be at least 16 characters".into(),
+        );
+    }
+    Some(key)
+}
+
 pub(crate) fn to_cluster(
     file: File,
     text: &str,
@@ -36,34 +75,12 @@ pub(crate) fn to_cluster(
     let mut api_keys = Vec::new();
     let mut tenants = Vec::new();
     for (i, t) in file.tenants.into_iter().enumerate() {
-        let key = match (t.api_key, t.api_key_env) {
-            (Some(k), None) => Some(k),
-            (None, Some(var)) => match std::env::var(&var) {
-                Ok(k) if !k.is_empty() => Some(k),
-                _ => {
-                    issue(
-                        format!("tenants[{i}].api_key_env"),
-                        format!("environment variable {var} is not set"),
-                    );
-                    None
-                }
-            },
-            (Some(_), Some(_)) => {
-                issue(
-                    format!("tenants[{i}].api_key"),
-                    "give `api_key` or `api_key_env`, not both".into(),
-                );
-                None
-            }
-            (None, None) => None,
-        };
-        if let Some(key) = key {
-            if key.len() < 16 {
-                issue(
-                    format!("tenants[{i}].api_key"),
-                    "must be at least 16 characters".into(),
-                );
-            }
+        if let Some(key) = read_key(
+            t.api_key,
+            t.api_key_env,
+            &format!("tenants[{i}]"),
+            &mut issue,
+        ) {
             api_keys.push(crate::ApiKey {
                 tenant: t.name.clone(),
                 key,
@@ -75,6 +92,31 @@ pub(crate) fn to_cluster(
             &format!("tenants[{i}]"),
             &mut issue,
         ));
+    }
+    let mut operator_keys = Vec::new();
+    let mut operator_names = std::collections::BTreeSet::new();
+    for (i, o) in file.operators.into_iter().enumerate() {
+        let path = format!("operators[{i}]");
+        if o.name.trim().is_empty() {
+            issue(format!("{path}.name"), "must not be empty".into());
+        } else if !operator_names.insert(o.name.clone()) {
+            issue(
+                format!("{path}.name"),
+                format!("operator {:?} is listed twice", o.name),
+            );
+        }
+        if o.api_key.is_none() && o.api_key_env.is_none() {
+            issue(
+                format!("{path}.api_key"),
+                "an operator needs `api_key` or `api_key_env`".into(),
+            );
+        }
+        if let Some(key) = read_key(o.api_key, o.api_key_env, &path, &mut issue) {
+            operator_keys.push(crate::OperatorKey {
+                operator: o.name,
+                key,
+            });
+        }
     }
     let tenant_defaults = file
         .tenant_defaults
@@ -129,6 +171,7 @@ pub(crate) fn to_cluster(
     let cluster = ClusterConfig {
         server,
         api_keys,
+        operator_keys,
         engine,
         tenant_defaults,
         providers,

@@ -85,6 +85,26 @@ impl std::fmt::Debug for ApiKey {
     }
 }
 
+/// An operator's API key: fleet-wide views and every tenant's jobs. Its
+/// `Debug` is redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OperatorKey {
+    /// Who holds it, for the scheduler's log.
+    pub operator: String,
+    /// The key.
+    pub key: String,
+}
+
+impl std::fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "OperatorKey {{ operator: {:?}, key: <redacted> }}",
+            self.operator
+        )
+    }
+}
+
 /// A parsed and validated cluster configuration.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -92,6 +112,8 @@ pub struct ClusterConfig {
     pub server: ServerConfig,
     /// Tenants' API keys.
     pub api_keys: Vec<ApiKey>,
+    /// Operators' API keys (`[[operators]]`).
+    pub operator_keys: Vec<OperatorKey>,
     /// What the engine needs.
     pub engine: EngineConfig,
     /// Settings for tenants not listed by name (e.g. projects of a replayed

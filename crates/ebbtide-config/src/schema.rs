@@ -18,6 +18,8 @@ pub(crate) struct File {
     #[serde(default)]
     pub tenants: Vec<TenantSection>,
     #[serde(default)]
+    pub operators: Vec<OperatorSection>,
+    #[serde(default)]
     pub tenant_defaults: Option<TenantDefaults>,
     #[serde(default)]
     pub pools: Vec<PoolSection>,
@@ -139,6 +141,18 @@ pub(crate) struct TenantSection {
     pub api_key_env: Option<String>,
     #[serde(flatten)]
     pub settings: TenantDefaults,
+}
+
+/// Someone who runs the fleet: reads every tenant's jobs and the fleet-wide
+/// views, cancels and drains, but submits nothing (jobs belong to tenants).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OperatorSection {
+    pub name: String,
+    /// API key, given directly (prefer `api_key_env`).
+    pub api_key: Option<String>,
+    /// Name of the environment variable holding the API key.
+    pub api_key_env: Option<String>,
 }
 
 /// Settings shared by named tenants and by tenants created on the fly

@@ -119,22 +119,39 @@ pub(crate) fn check(
             format!("the worker API cannot share the job API's address {h}"),
         );
     }
-    let mut owners: BTreeMap<&str, &str> = BTreeMap::new();
-    for key in &config.api_keys {
-        if let Some(first) = owners.insert(key.key.as_str(), key.tenant.as_str()) {
-            let index = config
-                .engine
-                .tenants
-                .iter()
-                .position(|t| t.name == key.tenant)
-                .unwrap_or(0);
+    // Every key names one holder: a key shared by two tenants, or by a
+    // tenant and an operator, would let one act as the other.
+    let mut owners: BTreeMap<&str, String> = BTreeMap::new();
+    let tenant_keys = config.api_keys.iter().map(|key| {
+        let index = config
+            .engine
+            .tenants
+            .iter()
+            .position(|t| t.name == key.tenant)
+            .unwrap_or(0);
+        (
+            key.key.as_str(),
+            format!("tenant {:?}", key.tenant),
+            format!("tenants[{index}].api_key"),
+        )
+    });
+    let operator_keys = config.operator_keys.iter().enumerate().map(|(i, key)| {
+        (
+            key.key.as_str(),
+            format!("operator {:?}", key.operator),
+            format!("operators[{i}].api_key"),
+        )
+    });
+    for (key, holder, path) in tenant_keys.chain(operator_keys) {
+        if let Some(first) = owners.get(key) {
             issue(
-                format!("tenants[{index}].api_key"),
+                path,
                 format!(
-                    "tenant {:?} has the same API key as tenant {first:?}; every tenant needs its own",
-                    key.tenant
+                    "{holder} has the same API key as {first}; every tenant and operator needs its own"
                 ),
             );
+        } else {
+            owners.insert(key, holder);
         }
     }
     for (i, p) in config.engine.pools.iter().enumerate() {

@@ -93,6 +93,41 @@ fn two_tenants_with_one_api_key_are_refused() {
 }
 
 #[test]
+fn an_operator_with_a_tenants_key_is_refused() {
+    let text = LOCAL.replace(
+        "api_key = \"ops-key-0123456789abcdef\"",
+        "api_key = \"team-b-key-0123456789abcdef\"",
+    );
+    assert_ne!(text, LOCAL, "the example has an operator key");
+    let (message, _) = refused(&text, "operators[0].api_key");
+    assert!(
+        message.contains("operator \"oncall\" has the same API key as tenant \"team-b\""),
+        "{message}"
+    );
+}
+
+#[test]
+fn an_operator_needs_a_long_enough_key_and_a_unique_name() {
+    let short = LOCAL.replace(
+        "api_key = \"ops-key-0123456789abcdef\"",
+        "api_key = \"ops\"",
+    );
+    let (message, _) = refused(&short, "operators[0].api_key");
+    assert!(message.contains("at least 16 characters"), "{message}");
+    let keyless = LOCAL.replace("api_key = \"ops-key-0123456789abcdef\"\n", "");
+    let (message, _) = refused(&keyless, "operators[0].api_key");
+    assert!(
+        message.contains("needs `api_key` or `api_key_env`"),
+        "{message}"
+    );
+    let twice = format!(
+        "{LOCAL}\n[[operators]]\nname = \"oncall\"\napi_key = \"ops-key-2-0123456789abcdef\"\n"
+    );
+    let (message, _) = refused(&twice, "operators[1].name");
+    assert!(message.contains("listed twice"), "{message}");
+}
+
+#[test]
 fn an_unknown_provider_is_refused() {
     let text = LOCAL.replacen("provider = \"local\"", "provider = \"openstack\"", 1);
     let (message, line) = refused(&text, "pools[0].provider");

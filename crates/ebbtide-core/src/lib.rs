@@ -41,7 +41,7 @@ pub use config::{
     TenantQuota,
 };
 pub use cost::{CostTotals, InstanceLifetime, PriceTable};
-pub use engine::{Engine, EngineError, PoolStatus, QueueStat, ReconfigureError, Stats};
+pub use engine::{Engine, EngineError, PoolStatus, QueueStat, ReconfigureError, Stats, WorkerView};
 pub use event::{Adoption, Event, LaunchFailure};
 pub use ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
 pub use job::{JobOutcome, JobSpec, JobState};

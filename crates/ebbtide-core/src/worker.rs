@@ -35,6 +35,22 @@ pub enum WorkerState {
     Lost,
 }
 
+impl WorkerState {
+    /// The name status pages show.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkerState::Requested => "requested",
+            WorkerState::Booting => "booting",
+            WorkerState::Idle => "idle",
+            WorkerState::Busy => "busy",
+            WorkerState::Draining => "draining",
+            WorkerState::Terminating => "terminating",
+            WorkerState::Terminated => "terminated",
+            WorkerState::Lost => "lost",
+        }
+    }
+}
+
 /// Something that happens to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WorkerTransition {
@@ -143,6 +159,17 @@ pub enum DrainReason {
     WornOut,
     /// The provider is about to reclaim it.
     Reclamation,
+}
+
+impl DrainReason {
+    /// The name status pages and logs show.
+    pub fn name(self) -> &'static str {
+        match self {
+            DrainReason::ScaleIn => "scale_in",
+            DrainReason::WornOut => "worn_out",
+            DrainReason::Reclamation => "reclamation",
+        }
+    }
 }
 
 /// The engine's record of one worker.

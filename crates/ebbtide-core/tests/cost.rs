@@ -179,3 +179,34 @@ fn the_ledger_cuts_an_instance_at_midnight_into_tenant_and_idle_lines() {
     assert_eq!(total, h.engine.costs().fleet);
     assert_eq!(total.to_micros(), Micros(109 * 96_000 / 3600));
 }
+
+#[test]
+fn a_worker_view_shows_its_job_and_its_cost_up_to_the_moment_asked() {
+    let mut h = Harness::new(testkit::config());
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(60 * SEC, SEC);
+    let views = h.engine.worker_views(h.now);
+    assert_eq!(views.len(), 1, "{views:?}");
+    let v = &views[0];
+    assert_eq!(v.state, WorkerState::Busy);
+    assert_eq!(v.jobs, vec![JobId(1)]);
+    assert_eq!(v.jobs_served, 1);
+    assert_eq!(v.instance, Some(InstanceId("i-0001".into())));
+    assert_eq!(v.zone.as_deref(), Some("zone-a"));
+    let launched = v.launched_at.expect("launched");
+    let at = |later: Timestamp| {
+        h.engine
+            .worker_views(later)
+            .first()
+            .map(|v| v.cost.0)
+            .expect("one worker")
+    };
+    // 96,000 µ$/h on-demand: the cost grows with the moment asked, though
+    // nothing was booked since.
+    let hour_later = launched + Duration::from_secs(3600);
+    assert_eq!(at(hour_later), 96_000);
+    assert_eq!(
+        at(h.now),
+        96_000 * (h.now.saturating_since(launched).as_millis() as i64) / 3_600_000
+    );
+}

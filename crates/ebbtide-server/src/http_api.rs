@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::auth::ApiKeys;
-use crate::control::LoopMsg;
+use crate::auth::{ApiKeys, Caller};
+use crate::control::{LoopMsg, TenantStatus};
 use crate::now;
 
 #[derive(Clone)]
@@ -131,16 +131,29 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+/// Who calls, from `Authorization: Bearer KEY`; 401 for no or an unknown key.
+fn caller(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    state.auth.tenant(value).ok_or_else(|| {
+    state.auth.caller(value).ok_or_else(|| {
         ApiError::status(
             StatusCode::UNAUTHORIZED,
             "missing or unknown API key (Authorization: Bearer KEY)",
         )
     })
+}
+
+/// The calling tenant, for what only a tenant does (submitting: a job
+/// belongs to a tenant); an operator's key gets a 403 saying so.
+fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+    match caller(state, headers)? {
+        Caller::Tenant(t) => Ok(t),
+        Caller::Operator(_) => Err(ApiError::status(
+            StatusCode::FORBIDDEN,
+            "an operator key cannot submit: a job belongs to a tenant, so submit with that tenant's key",
+        )),
+    }
 }
 
 /// Alive means the control loop runs: without it nothing is scheduled,
@@ -326,11 +339,15 @@ async fn submit(
     }
 }
 
-async fn owned(state: &AppState, tenant: &str, id: u64) -> Result<JobRecord, ApiError> {
+/// A job the caller may see: a tenant's own, or any for an operator. A
+/// tenant asking for another's job gets the same 404 as for none, so ids
+/// reveal nothing.
+async fn visible(state: &AppState, caller: &Caller, id: u64) -> Result<JobRecord, ApiError> {
     let not_found = || ApiError::status(StatusCode::NOT_FOUND, format!("no job {id}"));
     let job = state.store.get(JobId(id)).await?;
-    match job {
-        Some(j) if j.tenant == tenant => Ok(j),
+    match (job, caller) {
+        (Some(j), Caller::Operator(_)) => Ok(j),
+        (Some(j), Caller::Tenant(t)) if &j.tenant == t => Ok(j),
         _ => Err(not_found()),
     }
 }
@@ -345,8 +362,8 @@ async fn get_job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers)?;
-    let job = owned(&state, &tenant, parse_id(&id)?).await?;
+    let caller = caller(&state, &headers)?;
+    let job = visible(&state, &caller, parse_id(&id)?).await?;
     Ok(axum::Json(view(&job)).into_response())
 }
 
@@ -356,6 +373,9 @@ struct ListQuery {
     status: Option<String>,
     after: Option<u64>,
     limit: Option<u32>,
+    /// Only this tenant's jobs: an operator's filter (a tenant always sees
+    /// only its own, and naming another is refused).
+    tenant: Option<String>,
 }
 
 async fn list(
@@ -363,7 +383,17 @@ async fn list(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers)?;
+    let tenant = match (caller(&state, &headers)?, q.tenant) {
+        (Caller::Tenant(own), None) => Some(own),
+        (Caller::Tenant(own), Some(asked)) if asked == own => Some(own),
+        (Caller::Tenant(_), Some(_)) => {
+            return Err(ApiError::bad(
+                "tenant",
+                "a tenant key lists only its own jobs; leave `tenant` out",
+            ));
+        }
+        (Caller::Operator(_), asked) => asked,
+    };
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(
@@ -375,7 +405,7 @@ async fn list(
         return Err(ApiError::bad("limit", "must be between 1 and 1000"));
     }
     let filter = JobFilter {
-        tenant: Some(tenant),
+        tenant,
         status,
         after: q.after.map(JobId),
         limit: q.limit.unwrap_or(100),
@@ -389,8 +419,8 @@ async fn cancel(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers)?;
-    let job = owned(&state, &tenant, parse_id(&id)?).await?;
+    let caller = caller(&state, &headers)?;
+    let job = visible(&state, &caller, parse_id(&id)?).await?;
     if job.status.is_final() {
         return Err(ApiError::status(
             StatusCode::CONFLICT,
@@ -435,8 +465,8 @@ async fn logs(
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers)?;
-    let job = owned(&state, &tenant, parse_id(&id)?).await?;
+    let caller = caller(&state, &headers)?;
+    let job = visible(&state, &caller, parse_id(&id)?).await?;
     let offset = q.offset.unwrap_or(0);
     let text = (header::CONTENT_TYPE, "text/plain; charset=utf-8");
     if let Some(limit) = q.limit {
@@ -484,7 +514,25 @@ async fn logs(
     Ok(([text], body).into_response())
 }
 
+/// The fleet for an operator's key (pools, workers, running jobs, the
+/// queue, recent decisions, cost); for a tenant's key only its own queue
+/// and jobs: a tenant never learns what other tenants run.
 async fn status(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    tenant(&state, &headers)?;
-    Ok(axum::Json(loop_status(&state).await?).into_response())
+    let caller = caller(&state, &headers)?;
+    let mut fleet = loop_status(&state).await?;
+    match caller {
+        Caller::Tenant(t) => Ok(axum::Json(TenantStatus::of(&fleet, &t)).into_response()),
+        Caller::Operator(_) => {
+            let today = fleet.at_ms / 86_400_000;
+            let booked: u128 = state
+                .store
+                .cost_lines(today, today)
+                .await?
+                .iter()
+                .map(|l| l.cost)
+                .sum();
+            fleet.cost.today_usd = Some(ebbtide_core::CostAccum(booked).to_micros().as_dollars());
+            Ok(axum::Json(fleet).into_response())
+        }
+    }
 }

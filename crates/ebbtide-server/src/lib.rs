@@ -36,7 +36,10 @@ use ebbtide_provider::{CallObserver, Provider};
 use ebbtide_store::{SqliteStore, Store};
 use tokio::sync::{mpsc, watch};
 
-pub use control::{LoopMsg, ReloadRefused, SubmitRefused, WorkerRefused};
+pub use control::{
+    CostReport, DecisionReport, LoopMsg, PoolReport, QueueReport, ReloadRefused, RunningJobReport,
+    StatusReport, SubmitRefused, TenantStatus, WorkerRefused, WorkerReport,
+};
 
 /// Starting the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +134,7 @@ impl ServerHandle {
             .await
             .map_err(|_| ReloadRefused::LoopGone)?;
         answer.await.map_err(|_| ReloadRefused::LoopGone)??;
-        self.auth.replace(&config.api_keys);
+        self.auth.replace(&config.api_keys, &config.operator_keys);
         if let Ok(mut c) = self.classes.write() {
             *c = config.engine.classes.clone();
         }
@@ -300,7 +303,7 @@ pub async fn start(
         providers,
         shutdown_rx.clone(),
     )));
-    let auth = auth::ApiKeys::new(&config.api_keys);
+    let auth = auth::ApiKeys::new(&config.api_keys, &config.operator_keys);
     let classes = Arc::new(std::sync::RwLock::new(config.engine.classes.clone()));
     if let Some(h) = metrics.clone() {
         let mut stop = shutdown_rx.clone();

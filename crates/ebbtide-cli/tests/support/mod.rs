@@ -328,6 +328,13 @@ pub async fn metrics(base: &str) -> String {
         .expect("text")
 }
 
+/// The operator key of [`OPERATORS`]: fleet-wide views.
+pub const OPERATOR_KEY: &str = "oncall-key-0123456789abcdef";
+
+/// An `[[operators]]` table to append to a test configuration.
+pub const OPERATORS: &str =
+    "\n[[operators]]\nname = \"oncall\"\napi_key = \"oncall-key-0123456789abcdef\"\n";
+
 /// `GET /v1/status` as `key`, as JSON.
 pub async fn status(base: &str, key: &str) -> serde_json::Value {
     let r = get(&reqwest::Client::new(), base, "/v1/status", key).await;

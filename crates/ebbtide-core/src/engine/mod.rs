@@ -14,6 +14,7 @@ mod jobs;
 mod pools;
 mod reconfigure;
 mod scaling;
+mod view;
 mod workers;
 
 use crate::{CostAccum, Market, PricePerHour};
@@ -35,6 +36,7 @@ use crate::worker::{Worker, WorkerState};
 
 use pools::PoolState;
 pub use pools::PoolStatus;
+pub use view::WorkerView;
 
 /// Queued jobs of one tenant in one class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

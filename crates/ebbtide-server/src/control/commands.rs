@@ -58,9 +58,21 @@ impl Control {
                     until_ms = until.as_millis(),
                     "spot launch held back: every spot offering is locked after capacity errors and no job misses its target by waiting"
                 );
+                self.remember(
+                    pool,
+                    "spot_awaited",
+                    format!("{count} spot instance(s) held back until {until}: every spot offering is locked after capacity errors and no job misses its target by waiting"),
+                );
             }
             Command::Drain { worker, reason } => {
                 tracing::info!(worker = worker.0, ?reason, "draining worker");
+                if let Some((pool, _)) = self.engine.worker_placement(worker) {
+                    self.remember(
+                        pool,
+                        "drain",
+                        format!("draining worker {}: {}", worker.0, reason.name()),
+                    );
+                }
                 if !self.send(worker, Down::Drain(Drain {})) {
                     self.keep_undelivered(worker, Undelivered::Order(Down::Drain(Drain {})));
                 }
@@ -87,6 +99,11 @@ impl Control {
                     crate::telemetry::worker_lost(&p.name);
                     tracing::warn!(pool = %p.name, worker = worker.0, jobs, %reason, "worker lost; its jobs go back to the queue and its instance is terminated");
                 }
+                self.remember(
+                    pool,
+                    "lost",
+                    format!("worker {} lost with {jobs} job(s): {reason}", worker.0),
+                );
             }
             Command::Terminate {
                 pool,
@@ -197,6 +214,12 @@ impl Control {
                 let _entered = span.enter();
                 tracing::info!(pool = %pool, from = d.from, to = d.to, active = d.active, kind = d.reason.kind(), reason = %d.reason, "scale decision");
                 crate::telemetry::scale_decision(pool, d.from, d.to, d.reason.kind());
+                drop(_entered);
+                let summary = format!(
+                    "desired {} -> {} ({} active): {}",
+                    d.from, d.to, d.active, d.reason
+                );
+                self.remember(d.pool, "scale", summary);
             }
             Command::LaunchFailed {
                 pool,
@@ -221,6 +244,11 @@ impl Control {
                     u64::from(count),
                 );
                 tracing::warn!(pool = %cfg.name, ?market, ?reason, count, "launch failed");
+                self.remember(
+                    pool,
+                    "launch_failed",
+                    format!("{count} {} launch(es) failed: {kind}", market.name()),
+                );
             }
             Command::InstanceCost(l) => {
                 if let Some(p) = self.engine.config().pools.get(l.pool.0 as usize) {

@@ -52,6 +52,17 @@ impl Control {
         let Some(provider) = self.provider_of(pool) else {
             return;
         };
+        let summary = format!(
+            "launching {} {} instance(s){}: {why}",
+            workers.len(),
+            market.name(),
+            if zones.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", zones.join(", "))
+            }
+        );
+        self.remember(pool, "launch", summary);
         let cfg = &self.engine.config().pools[pool.0 as usize];
         crate::telemetry::launched(
             &cfg.provider,

@@ -197,33 +197,3 @@ pub struct ReportedResult {
     /// Exit code, if it exited.
     pub exit_code: Option<i32>,
 }
-
-/// What `GET /v1/status` shows.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusReport {
-    /// Jobs waiting.
-    pub queued: usize,
-    /// Jobs assigned to or running on a worker.
-    pub on_workers: usize,
-    /// Each pool's counts, in configuration order.
-    pub pools: Vec<PoolReport>,
-}
-
-/// One pool's state.
-#[derive(Debug, Clone, Serialize)]
-pub struct PoolReport {
-    /// The pool's configured name.
-    pub name: String,
-    /// Instances the scaler wants now.
-    pub desired: u32,
-    /// Asked of the provider, not yet created.
-    pub requested: u32,
-    /// Created, agent not yet registered.
-    pub booting: u32,
-    /// Registered with no job.
-    pub idle: u32,
-    /// Running at least one job.
-    pub busy: u32,
-    /// Draining or terminating.
-    pub retiring: u32,
-}

@@ -27,13 +27,18 @@ mod metrics;
 mod reconciling;
 mod recovery;
 mod sessions;
+mod views;
 
 use book::JobInfo;
 pub use messages::{
-    AgentHolds, LoopMsg, PoolReport, ReloadRefused, ReportedOutput, ReportedResult, SessionSender,
-    StatusReport, SubmitRefused, WorkerRefused,
+    AgentHolds, LoopMsg, ReloadRefused, ReportedOutput, ReportedResult, SessionSender,
+    SubmitRefused, WorkerRefused,
 };
 use sessions::{Undelivered, may_hold_session};
+pub use views::{
+    CostReport, DecisionReport, PoolReport, QueueReport, RunningJobReport, StatusReport,
+    TenantStatus, WorkerReport,
+};
 
 /// Why the loop woke.
 #[expect(
@@ -99,6 +104,8 @@ pub(crate) struct Control {
     reconciler: crate::reconcile::Reconciler,
     ledger: crate::costs::LedgerWriter,
     ledger_flush: std::time::Duration,
+    /// The latest scaling decisions, for the status view.
+    decisions: views::RecentDecisions,
 }
 
 impl Control {
@@ -313,30 +320,7 @@ impl Control {
             } => self.finish_reconcile(&provider, listed_at, listed),
             LoopMsg::TerminateAll { reply } => self.terminate_all(reply),
             LoopMsg::Status { reply } => {
-                let pools = self
-                    .engine
-                    .config()
-                    .pools
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, p)| {
-                        let s = self.engine.pool_status(PoolId(i as u32))?;
-                        Some(PoolReport {
-                            name: p.name.clone(),
-                            desired: s.desired,
-                            requested: s.requested,
-                            booting: s.booting,
-                            idle: s.idle,
-                            busy: s.busy,
-                            retiring: s.draining + s.terminating + s.lost,
-                        })
-                    })
-                    .collect();
-                let _ = reply.send(StatusReport {
-                    queued: self.engine.queued_jobs(),
-                    on_workers: self.engine.live_jobs() - self.engine.queued_jobs(),
-                    pools,
-                });
+                let _ = reply.send(self.status_report());
             }
         }
     }

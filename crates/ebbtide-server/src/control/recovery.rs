@@ -101,6 +101,7 @@ impl Control {
             launch_requested: HashMap::new(),
             queue_series: Vec::new(),
             last_refresh: Timestamp::from_millis(0),
+            decisions: Default::default(),
         };
         let live = store.live_jobs().await.map_err(|e| e.to_string())?;
         let recovered = live.len();

@@ -1,0 +1,399 @@
+//! What an operator sees: `/v1/status` and `ebbtide status` against a
+//! running scheduler with a known workload, and what a tenant's key is
+//! refused or shown instead.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{OPERATOR_KEY, Scheduler};
+
+const ALPHA: &str = "alpha-key-0123456789abcdef";
+const BETA: &str = "beta-key-0123456789abcdef";
+
+/// Two tenants (beta may run one job at a time), a warm worker, a burst
+/// pool of two; workers cost $0.36 an hour.
+fn config(dir: &Path) -> String {
+    format!(
+        r#"
+[server]
+cluster = "ops"
+http_listen = "127.0.0.1:0"
+grpc_listen = "127.0.0.1:0"
+data_dir = "{data}"
+tick = "200ms"
+agent_program = "{bin}"
+
+[engine]
+heartbeat_timeout = "5s"
+default_job_duration = "1s"
+
+[[classes]]
+name = "high"
+sla_target = "30s"
+
+[[tenants]]
+name = "alpha"
+api_key = "{ALPHA}"
+
+[[tenants]]
+name = "beta"
+api_key = "{BETA}"
+[tenants.quota]
+max_running_jobs = 1
+
+[[pools]]
+name = "warm"
+provider = "local"
+kind = "static"
+warm = 1
+boot_estimate = "1s"
+on_demand_price = 0.36
+[pools.shape]
+name = "process"
+cpu_millis = 1000
+memory_mib = 256
+
+[[pools]]
+name = "burst"
+provider = "local"
+kind = "dynamic"
+max = 2
+idle_timeout = "30s"
+boot_estimate = "1s"
+on_demand_price = 0.36
+[pools.shape]
+name = "process"
+cpu_millis = 1000
+memory_mib = 256
+[pools.scaling]
+scale_up_cooldown = "0s"
+{operators}"#,
+        data = dir.join("data").display(),
+        bin = env!("CARGO_BIN_EXE_ebbtide"),
+        operators = support::OPERATORS,
+    )
+}
+
+fn ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn wait_running(server: &Scheduler, key: &str, id: u64) {
+    let start = Instant::now();
+    while support::job(&server.http, key, id).await["status"] != "running" {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "job {id} never ran:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn ids(list: &Value) -> Vec<u64> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|j| j["id"].as_u64())
+        .collect()
+}
+
+/// `ebbtide status ARGS` with `key`; its stdout.
+fn cli_status(server: &Scheduler, key: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+        .arg("status")
+        .args(args)
+        .env("EBBTIDE_URL", &server.http)
+        .env("EBBTIDE_API_KEY", key)
+        .output()
+        .expect("run ebbtide status");
+    assert!(
+        out.status.success(),
+        "ebbtide status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_view_lists_exactly_what_runs_and_waits_and_a_tenant_sees_only_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
+    let long = |_: ()| json!({ "class": "high", "command": "sleep 120" });
+    let a = support::submit(&server.http, ALPHA, long(())).await;
+    let b1 = support::submit(&server.http, BETA, long(())).await;
+    wait_running(&server, ALPHA, a).await;
+    wait_running(&server, BETA, b1).await;
+    let before_b2 = ms_now();
+    let b2 = support::submit(&server.http, BETA, long(())).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let fleet = support::status(&server.http, OPERATOR_KEY).await;
+    let asked_at = ms_now();
+    // Jobs on workers: exactly a and b1, each on a worker listed with it.
+    let running = &fleet["running"];
+    assert_eq!(ids(running), vec![a, b1], "{fleet:#}");
+    assert_eq!(running[0]["tenant"], "alpha");
+    assert_eq!(running[1]["tenant"], "beta");
+    let workers = fleet["workers"].as_array().expect("workers");
+    for r in running.as_array().expect("running") {
+        assert_eq!(r["state"], "running");
+        let holder = workers
+            .iter()
+            .find(|w| w["id"] == r["worker"])
+            .unwrap_or_else(|| panic!("worker of {r} listed: {fleet:#}"));
+        assert_eq!(holder["state"], "busy");
+        assert_eq!(holder["jobs"], json!([r["id"]]));
+        assert_eq!(holder["jobs_served"], 1);
+        assert!(holder["up_s"].as_u64().is_some(), "{holder}");
+        assert!(
+            holder["cost_usd"].as_f64().is_some_and(|c| c > 0.0),
+            "{holder}"
+        );
+    }
+    // The workers are those the pools count, no more.
+    let pooled: u64 = fleet["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .map(|p| {
+            ["requested", "booting", "idle", "busy", "retiring"]
+                .iter()
+                .map(|k| p[*k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(workers.len() as u64, pooled, "{fleet:#}");
+    // The queue: b2 alone, its wait right to the second.
+    let queue = fleet["queue"].as_array().expect("queue");
+    assert_eq!(queue.len(), 1, "{fleet:#}");
+    assert_eq!(
+        (&queue[0]["class"], &queue[0]["tenant"]),
+        (&json!("high"), &json!("beta"))
+    );
+    assert_eq!(queue[0]["queued"], 1);
+    let waited = queue[0]["oldest_wait_ms"].as_u64().expect("wait");
+    let true_wait = asked_at - before_b2;
+    assert!(
+        waited <= true_wait + 50 && waited + 1000 >= true_wait,
+        "oldest wait {waited} ms, true wait about {true_wait} ms"
+    );
+    assert_eq!(queue[0]["sla_target_s"], 30.0);
+    assert_eq!(queue[0]["over_target"], false);
+    // The decision that brought up the burst worker, with its reason.
+    let decisions = fleet["decisions"].as_array().expect("decisions");
+    let scale = decisions
+        .iter()
+        .find(|d| d["kind"] == "scale" && d["pool"] == "burst")
+        .unwrap_or_else(|| panic!("a burst scale decision: {fleet:#}"));
+    assert!(
+        scale["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("desired 0 -> 1") && s.contains(": ")),
+        "{scale}"
+    );
+    // Two workers at $0.36/h.
+    let rate = fleet["cost"]["rate_per_hour_usd"].as_f64().expect("rate");
+    assert!((rate - 0.72).abs() < 1e-9, "{rate}");
+
+    // A tenant's key: its own queue and jobs, nothing of the fleet.
+    let beta = support::status(&server.http, BETA).await;
+    assert_eq!(beta["tenant"], "beta");
+    assert_eq!(ids(&beta["running"]), vec![b1]);
+    assert_eq!(beta["queued"], 1);
+    for fleet_only in ["pools", "workers", "decisions", "cost"] {
+        assert!(
+            beta.get(fleet_only).is_none(),
+            "{fleet_only} shown to a tenant: {beta}"
+        );
+    }
+    let alpha = support::status(&server.http, ALPHA).await;
+    assert_eq!(ids(&alpha["running"]), vec![a]);
+    assert_eq!(alpha["queue"], json!([]));
+
+    // Operators read any tenant's job and list everyone's; they submit
+    // nothing; tenants cannot list another's.
+    assert_eq!(
+        support::job(&server.http, OPERATOR_KEY, b2).await["tenant"],
+        "beta"
+    );
+    let client = reqwest::Client::new();
+    let all: Value = client
+        .get(format!("{}/v1/jobs", server.http))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ids(&all["jobs"]), vec![a, b1, b2]);
+    let refused = client
+        .post(format!("{}/v1/jobs", server.http))
+        .bearer_auth(OPERATOR_KEY)
+        .json(&long(()))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 403);
+    let snooping = client
+        .get(format!("{}/v1/jobs?tenant=beta", server.http))
+        .bearer_auth(ALPHA)
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(snooping.status(), 400);
+    assert_eq!(
+        support::job(&server.http, ALPHA, b1).await["error"]["message"],
+        format!("no job {b1}")
+    );
+
+    // The CLI shows the same, as tables and as JSON.
+    let screen = cli_status(&server, OPERATOR_KEY, &[]);
+    assert!(screen.starts_with("ebbtide fleet at "), "{screen}");
+    for expected in [
+        "WORKER",
+        "burst",
+        "warm",
+        "JOB",
+        "beta",
+        "OLDEST WAIT",
+        "RECENT DECISIONS",
+        "desired 0 -> 1",
+        "$0.72/h now",
+    ] {
+        assert!(screen.contains(expected), "{expected:?} missing:\n{screen}");
+    }
+    let jobs_table = screen
+        .split("\n\n")
+        .find(|t| t.starts_with("JOB "))
+        .unwrap_or_else(|| panic!("a table of jobs:\n{screen}"));
+    let job_line = jobs_table
+        .lines()
+        .find(|l| l.starts_with(&format!("{b1} ")))
+        .unwrap_or_else(|| panic!("a line for job {b1}:\n{screen}"));
+    assert!(
+        job_line.contains("beta") && job_line.contains("running"),
+        "{job_line}"
+    );
+    let mine = cli_status(&server, BETA, &[]);
+    assert!(mine.starts_with("tenant beta at "), "{mine}");
+    for fleet_only in ["POOL", "MARKET", "DECISIONS", "alpha"] {
+        assert!(
+            !mine.contains(fleet_only),
+            "{fleet_only:?} shown to a tenant:\n{mine}"
+        );
+    }
+    let json: Value =
+        serde_json::from_str(&cli_status(&server, OPERATOR_KEY, &["--json"])).expect("json");
+    assert_eq!(ids(&json["running"]), vec![a, b1]);
+}
+
+/// A tmux server of the test's own (its own socket), killed when dropped.
+struct Tmux(String);
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.0])
+            .args(args)
+            .output()
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "watch"])
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.0, "kill-server"])
+            .output();
+    }
+}
+
+/// Waits until the pane shows `wanted`; returns the screen.
+async fn screen_showing(tmux: &Tmux, wanted: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let screen = tmux.screen();
+        if screen.contains(wanted) {
+            return screen;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{wanted:?} never shown:\n{screen}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_watch_redraws_in_place_in_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
+    let tmux = Tmux(format!("ebbtide-test-{}", std::process::id()));
+    let command = format!(
+        "EBBTIDE_URL={} EBBTIDE_API_KEY={OPERATOR_KEY} {} status --watch --interval 300ms",
+        server.http,
+        env!("CARGO_BIN_EXE_ebbtide")
+    );
+    tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "watch",
+        "-x",
+        "160",
+        "-y",
+        "50",
+        &command,
+    ]);
+    let first = screen_showing(&tmux, "warm").await;
+    assert!(first.starts_with("ebbtide fleet at "), "{first}");
+    // A job appears on the next redraw, in place: one header, at the top.
+    let id = support::submit(
+        &server.http,
+        ALPHA,
+        json!({ "class": "high", "command": "sleep 30" }),
+    )
+    .await;
+    let later = screen_showing(&tmux, "alpha").await;
+    assert!(later.starts_with("ebbtide fleet at "), "{later}");
+    assert_eq!(later.matches("ebbtide fleet at").count(), 1, "{later}");
+    let jobs = later
+        .split("\n\n")
+        .find(|t| t.starts_with("JOB "))
+        .unwrap_or_else(|| panic!("a table of jobs:\n{later}"));
+    assert!(
+        jobs.lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("alpha")),
+        "{later}"
+    );
+    // Cancelled, the job leaves the screen: a redraw leaves nothing of
+    // the longer screen before it.
+    let cancelled = reqwest::Client::new()
+        .post(format!("{}/v1/jobs/{id}/cancel", server.http))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .await
+        .expect("cancel");
+    assert_eq!(cancelled.status(), 202);
+    let after = screen_showing(&tmux, "no jobs on workers").await;
+    assert!(!after.contains("alpha"), "{after}");
+    assert_eq!(after.matches("ebbtide fleet at").count(), 1, "{after}");
+}
