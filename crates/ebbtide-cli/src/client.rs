@@ -38,9 +38,28 @@ pub struct SubmitArgs {
 pub struct JobsArgs {
     #[command(flatten)]
     api: Api,
-    /// Only jobs in this status.
+    /// Only jobs in this status (queued, assigned, running, succeeded,
+    /// failed, cancelled, lost, rejected).
     #[arg(long)]
     status: Option<String>,
+    /// At most this many (1 to 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Only jobs with a larger id: the next page after the last id shown.
+    #[arg(long)]
+    after: Option<u64>,
+    /// Only this tenant's jobs (an operator key; a tenant sees only its own).
+    #[arg(long)]
+    tenant: Option<String>,
+}
+
+/// Arguments of `ebbtide cancel`.
+#[derive(clap::Args)]
+pub struct CancelArgs {
+    #[command(flatten)]
+    api: Api,
+    /// The job.
+    id: u64,
 }
 
 /// Arguments of `ebbtide logs`.
@@ -100,22 +119,30 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<()> {
 
 pub fn jobs(a: JobsArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let path = match &a.status {
-            Some(s) => format!("/v1/jobs?status={s}"),
-            None => "/v1/jobs".into(),
-        };
+        let mut query = vec![format!("limit={}", a.limit)];
+        if let Some(s) = &a.status {
+            query.push(format!("status={s}"));
+        }
+        if let Some(after) = a.after {
+            query.push(format!("after={after}"));
+        }
+        if let Some(t) = &a.tenant {
+            query.push(format!("tenant={t}"));
+        }
+        let path = format!("/v1/jobs?{}", query.join("&"));
         let list: Value = call(&a.api, reqwest::Method::GET, &path, None)
             .await?
             .json()
             .await?;
         println!(
-            "{:>8} {:<10} {:<10} {:>5}  command",
-            "id", "class", "status", "exit"
+            "{:>8} {:<12} {:<10} {:<10} {:>5}  command",
+            "id", "tenant", "class", "status", "exit"
         );
         for j in list["jobs"].as_array().into_iter().flatten() {
             println!(
-                "{:>8} {:<10} {:<10} {:>5}  {}",
+                "{:>8} {:<12} {:<10} {:<10} {:>5}  {}",
                 j["id"].as_u64().unwrap_or(0),
+                j["tenant"].as_str().unwrap_or(""),
                 j["class"].as_str().unwrap_or(""),
                 j["status"].as_str().unwrap_or(""),
                 j["exit_code"]
@@ -124,6 +151,20 @@ pub fn jobs(a: JobsArgs) -> anyhow::Result<()> {
                 j["command"].as_str().unwrap_or("")
             );
         }
+        Ok(())
+    })
+}
+
+pub fn cancel(a: CancelArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        call(
+            &a.api,
+            reqwest::Method::POST,
+            &format!("/v1/jobs/{}/cancel", a.id),
+            None,
+        )
+        .await?;
+        println!("cancel of job {} requested", a.id);
         Ok(())
     })
 }

@@ -6,6 +6,7 @@
 mod client;
 mod cost;
 mod demo;
+mod explain;
 mod plugins;
 mod service;
 mod simulate;
@@ -45,7 +46,13 @@ enum Command {
     /// against its targets, recent decisions, cost. With a tenant key: your
     /// own queue and jobs.
     Status(status::StatusArgs),
-    /// Your jobs.
+    /// Why a job is still waiting: its place in its class's queue, what it
+    /// needs, the pools that can run it and what the planner decided for
+    /// them, quota or budget limits in the way.
+    Explain(explain::ExplainArgs),
+    /// Cancel a job (queued: removed; running: stopped on its worker).
+    Cancel(client::CancelArgs),
+    /// Your jobs (an operator key: every tenant's).
     Jobs(client::JobsArgs),
     /// A job's output.
     Logs(client::LogsArgs),
@@ -91,6 +98,8 @@ fn main() -> ExitCode {
         }
         Command::Submit(args) => client::submit(args),
         Command::Status(args) => status::run(args),
+        Command::Explain(args) => explain::run(args),
+        Command::Cancel(args) => client::cancel(args),
         Command::Jobs(args) => client::jobs(args),
         Command::Logs(args) => client::logs(args),
         Command::Cost { command } => cost::run(command),

@@ -78,13 +78,13 @@ fn wall_clock(at_ms: u64) -> String {
 }
 
 /// `20:05:12`.
-fn time_of_day(at_ms: u64) -> String {
+pub(crate) fn time_of_day(at_ms: u64) -> String {
     let secs = (at_ms / 1000) % 86_400;
     format!("{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
 }
 
 /// `45s`, `3m05s`, `2h07m`.
-fn span(secs: u64) -> String {
+pub(crate) fn span(secs: u64) -> String {
     match secs {
         0..60 => format!("{secs}s"),
         60..3600 => format!("{}m{:02}s", secs / 60, secs % 60),
@@ -101,7 +101,7 @@ fn dollars(d: f64) -> String {
 }
 
 /// A table with a header row, columns as wide as their widest cell.
-fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(out: &mut String, header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

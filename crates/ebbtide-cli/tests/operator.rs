@@ -106,8 +106,12 @@ fn ids(list: &Value) -> Vec<u64> {
 
 /// `ebbtide status ARGS` with `key`; its stdout.
 fn cli_status(server: &Scheduler, key: &str, args: &[&str]) -> String {
+    cli(server, key, &[&["status"], args].concat())
+}
+
+/// `ebbtide ARGS` with `key`; its stdout (it must succeed).
+fn cli(server: &Scheduler, key: &str, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
-        .arg("status")
         .args(args)
         .env("EBBTIDE_URL", &server.http)
         .env("EBBTIDE_API_KEY", key)
@@ -115,7 +119,7 @@ fn cli_status(server: &Scheduler, key: &str, args: &[&str]) -> String {
         .expect("run ebbtide status");
     assert!(
         out.status.success(),
-        "ebbtide status failed: {}",
+        "ebbtide {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8")

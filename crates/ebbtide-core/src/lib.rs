@@ -41,7 +41,10 @@ pub use config::{
     TenantQuota,
 };
 pub use cost::{CostTotals, InstanceLifetime, PriceTable};
-pub use engine::{Engine, EngineError, PoolStatus, QueueStat, ReconfigureError, Stats, WorkerView};
+pub use engine::{
+    Engine, EngineError, Explanation, Holdup, PoolChoice, PoolStatus, QueueStat, QuotaLimit,
+    ReconfigureError, Stats, WorkerView,
+};
 pub use event::{Adoption, Event, LaunchFailure};
 pub use ids::{ClassId, InstanceId, JobId, PoolId, TenantId, WorkerId};
 pub use job::{JobOutcome, JobSpec, JobState};

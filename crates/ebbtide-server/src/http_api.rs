@@ -49,6 +49,7 @@ pub(crate) async fn serve(
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/logs", get(logs))
+        .route("/v1/jobs/{id}/explain", get(explain))
         .route("/v1/status", get(status))
         .with_state(state)
         // Unauthenticated, as Prometheus scrapes it; it carries no job data
@@ -173,8 +174,12 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
     Ok("ready")
 }
 
-/// The control loop's status; a 503 if the loop is not running.
-async fn loop_status(state: &AppState) -> Result<crate::control::StatusReport, ApiError> {
+/// Asks the control loop and waits for its answer; a 503 if the loop is
+/// not running.
+async fn ask_loop<T>(
+    state: &AppState,
+    message: impl FnOnce(oneshot::Sender<T>) -> LoopMsg,
+) -> Result<T, ApiError> {
     let unavailable = || {
         ApiError::status(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -184,10 +189,15 @@ async fn loop_status(state: &AppState) -> Result<crate::control::StatusReport, A
     let (reply, answer) = oneshot::channel();
     state
         .tx
-        .send(LoopMsg::Status { reply })
+        .send(message(reply))
         .await
         .map_err(|_| unavailable())?;
     answer.await.map_err(|_| unavailable())
+}
+
+/// The control loop's status.
+async fn loop_status(state: &AppState) -> Result<crate::control::StatusReport, ApiError> {
+    ask_loop(state, |reply| LoopMsg::Status { reply }).await
 }
 
 #[derive(Deserialize)]
@@ -512,6 +522,52 @@ async fn logs(
     });
     let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok(([text], body).into_response())
+}
+
+/// Why a job is where it is: its place in its class's queue, what it
+/// needs, the pools that can run it and what holds it. A finished job gets
+/// its final status instead (409, there is nothing left to explain).
+async fn explain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = caller(&state, &headers)?;
+    let job = visible(&state, &caller, parse_id(&id)?).await?;
+    let finished = || {
+        ApiError::status(
+            StatusCode::CONFLICT,
+            format!(
+                "job {} is {}: it waits for nothing",
+                job.id.0,
+                job.status.as_str()
+            ),
+        )
+    };
+    if job.status.is_final() {
+        return Err(finished());
+    }
+    let unavailable = || {
+        ApiError::status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "scheduler loop not running",
+        )
+    };
+    let (reply, answer) = oneshot::channel();
+    state
+        .tx
+        .send(LoopMsg::Explain { job: job.id, reply })
+        .await
+        .map_err(|_| unavailable())?;
+    let report = answer
+        .await
+        .map_err(|_| unavailable())?
+        .ok_or_else(finished)?;
+    Ok(match caller {
+        Caller::Operator(_) => axum::Json(report),
+        Caller::Tenant(_) => axum::Json(report.for_tenant()),
+    }
+    .into_response())
 }
 
 /// The fleet for an operator's key (pools, workers, running jobs, the

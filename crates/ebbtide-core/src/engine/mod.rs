@@ -10,6 +10,7 @@
 
 mod adopt;
 mod dispatch;
+mod explain;
 mod jobs;
 mod pools;
 mod reconfigure;
@@ -34,6 +35,7 @@ use crate::tenant::{TenantState, Usage};
 use crate::time::Timestamp;
 use crate::worker::{Worker, WorkerState};
 
+pub use explain::{Explanation, Holdup, PoolChoice, QuotaLimit};
 use pools::PoolState;
 pub use pools::PoolStatus;
 pub use view::WorkerView;

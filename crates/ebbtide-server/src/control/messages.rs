@@ -155,6 +155,13 @@ pub enum LoopMsg {
         /// The answer.
         reply: oneshot::Sender<StatusReport>,
     },
+    /// Why a job is where it is; `None` if the engine does not hold it.
+    Explain {
+        /// The job.
+        job: JobId,
+        /// The answer.
+        reply: oneshot::Sender<Option<ExplainReport>>,
+    },
 }
 
 /// What an agent's Hello says it holds, applied in this order: the

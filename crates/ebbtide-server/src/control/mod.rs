@@ -36,8 +36,8 @@ pub use messages::{
 };
 use sessions::{Undelivered, may_hold_session};
 pub use views::{
-    CostReport, DecisionReport, PoolReport, QueueReport, RunningJobReport, StatusReport,
-    TenantStatus, WorkerReport,
+    CostReport, DecisionReport, ExplainReport, PoolChoiceReport, PoolReport, QueueReport,
+    RunningJobReport, StatusReport, TenantStatus, WorkerReport,
 };
 
 /// Why the loop woke.
@@ -321,6 +321,9 @@ impl Control {
             LoopMsg::TerminateAll { reply } => self.terminate_all(reply),
             LoopMsg::Status { reply } => {
                 let _ = reply.send(self.status_report());
+            }
+            LoopMsg::Explain { job, reply } => {
+                let _ = reply.send(self.explain(job));
             }
         }
     }

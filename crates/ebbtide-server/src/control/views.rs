@@ -342,3 +342,117 @@ impl Control {
         }
     }
 }
+
+/// `GET /v1/jobs/ID/explain`: why a live job is where it is.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ExplainReport {
+    /// The job.
+    pub id: u64,
+    /// Whose.
+    pub tenant: String,
+    /// Its class.
+    pub class: String,
+    /// `queued`, `assigned` or `running`.
+    pub state: String,
+    /// The worker holding it, once placed.
+    pub worker: Option<u64>,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Since submission, in milliseconds.
+    pub waited_ms: u64,
+    /// Its class's wait target, in seconds.
+    pub sla_target_s: f64,
+    /// What a worker must offer.
+    pub cpu_millis: u32,
+    /// What a worker must offer.
+    pub memory_mib: u32,
+    /// Labels a worker must have.
+    pub labels: Vec<String>,
+    /// Queued jobs of its class submitted before it.
+    pub ahead_in_class: usize,
+    /// Pools that can run it, in the order dispatch tries them.
+    pub pools: Vec<PoolChoiceReport>,
+    /// What keeps it waiting, most decisive first.
+    pub holdups: Vec<String>,
+}
+
+/// One pool that can run the job.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PoolChoiceReport {
+    /// The pool.
+    pub pool: String,
+    /// Free job slots now.
+    pub free_slots: u32,
+    /// Instances the planner wants.
+    pub desired: u32,
+    /// Instances that exist (what counts against `max`).
+    pub existing: u32,
+    /// Its ceiling.
+    pub max: u32,
+    /// Asked for or booting.
+    pub booting: u32,
+    /// Seconds until the first booting instance should be ready.
+    pub first_ready_in_s: Option<u64>,
+    /// The planner's latest decision for it, with its reason (operators
+    /// only: decisions speak of every tenant's demand).
+    pub last_decision: Option<DecisionReport>,
+}
+
+impl ExplainReport {
+    /// Without what only operators may read.
+    pub fn for_tenant(mut self) -> ExplainReport {
+        for p in &mut self.pools {
+            p.last_decision = None;
+        }
+        self
+    }
+}
+
+impl Control {
+    /// Why `job` is where it is; `None` if the engine does not hold it.
+    pub(super) fn explain(&self, job: JobId) -> Option<ExplainReport> {
+        let e = self.engine.explain(job, self.now)?;
+        let info = self.jobs.get(&job);
+        let (state, worker) = match e.state {
+            JobState::Queued => ("queued", None),
+            JobState::Assigned { worker, .. } => ("assigned", Some(worker.0)),
+            JobState::Running { worker, .. } => ("running", Some(worker.0)),
+        };
+        let pools = e
+            .pools
+            .iter()
+            .map(|p| PoolChoiceReport {
+                pool: p.pool.clone(),
+                free_slots: p.free_slots,
+                desired: p.desired,
+                existing: p.existing,
+                max: p.max,
+                booting: p.booting,
+                first_ready_in_s: p
+                    .first_ready
+                    .map(|t| t.saturating_since(self.now).as_secs()),
+                last_decision: self
+                    .decisions
+                    .newest_first()
+                    .into_iter()
+                    .find(|d| d.pool == p.pool && d.kind == "scale"),
+            })
+            .collect();
+        Some(ExplainReport {
+            id: job.0,
+            tenant: info.map_or_else(String::new, |i| i.tenant.clone()),
+            class: info.map_or_else(String::new, |i| i.class.clone()),
+            state: state.to_string(),
+            worker,
+            attempts: e.attempts,
+            waited_ms: u64::try_from(e.waited.as_millis()).unwrap_or(u64::MAX),
+            sla_target_s: e.target.as_secs_f64(),
+            cpu_millis: e.needs.cpu_millis,
+            memory_mib: e.needs.memory_mib,
+            labels: e.needs.labels.clone(),
+            ahead_in_class: e.ahead_in_class,
+            pools,
+            holdups: e.holdups.iter().map(ToString::to_string).collect(),
+        })
+    }
+}
