@@ -19,7 +19,13 @@ use clap::{Parser, Subcommand};
 
 /// Ebbtide: an autoscaler for CI/CD worker fleets.
 #[derive(Parser)]
-#[command(name = "ebbtide", version, about)]
+#[command(
+    name = "ebbtide",
+    version,
+    about = "Ebbtide: keeps a fleet of CI workers sized to the work. Run the scheduler (serve), \
+             talk to it (submit, status, explain, jobs, logs, cancel), check and reload its \
+             configuration, replay traces (simulate), publish cost reports."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -107,10 +113,28 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: many errors already quote
+/// their cause in their own message, and printing the chain as well would
+/// say it twice ("No such file…: No such file…").
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn config_check(file: &std::path::Path) -> anyhow::Result<()> {

@@ -33,6 +33,20 @@ fn a_data_dir_that_cannot_be_created_is_refused_by_config_check() {
 }
 
 #[test]
+fn a_missing_file_is_named_with_its_cause_said_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+        .args(["config", "check", "/nonexistent/cluster.toml"])
+        .output()
+        .expect("config check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr.trim(),
+        "error: cannot read /nonexistent/cluster.toml: No such file or directory (os error 2)"
+    );
+}
+
+#[test]
 fn the_local_example_passes_config_check() {
     let out = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
         .args(["config", "check"])

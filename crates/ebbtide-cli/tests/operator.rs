@@ -297,6 +297,80 @@ async fn the_fleet_view_lists_exactly_what_runs_and_waits_and_a_tenant_sees_only
     let json: Value =
         serde_json::from_str(&cli_status(&server, OPERATOR_KEY, &["--json"])).expect("json");
     assert_eq!(ids(&json["running"]), vec![a, b1]);
+
+    // Why b2 waits: its tenant's quota, said in the words of the setting.
+    let why = cli(&server, OPERATOR_KEY, &["explain", &b2.to_string()]);
+    assert!(
+        why.starts_with(&format!("job {b2} (beta, class high): queued")),
+        "{why}"
+    );
+    assert!(
+        why.contains("held by:\n  - its tenant's quota: 1 of max_running_jobs = 1 running"),
+        "{why}"
+    );
+    assert!(
+        why.contains("POOL") && why.contains("warm") && why.contains("burst"),
+        "{why}"
+    );
+    assert!(
+        why.contains("burst: last decision at "),
+        "the planner's word on the pool: {why}"
+    );
+    let running = cli(&server, BETA, &["explain", &b1.to_string()]);
+    assert!(
+        running.contains("nothing holds it: it is on a worker"),
+        "{running}"
+    );
+    // The tenant's explanation leaves out the fleet's decisions; another
+    // tenant's job is not there for it.
+    let own: Value = client
+        .get(format!("{}/v1/jobs/{b2}/explain", server.http))
+        .bearer_auth(BETA)
+        .send()
+        .await
+        .expect("explain")
+        .json()
+        .await
+        .expect("json");
+    let pools = own["pools"].as_array().expect("pools");
+    assert_eq!(pools.len(), 2, "{own}");
+    assert!(pools.iter().all(|p| p["last_decision"].is_null()), "{own}");
+    let other = client
+        .get(format!("{}/v1/jobs/{b2}/explain", server.http))
+        .bearer_auth(ALPHA)
+        .send()
+        .await
+        .expect("explain");
+    assert_eq!(other.status(), 404);
+    // Cancelled from the CLI, b2 is done, and there is nothing to explain.
+    assert_eq!(
+        cli(&server, OPERATOR_KEY, &["cancel", &b2.to_string()]).trim(),
+        format!("cancel of job {b2} requested")
+    );
+    let start = Instant::now();
+    while support::job(&server.http, BETA, b2).await["status"] != "cancelled" {
+        assert!(start.elapsed() < Duration::from_secs(10), "never cancelled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = client
+        .get(format!("{}/v1/jobs/{b2}/explain", server.http))
+        .bearer_auth(OPERATOR_KEY)
+        .send()
+        .await
+        .expect("explain");
+    assert_eq!(done.status(), 409);
+    // Paging through every tenant's jobs from the CLI.
+    let page = cli(&server, OPERATOR_KEY, &["jobs", "--limit", "2"]);
+    assert_eq!(page.lines().count(), 3, "a header and two jobs:\n{page}");
+    let rest = cli(&server, OPERATOR_KEY, &["jobs", "--after", &b1.to_string()]);
+    assert!(
+        rest.lines()
+            .nth(1)
+            .is_some_and(|l| l.trim_start().starts_with(&format!("{b2} "))),
+        "{rest}"
+    );
+    // The scheduler's log goes to a file here: plain text, no colour codes.
+    assert!(!server.log().contains('\u{1b}'), "{}", server.log());
 }
 
 /// A tmux server of the test's own (its own socket), killed when dropped.

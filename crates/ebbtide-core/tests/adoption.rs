@@ -68,6 +68,42 @@ fn an_adopted_idle_worker_takes_queued_work_at_once() {
 }
 
 #[test]
+fn the_first_decision_after_a_restart_starts_from_the_adopted_workers() {
+    let mut h = harness();
+    for (w, job) in [(3, 1), (4, 2)] {
+        h.send(adoption(w, vec![testkit::job(job, 0, 1)]));
+    }
+    for id in 10..14 {
+        h.submit(testkit::job(id, 0, 0));
+    }
+    h.run_for(Duration::from_secs(1), Duration::from_secs(1));
+    let first = h
+        .logged(|c| match c {
+            Command::Scale(d) => Some(d.clone()),
+            _ => None,
+        })
+        .next()
+        .expect("a scale decision for the queued jobs");
+    assert_eq!(first.from, 2, "counts the two adopted workers: {first:?}");
+    assert_eq!(first.active, 2);
+    assert!(first.to > 2, "{first:?}");
+}
+
+#[test]
+fn a_restarted_fleet_of_the_right_size_needs_no_decision() {
+    let mut h = harness();
+    h.send(adoption(3, vec![testkit::job(1, 0, 1)]));
+    h.run_for(Duration::from_secs(5), Duration::from_secs(1));
+    let decisions = h
+        .logged(|c| match c {
+            Command::Scale(d) => Some(d.clone()),
+            _ => None,
+        })
+        .count();
+    assert_eq!(decisions, 0, "{:?}", h.log);
+}
+
+#[test]
 fn new_workers_get_ids_above_an_adopted_one() {
     let mut h = harness();
     h.send(adoption(500, vec![]));

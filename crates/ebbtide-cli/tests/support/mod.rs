@@ -44,7 +44,8 @@ fn spawn_serve(mut cmd: Command, log: &Path, log_level: &str) -> (Child, Address
         .expect("log file");
     let mut child = cmd
         .env("RUST_LOG", log_level)
-        .env("NO_COLOR", "1")
+        // No NO_COLOR: serve itself must know a file is not a terminal.
+        .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
         .stderr(log_file)
         .spawn()

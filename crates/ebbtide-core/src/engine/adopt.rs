@@ -37,7 +37,14 @@ impl Engine {
         self.reserve_worker_ids(worker);
         self.workers
             .insert(worker, Worker::requested(worker, pool, market, now));
-        self.pools[pool.0 as usize].workers.insert(worker);
+        let state = &mut self.pools[pool.0 as usize];
+        state.workers.insert(worker);
+        // Before the first plan the pool's desired size is what it was
+        // given back, so the first decision after a restart starts from
+        // the adopted fleet (and a fleet already the right size needs none).
+        if !state.scaler.decided_once {
+            state.scaler.desired += 1;
+        }
         self.on_launched(worker, instance, zone, now)?;
         self.transition(worker, WorkerTransition::Registered)?;
         if let Some(w) = self.workers.get_mut(&worker) {
