@@ -1,4 +1,4 @@
-//! `ebbtide submit | jobs | logs`: the job API from a terminal.
+//! `ebbtide submit | jobs | cancel`: the job API from a terminal.
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -56,15 +56,6 @@ pub struct JobsArgs {
 /// Arguments of `ebbtide cancel`.
 #[derive(clap::Args)]
 pub struct CancelArgs {
-    #[command(flatten)]
-    api: Api,
-    /// The job.
-    id: u64,
-}
-
-/// Arguments of `ebbtide logs`.
-#[derive(clap::Args)]
-pub struct LogsArgs {
     #[command(flatten)]
     api: Api,
     /// The job.
@@ -165,22 +156,6 @@ pub fn cancel(a: CancelArgs) -> anyhow::Result<()> {
         )
         .await?;
         println!("cancel of job {} requested", a.id);
-        Ok(())
-    })
-}
-
-pub fn logs(a: LogsArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let text = call(
-            &a.api,
-            reqwest::Method::GET,
-            &format!("/v1/jobs/{}/logs", a.id),
-            None,
-        )
-        .await?
-        .text()
-        .await?;
-        print!("{text}");
         Ok(())
     })
 }

@@ -7,6 +7,7 @@ mod client;
 mod cost;
 mod demo;
 mod explain;
+mod logs;
 mod plugins;
 mod service;
 mod simulate;
@@ -60,8 +61,9 @@ enum Command {
     Cancel(client::CancelArgs),
     /// Your jobs (an operator key: every tenant's).
     Jobs(client::JobsArgs),
-    /// A job's output.
-    Logs(client::LogsArgs),
+    /// A job's output, each attempt labelled once it ran more than once;
+    /// `--follow` keeps printing until it is finished.
+    Logs(logs::LogsArgs),
     /// Cost reports.
     Cost {
         #[command(subcommand)]
@@ -107,7 +109,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Cancel(args) => client::cancel(args),
         Command::Jobs(args) => client::jobs(args),
-        Command::Logs(args) => client::logs(args),
+        Command::Logs(args) => logs::run(args),
         Command::Cost { command } => cost::run(command),
     };
     match result {

@@ -475,3 +475,75 @@ async fn status_watch_redraws_in_place_in_a_terminal() {
     assert!(!after.contains("alpha"), "{after}");
     assert_eq!(after.matches("ebbtide fleet at").count(), 1, "{after}");
 }
+
+/// The pid of the local agent of `worker`.
+fn agent_of(server: &Scheduler, worker: u64) -> i32 {
+    server
+        .agent_pids()
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.windows(2)
+                    .any(|w| w[0] == b"--worker-id" && w[1] == worker.to_string().as_bytes())
+            })
+        })
+        .unwrap_or_else(|| panic!("no agent for worker {worker}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_label_each_attempt_and_follow_a_job_to_its_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Scheduler::start(dir.path(), &config(dir.path()));
+    let command = "echo \"attempt $EBBTIDE_ATTEMPT began\"; if [ \"$EBBTIDE_ATTEMPT\" = 1 ]; then sleep 60; fi; echo done";
+    let id = support::submit(
+        &server.http,
+        ALPHA,
+        json!({ "class": "high", "command": command, "max_attempts": 2 }),
+    )
+    .await;
+    wait_running(&server, ALPHA, id).await;
+    let start = Instant::now();
+    while support::job_log(&server.http, ALPHA, id).await.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no output");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let follow = Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+        .args(["logs", "--follow", &id.to_string()])
+        .env("EBBTIDE_URL", &server.http)
+        .env("EBBTIDE_API_KEY", ALPHA)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs --follow");
+    // Its worker dies: the job is lost there and run again elsewhere.
+    let worker = support::status(&server.http, OPERATOR_KEY).await["running"][0]["worker"]
+        .as_u64()
+        .expect("the job's worker");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent_of(&server, worker)),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the agent");
+    // `--follow` ends by itself once the job is finished.
+    let out = tokio::task::spawn_blocking(move || follow.wait_with_output())
+        .await
+        .expect("join")
+        .expect("logs --follow exits");
+    assert!(out.status.success());
+    let job = support::job(&server.http, ALPHA, id).await;
+    assert_eq!(
+        (&job["status"], &job["attempts"]),
+        (&json!("succeeded"), &json!(2)),
+        "{job}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "attempt 1 began\n── attempt 2 ──\nattempt 2 began\ndone\n",
+        "followed from attempt 1, labelled from the second"
+    );
+    // Read afterwards, every attempt is labelled.
+    assert_eq!(
+        cli(&server, ALPHA, &["logs", &id.to_string()]),
+        "── attempt 1 ──\nattempt 1 began\n── attempt 2 ──\nattempt 2 began\ndone\n"
+    );
+}

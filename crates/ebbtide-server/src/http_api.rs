@@ -467,7 +467,24 @@ struct LogQuery {
     limit: Option<u64>,
 }
 
-/// A job's log: one page with `limit`, else the whole log from `offset`,
+/// `OFFSET:ATTEMPT,…` for each chunk of a page whose attempt differs from
+/// the chunk before it (the first always): where each attempt's output
+/// starts, so a reader can label them (attempt 0 is the scheduler's own
+/// note about the log).
+fn attempt_starts(chunks: &[ebbtide_store::LogChunk]) -> String {
+    let mut out = Vec::new();
+    let mut last = None;
+    for c in chunks {
+        if last != Some(c.attempt) {
+            out.push(format!("{}:{}", c.offset, c.attempt));
+            last = Some(c.attempt);
+        }
+    }
+    out.join(",")
+}
+
+/// A job's log: one page with `limit` (the `X-Ebbtide-Attempts` header
+/// says where each attempt's output starts), else the whole log from `offset`,
 /// streamed a page at a time so a large log never sits in memory.
 async fn logs(
     State(state): State<AppState>,
@@ -487,8 +504,12 @@ async fn logs(
             ));
         }
         let page = state.store.log_page(job.id, offset, limit).await?;
+        let attempts = attempt_starts(&page.chunks);
         let body: Vec<u8> = page.chunks.into_iter().flat_map(|c| c.bytes).collect();
         let mut response = ([text], body).into_response();
+        if let Ok(v) = header::HeaderValue::from_str(&attempts) {
+            response.headers_mut().insert("x-ebbtide-attempts", v);
+        }
         if let Some(next) = page.next
             && let Ok(v) = header::HeaderValue::from_str(&next.to_string())
         {
