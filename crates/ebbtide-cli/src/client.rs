@@ -53,6 +53,15 @@ pub struct JobsArgs {
     tenant: Option<String>,
 }
 
+/// Arguments of `ebbtide drain`.
+#[derive(clap::Args)]
+pub struct DrainArgs {
+    #[command(flatten)]
+    api: Api,
+    /// The worker (its id in `ebbtide status`).
+    worker: u64,
+}
+
 /// Arguments of `ebbtide cancel`.
 #[derive(clap::Args)]
 pub struct CancelArgs {
@@ -142,6 +151,23 @@ pub fn jobs(a: JobsArgs) -> anyhow::Result<()> {
                 j["command"].as_str().unwrap_or("")
             );
         }
+        Ok(())
+    })
+}
+
+pub fn drain(a: DrainArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        call(
+            &a.api,
+            reqwest::Method::POST,
+            &format!("/v1/workers/{}/drain", a.worker),
+            None,
+        )
+        .await?;
+        println!(
+            "drain of worker {} requested: it takes no new job, finishes what it runs, then is terminated",
+            a.worker
+        );
         Ok(())
     })
 }

@@ -59,6 +59,9 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Cancel a job (queued: removed; running: stopped on its worker).
     Cancel(client::CancelArgs),
+    /// Retire a worker (an operator key): no new job, its jobs finish, then
+    /// it is terminated; the planner replaces it if the queue needs it.
+    Drain(client::DrainArgs),
     /// Your jobs (an operator key: every tenant's).
     Jobs(client::JobsArgs),
     /// A job's output, each attempt labelled once it ran more than once;
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Status(args) => status::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Cancel(args) => client::cancel(args),
+        Command::Drain(args) => client::drain(args),
         Command::Jobs(args) => client::jobs(args),
         Command::Logs(args) => logs::run(args),
         Command::Cost { command } => cost::run(command),

@@ -369,6 +369,45 @@ async fn the_fleet_view_lists_exactly_what_runs_and_waits_and_a_tenant_sees_only
             .is_some_and(|l| l.trim_start().starts_with(&format!("{b2} "))),
         "{rest}"
     );
+    // An operator drains the worker running a: it takes no new job, a
+    // keeps running; tenants may not drain; an unknown worker is a 404.
+    let a_worker = fleet["running"][0]["worker"].as_u64().expect("a's worker");
+    let drained = cli(&server, OPERATOR_KEY, &["drain", &a_worker.to_string()]);
+    assert!(
+        drained.starts_with(&format!("drain of worker {a_worker} requested")),
+        "{drained}"
+    );
+    let after = support::status(&server.http, OPERATOR_KEY).await;
+    let w = after["workers"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["id"] == json!(a_worker)))
+        .cloned()
+        .expect("still listed while its job runs");
+    assert_eq!(
+        (&w["state"], &w["draining_because"]),
+        (&json!("draining"), &json!("operator")),
+        "{w}"
+    );
+    assert_eq!(
+        support::job(&server.http, ALPHA, a).await["status"],
+        "running"
+    );
+    assert!(
+        after["decisions"][0]["summary"]
+            .as_str()
+            .is_some_and(|s| s == format!("draining worker {a_worker}: operator")),
+        "{after:#}"
+    );
+    for (key, status) in [(ALPHA, 403), (OPERATOR_KEY, 404)] {
+        let worker = if key == ALPHA { a_worker } else { 999 };
+        let r = client
+            .post(format!("{}/v1/workers/{worker}/drain", server.http))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("drain");
+        assert_eq!(r.status(), status);
+    }
     // The scheduler's log goes to a file here: plain text, no colour codes.
     assert!(!server.log().contains('\u{1b}'), "{}", server.log());
 }

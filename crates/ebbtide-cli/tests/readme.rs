@@ -97,6 +97,7 @@ fn every_command_of_the_readme_runs_as_written() {
     assert!(read(index("-- jobs")).contains("sleep 300"));
     assert!(read(index("explain 2")).starts_with("job 2 (demo, class high)"));
     assert_eq!(read(index("cancel 2")).trim(), "cancel of job 2 requested");
+    assert!(read(index("-- drain 1")).starts_with("drain of worker 1 requested"));
     assert!(read(index("config check")).contains(": ok ("));
     // `kill %1` stopped serve, and with it every local agent.
     std::thread::sleep(Duration::from_millis(500));

@@ -111,6 +111,13 @@ pub enum Event {
         /// Instances wanted (capped at the pool's `max`).
         desired: u32,
     },
+    /// An operator retires this worker: it takes no new job, finishes what
+    /// it runs and is terminated; the planner launches a replacement if the
+    /// queue needs one. A worker still booting is terminated at once.
+    DrainRequested {
+        /// The worker.
+        worker: WorkerId,
+    },
     /// Time passed: re-plan, expire timeouts, age the queue.
     Tick,
     /// The scheduler is stopping: start no more jobs and launch nothing;

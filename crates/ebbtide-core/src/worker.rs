@@ -159,6 +159,8 @@ pub enum DrainReason {
     WornOut,
     /// The provider is about to reclaim it.
     Reclamation,
+    /// An operator asked for it (maintenance, a machine that misbehaves).
+    Operator,
 }
 
 impl DrainReason {
@@ -168,6 +170,7 @@ impl DrainReason {
             DrainReason::ScaleIn => "scale_in",
             DrainReason::WornOut => "worn_out",
             DrainReason::Reclamation => "reclamation",
+            DrainReason::Operator => "operator",
         }
     }
 }

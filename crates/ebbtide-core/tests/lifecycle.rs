@@ -305,3 +305,72 @@ fn a_deadline_already_past_is_not_due_again() {
         assert!(due > h.now, "{due:?} is not after now {:?}", h.now);
     }
 }
+
+#[test]
+fn an_operator_drain_finishes_the_job_then_retires_the_worker_and_a_replacement_serves_the_queue() {
+    let mut h = Harness::new(testkit::config());
+    h.submit(testkit::job(1, 0, 0));
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    let worker = h
+        .engine
+        .job_state(JobId(1))
+        .and_then(|s| s.worker())
+        .expect("job 1 runs");
+    let cmds = h.send(Event::DrainRequested { worker });
+    assert!(
+        cmds.contains(&Command::Drain {
+            worker,
+            reason: DrainReason::Operator
+        }),
+        "{cmds:?}"
+    );
+    assert_eq!(h.engine.worker_state(worker), Some(WorkerState::Draining));
+    // Draining twice is a no-op.
+    assert!(h.send(Event::DrainRequested { worker }).is_empty());
+    // A job that arrives now goes to a new worker, not the draining one.
+    h.submit(testkit::job(2, 0, 0));
+    h.run_for(Duration::from_secs(40), Duration::from_secs(1));
+    let other = h
+        .engine
+        .job_state(JobId(2))
+        .and_then(|s| s.worker())
+        .expect("job 2 runs");
+    assert_ne!(other, worker);
+    // Its job finished, the drained worker is terminated.
+    let cmds = h.finish(JobId(1), JobOutcome::Succeeded);
+    assert!(
+        cmds.iter()
+            .any(|c| matches!(c, Command::Terminate { worker: w, .. } if *w == worker)),
+        "{cmds:?}"
+    );
+}
+
+#[test]
+fn a_worker_not_yet_launched_cannot_be_drained() {
+    let mut h = Harness::new(testkit::config());
+    h.obedient = false;
+    h.submit(testkit::job(1, 0, 0));
+    h.run_for(Duration::from_secs(1), Duration::from_secs(1));
+    let worker = h.engine.live_workers().next().expect("a requested worker");
+    assert_eq!(h.engine.worker_state(worker), Some(WorkerState::Requested));
+    let refused = h.engine.handle(Event::DrainRequested { worker }, h.now);
+    assert!(
+        matches!(
+            refused,
+            Err(EngineError::CannotDrain {
+                state: WorkerState::Requested,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(matches!(
+        h.engine.handle(
+            Event::DrainRequested {
+                worker: WorkerId(999)
+            },
+            h.now
+        ),
+        Err(EngineError::UnknownWorker(_))
+    ));
+}

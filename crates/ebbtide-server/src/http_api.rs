@@ -51,6 +51,7 @@ pub(crate) async fn serve(
         .route("/v1/jobs/{id}/logs", get(logs))
         .route("/v1/jobs/{id}/explain", get(explain))
         .route("/v1/status", get(status))
+        .route("/v1/workers/{id}/drain", post(drain))
         .with_state(state)
         // Unauthenticated, as Prometheus scrapes it; it carries no job data
         // beyond tenant and class names.
@@ -543,6 +544,40 @@ async fn logs(
     });
     let body = axum::body::Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok(([text], body).into_response())
+}
+
+/// An operator retires a worker: it takes no new job, finishes what it runs
+/// and is terminated. Tenants cannot (403): workers are shared.
+async fn drain(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Caller::Tenant(_) = caller(&state, &headers)? {
+        return Err(ApiError::status(
+            StatusCode::FORBIDDEN,
+            "draining a worker needs an operator key: workers are shared by tenants",
+        ));
+    }
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::bad(
+            "id",
+            format!("worker ids are positive integers, got {id:?}"),
+        )
+    })?;
+    let worker = ebbtide_core::WorkerId(id);
+    match ask_loop(&state, |reply| LoopMsg::Drain { worker, reply }).await? {
+        Ok(()) => Ok((
+            StatusCode::ACCEPTED,
+            axum::Json(json!({ "worker": id, "drain": "requested" })),
+        )
+            .into_response()),
+        Err(ebbtide_core::EngineError::UnknownWorker(_)) => Err(ApiError::status(
+            StatusCode::NOT_FOUND,
+            format!("no worker {id}"),
+        )),
+        Err(e) => Err(ApiError::status(StatusCode::CONFLICT, e.to_string())),
+    }
 }
 
 /// Why a job is where it is: its place in its class's queue, what it

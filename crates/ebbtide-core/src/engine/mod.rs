@@ -96,6 +96,14 @@ pub enum EngineError {
     /// `SetDesired` while the engine's own planner is in charge.
     #[error("desired capacity is set by the planner; external scaling is disabled")]
     ExternalScalingDisabled,
+    /// Only a worker that booted or runs can be drained.
+    #[error("{worker} is {state:?}: only a booting, idle or busy worker can be drained")]
+    CannotDrain {
+        /// The worker.
+        worker: WorkerId,
+        /// Its state.
+        state: WorkerState,
+    },
     /// The worker's state machine refused the transition.
     #[error("{worker}: {source}")]
     IllegalTransition {
@@ -235,6 +243,7 @@ impl Engine {
             Event::SetDesired { pool, desired } => {
                 self.on_set_desired(pool, desired, now, &mut out)?
             }
+            Event::DrainRequested { worker } => self.on_drain_requested(worker, &mut out)?,
             Event::Tick => self.on_tick(now, &mut out)?,
             Event::StopDispatch => self.stopping = true,
             Event::WorkerAdopted(adoption) => self.on_adopted(adoption, now, &mut out)?,

@@ -341,6 +341,27 @@ impl Engine {
         Ok(())
     }
 
+    /// An operator's drain: refused for a worker that has not booted yet or
+    /// is already on its way out (draining again is a no-op).
+    pub(super) fn on_drain_requested(
+        &mut self,
+        wid: WorkerId,
+        out: &mut Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let state = self
+            .workers
+            .get(&wid)
+            .ok_or(EngineError::UnknownWorker(wid))?
+            .state;
+        match state {
+            WorkerState::Booting | WorkerState::Idle | WorkerState::Busy => {
+                self.start_drain(wid, DrainReason::Operator, out)
+            }
+            WorkerState::Draining => Ok(()),
+            state => Err(EngineError::CannotDrain { worker: wid, state }),
+        }
+    }
+
     /// Stops giving a worker work. A worker that never registered has no
     /// agent to acknowledge, holds no job, and is terminated at once.
     pub(super) fn start_drain(

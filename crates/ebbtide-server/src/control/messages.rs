@@ -77,6 +77,13 @@ pub enum LoopMsg {
         /// caller's tenant owns it.
         job: JobId,
     },
+    /// An operator retires a worker (`Event::DrainRequested`).
+    Drain {
+        /// The worker.
+        worker: WorkerId,
+        /// Why not, if the engine refused (unknown worker, wrong state).
+        reply: oneshot::Sender<Result<(), ebbtide_core::EngineError>>,
+    },
     /// An engine event from an adapter (worker API, provider task).
     Event(Event),
     /// An agent redeemed its bootstrap token; the reply says whether the

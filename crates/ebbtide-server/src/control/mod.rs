@@ -214,6 +214,23 @@ impl Control {
             LoopMsg::Cancel { job } => {
                 self.apply(Event::JobCancelled { job });
             }
+            LoopMsg::Drain { worker, reply } => {
+                match self
+                    .engine
+                    .handle(Event::DrainRequested { worker }, self.now)
+                {
+                    Ok(cmds) => {
+                        tracing::info!(worker = worker.0, "operator drain requested");
+                        for c in cmds {
+                            self.execute(c);
+                        }
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
             LoopMsg::Event(e) => {
                 let launched = if let Event::InstanceLaunched { worker, .. } = &e {
                     Some(*worker)
