@@ -36,7 +36,8 @@ fn every_command_of_the_readme_runs_as_written() {
     // The block as a script, each command's output kept apart. Only what a
     // test cannot do as written is adapted: the binary is the one built,
     // the scheduler listens on free ports, the live view gets its Ctrl-C
-    // after three seconds, and serve's readiness is awaited.
+    // after three seconds, and serve's readiness and its applying the
+    // reload are awaited.
     let mut script = String::from("set -eu\n");
     let lines = readme_block();
     assert!(lines.len() >= 10, "{lines:?}");
@@ -55,6 +56,11 @@ fn every_command_of_the_readme_runs_as_written() {
             );
         } else if command_only.starts_with("export ") {
             command = command_only;
+        } else if command_only.contains("config reload") {
+            // The reload is applied by serve after the command returns.
+            command = format!(
+                "{command_only} > out.{i}\nfor _ in $(seq 50); do grep -q ' reloaded' serve.log && break; sleep 0.1; done"
+            );
         } else if command_only.starts_with("kill ") {
             command = format!("{command_only}\nwait");
         } else {
@@ -99,6 +105,8 @@ fn every_command_of_the_readme_runs_as_written() {
     assert_eq!(read(index("cancel 2")).trim(), "cancel of job 2 requested");
     assert!(read(index("-- drain 1")).starts_with("drain of worker 1 requested"));
     assert!(read(index("config check")).contains(": ok ("));
+    assert!(read(index("config reload")).contains("valid; reload requested"));
+    assert!(serve_log.contains(" reloaded"), "{serve_log}");
     // `kill %1` stopped serve, and with it every local agent.
     std::thread::sleep(Duration::from_millis(500));
     assert!(
