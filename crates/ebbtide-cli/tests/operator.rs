@@ -408,6 +408,16 @@ async fn the_fleet_view_lists_exactly_what_runs_and_waits_and_a_tenant_sees_only
             .expect("drain");
         assert_eq!(r.status(), status);
     }
+    // Probes need no key and build no fleet view.
+    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let r = client
+            .get(format!("{}{path}", server.http))
+            .send()
+            .await
+            .expect("probe");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.expect("text"), body);
+    }
     // The scheduler's log goes to a file here: plain text, no colour codes.
     assert!(!server.log().contains('\u{1b}'), "{}", server.log());
 }

@@ -170,8 +170,10 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError
     Ok("ok")
 }
 
+/// Ready means the control loop answers: a round trip through it, which
+/// builds nothing (a probe every few seconds must not cost a fleet view).
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    loop_status(&state).await?;
+    ask_loop(&state, |reply| LoopMsg::Ping { reply }).await?;
     Ok("ready")
 }
 

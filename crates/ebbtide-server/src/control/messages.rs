@@ -157,6 +157,11 @@ pub enum LoopMsg {
         /// The count.
         reply: oneshot::Sender<usize>,
     },
+    /// Readiness: answered as soon as the loop reads it.
+    Ping {
+        /// The answer.
+        reply: oneshot::Sender<()>,
+    },
     /// Status for the API.
     Status {
         /// The answer.

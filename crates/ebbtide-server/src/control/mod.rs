@@ -336,6 +336,9 @@ impl Control {
                 listed,
             } => self.finish_reconcile(&provider, listed_at, listed),
             LoopMsg::TerminateAll { reply } => self.terminate_all(reply),
+            LoopMsg::Ping { reply } => {
+                let _ = reply.send(());
+            }
             LoopMsg::Status { reply } => {
                 let _ = reply.send(self.status_report());
             }
