@@ -38,7 +38,9 @@ fn every_command_of_the_readme_runs_as_written() {
     // the scheduler listens on free ports, the live view gets its Ctrl-C
     // after three seconds, and serve's readiness and its applying the
     // reload are awaited.
-    let mut script = String::from("set -eu\n");
+    // Whatever line fails, the background serve goes with the script
+    // (SIGKILL: a failed run must not wait out serve's drain).
+    let mut script = String::from("set -eu\ntrap 'kill -9 $(jobs -p) 2>/dev/null || true' EXIT\n");
     let lines = readme_block();
     assert!(lines.len() >= 10, "{lines:?}");
     for (i, line) in lines.iter().enumerate() {
