@@ -605,21 +605,8 @@ async fn explain(
     if job.status.is_final() {
         return Err(finished());
     }
-    let unavailable = || {
-        ApiError::status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "scheduler loop not running",
-        )
-    };
-    let (reply, answer) = oneshot::channel();
-    state
-        .tx
-        .send(LoopMsg::Explain { job: job.id, reply })
-        .await
-        .map_err(|_| unavailable())?;
-    let report = answer
-        .await
-        .map_err(|_| unavailable())?
+    let report = ask_loop(&state, |reply| LoopMsg::Explain { job: job.id, reply })
+        .await?
         .ok_or_else(finished)?;
     Ok(match caller {
         Caller::Operator(_) => axum::Json(report),
