@@ -16,6 +16,7 @@ pub const PROVIDERS: Plugins = Plugins(&[
     &ebbtide_provider_local::LocalPlugin,
     &ebbtide_provider_docker::DockerPlugin,
     &ebbtide_provider_aws::AwsPlugin,
+    &ebbtide_provider_gce::GcePlugin,
 ]);
 
 /// Reads and validates a configuration file with this build's providers.

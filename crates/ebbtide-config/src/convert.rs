@@ -165,7 +165,13 @@ pub(crate) fn to_cluster(
         on_stop: srv.on_stop,
     };
     let mut provider_issues = Vec::new();
-    let providers = crate::providers::read(text, &engine, schemas, &mut provider_issues);
+    let providers = crate::providers::read(
+        text,
+        &server.cluster,
+        &engine,
+        schemas,
+        &mut provider_issues,
+    );
     let cost_reports =
         crate::reports::to_config(file.cost_reports, &server.data_dir, &providers, &mut issue);
     let cluster = ClusterConfig {

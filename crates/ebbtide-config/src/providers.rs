@@ -44,6 +44,7 @@ pub struct ProviderSection<'a> {
     table: Option<Spanned<DeValue<'a>>>,
     text: &'a str,
     pools: Vec<(usize, &'a PoolConfig)>,
+    cluster: &'a str,
 }
 
 impl<'a> ProviderSection<'a> {
@@ -53,13 +54,22 @@ impl<'a> ProviderSection<'a> {
         table: Option<Spanned<DeValue<'a>>>,
         text: &'a str,
         pools: Vec<(usize, &'a PoolConfig)>,
+        cluster: &'a str,
     ) -> Self {
         ProviderSection {
             name,
             table,
             text,
             pools,
+            cluster,
         }
+    }
+
+    /// The cluster id (`server.cluster`), for providers that build names
+    /// or labels from it and must refuse one their infrastructure cannot
+    /// spell.
+    pub fn cluster(&self) -> &str {
+        self.cluster
     }
 
     /// Whether the file has the table at all.
@@ -268,6 +278,7 @@ pub fn price_per_hour(dollars: f64, path: &str, issues: &mut Vec<Issue>) -> Pric
 /// provider this build lacks is reported by the service rules.
 pub(crate) fn read(
     text: &str,
+    cluster: &str,
     engine: &ebbtide_core::EngineConfig,
     schemas: &[&dyn ProviderSchema],
     issues: &mut Vec<Issue>,
@@ -321,7 +332,7 @@ pub(crate) fn read(
             deserialize_spanned::<crate::schema::ApiSection>(api_value, text, &api_path, issues)
                 .map(|a| a.limits(&api_path, issues))
                 .unwrap_or_default();
-        let section = ProviderSection::new(name, table, text, pools);
+        let section = ProviderSection::new(name, table, text, pools, cluster);
         if let Some(settings) = schema.check(&section, issues) {
             out.insert(name.to_string(), ProviderConfig { api, settings });
         }

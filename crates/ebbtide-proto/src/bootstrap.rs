@@ -41,6 +41,38 @@ impl BatchFile {
         )
     }
 
+    /// The shell script an instance boots with (EC2 user-data, a GCE
+    /// startup script): it writes this file to `/etc/ebbtide/batch`
+    /// readable by root alone, runs `agent_install` (lines that put the
+    /// agent at `/usr/local/bin/ebbtide`, empty where the image has it) and
+    /// starts the agent with `agent_flag` (`--ec2-batch`, `--gce-batch`)
+    /// pointing at the file. `origin` names the mechanism in a comment.
+    pub fn boot_script(&self, origin: &str, agent_install: &str, agent_flag: &str) -> String {
+        format!(
+            "#!/bin/sh\n\
+             # Ebbtide worker bootstrap ({origin}).\n\
+             set -eu\n\
+             umask 077\n\
+             mkdir -p /etc/ebbtide\n\
+             cat > /etc/ebbtide/batch <<'EBBTIDE_BATCH'\n\
+             {batch}EBBTIDE_BATCH\n\
+             {agent_install}\n\
+             exec /usr/local/bin/ebbtide agent {agent_flag} /etc/ebbtide/batch\n",
+            batch = self.render(),
+        )
+    }
+
+    /// The batch file inside a [`BatchFile::boot_script`] (what a test's
+    /// stand-in for an instance hands its agent).
+    pub fn from_boot_script(script: &str) -> Option<BatchFile> {
+        let body = script
+            .split("<<'EBBTIDE_BATCH'\n")
+            .nth(1)?
+            .split("EBBTIDE_BATCH")
+            .next()?;
+        BatchFile::parse(body).ok()
+    }
+
     /// Parses [`BatchFile::render`]'s output; the error names the line.
     pub fn parse(text: &str) -> Result<BatchFile, String> {
         let mut scheduler = None;

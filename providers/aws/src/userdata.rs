@@ -8,18 +8,7 @@ pub use ebbtide_proto::bootstrap::BatchFile;
 
 /// Base64 user-data (a cloud-init shell script) for a batch.
 pub fn render_user_data(batch: &BatchFile, agent_install: &str) -> String {
-    let script = format!(
-        "#!/bin/sh\n\
-         # Ebbtide worker bootstrap (cloud-init user-data).\n\
-         set -eu\n\
-         umask 077\n\
-         mkdir -p /etc/ebbtide\n\
-         cat > /etc/ebbtide/batch <<'EBBTIDE_BATCH'\n\
-         {batch}EBBTIDE_BATCH\n\
-         {agent_install}\n\
-         exec /usr/local/bin/ebbtide agent --ec2-batch /etc/ebbtide/batch\n",
-        batch = batch.render(),
-    );
+    let script = batch.boot_script("cloud-init user-data", agent_install, "--ec2-batch");
     base64::engine::general_purpose::STANDARD.encode(script)
 }
 
@@ -45,12 +34,7 @@ mod tests {
         )
         .expect("utf-8");
         assert!(script.starts_with("#!/bin/sh\n"));
-        let body = script
-            .split("<<'EBBTIDE_BATCH'\n")
-            .nth(1)
-            .and_then(|s| s.split("EBBTIDE_BATCH").next())
-            .expect("heredoc");
-        assert_eq!(BatchFile::parse(body), Ok(batch));
+        assert_eq!(BatchFile::from_boot_script(&script), Some(batch));
         assert!(script.contains("exec /usr/local/bin/ebbtide agent --ec2-batch"));
     }
 }
