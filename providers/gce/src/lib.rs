@@ -21,11 +21,14 @@
 
 mod bulk;
 pub mod errors;
+pub mod identity;
 pub mod names;
 pub mod operations;
 mod plugin;
 pub mod prices;
 pub mod startup;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkeys;
 pub mod zones;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +39,7 @@ use std::time::Duration;
 use ebbtide_core::{InstanceId, Market, PricePerHour};
 use ebbtide_provider::{
     InstanceInfo, LaunchRequest, LaunchedInstance, Offering, Provider, ProviderError,
+    RegistrationClaim, RegistrationRefused,
 };
 use google_cloud_compute_v1::client::{
     Instances, RegionInstances, RegionOperations, ZoneOperations,
@@ -191,6 +195,7 @@ pub struct GceProvider {
     /// failed operation again).
     attempts: Mutex<HashMap<ebbtide_core::WorkerId, u32>>,
     calls: Arc<AtomicU64>,
+    identity: Option<identity::GoogleKeys>,
 }
 
 /// Batches whose attempt numbers are remembered at most; past it the
@@ -208,7 +213,16 @@ impl GceProvider {
             blocked: Mutex::new(ZoneBlocklist::default()),
             attempts: Mutex::new(HashMap::new()),
             calls: Arc::default(),
+            identity: None,
         }
+    }
+
+    /// Requires every registering worker to present an identity token
+    /// Google signed for the instance launched for it (`None`: the batch
+    /// token alone).
+    pub fn with_identity_check(mut self, keys: Option<identity::GoogleKeys>) -> Self {
+        self.identity = keys;
+        self
     }
 
     /// Compute Engine API calls made so far.
@@ -519,6 +533,85 @@ impl Provider for GceProvider {
             });
         }
         Ok(out)
+    }
+
+    /// With Google's keys configured, a worker must present the identity
+    /// token its metadata server minted for this worker's audience, naming
+    /// the project, zone, name and numeric id of the instance launched for
+    /// it (the id read from Compute Engine, so an instance recreated under
+    /// the same name is not taken for the one launched).
+    async fn verify_registration(
+        &self,
+        claim: RegistrationClaim<'_>,
+    ) -> Result<(), RegistrationRefused> {
+        let Some(keys) = &self.identity else {
+            return Ok(());
+        };
+        let worker = claim.worker.0;
+        let refused = RegistrationRefused::Refused;
+        let Some(evidence) = claim.evidence else {
+            return Err(refused(format!(
+                "worker {worker} is a Compute Engine instance: its identity token is required"
+            )));
+        };
+        let token = std::str::from_utf8(&evidence.document)
+            .map_err(|_| refused("the identity token is not text".into()))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = keys
+            .verify(token, now)
+            .map_err(|e| refused(e.to_string()))?;
+        let expected = identity::audience(&self.config.cluster, claim.worker);
+        if id.audience != expected {
+            return Err(refused(format!(
+                "the identity token was minted for {:?}, not for worker {worker} ({expected:?})",
+                id.audience
+            )));
+        }
+        if id.project_id != self.config.project {
+            return Err(refused(format!(
+                "the identity token is from project {}, the scheduler launches in {}",
+                id.project_id, self.config.project
+            )));
+        }
+        let Some(launched) = claim.launched else {
+            return Err(RegistrationRefused::NotYet(format!(
+                "worker {worker}'s launch is not confirmed yet; retry"
+            )));
+        };
+        let presented = instance_id(&id.zone, &id.instance_name);
+        if &presented != launched {
+            return Err(refused(format!(
+                "instance {} presented worker {worker}'s credentials, which were issued to instance {}",
+                presented.0, launched.0
+            )));
+        }
+        self.count_call();
+        let instance = self
+            .clients
+            .instances
+            .get()
+            .set_project(&self.config.project)
+            .set_zone(&id.zone)
+            .set_instance(&id.instance_name)
+            .send()
+            .await
+            .map_err(|e| {
+                RegistrationRefused::NotYet(format!(
+                    "cannot read instance {} to check its id ({}); retry",
+                    presented.0,
+                    errors::classify(&e)
+                ))
+            })?;
+        let ours = instance.labels.get(CLUSTER_LABEL) == Some(&self.config.cluster);
+        if !ours || instance.id != Some(id.instance_id) {
+            return Err(refused(format!(
+                "instance id {} in the identity token is not the instance {} Ebbtide launched",
+                id.instance_id, presented.0
+            )));
+        }
+        Ok(())
     }
 
     async fn offerings(&self) -> Result<Vec<Offering>, ProviderError> {

@@ -29,6 +29,8 @@ struct GceSection {
     zone_block: Duration,
     #[serde(with = "humantime_serde", default = "default_operation_deadline")]
     operation_deadline: Duration,
+    /// Google's token signing keys (a JSON Web Key Set file).
+    identity_keys: Option<std::path::PathBuf>,
     /// For a fake in tests only.
     endpoint: Option<String>,
     #[serde(default)]
@@ -102,6 +104,9 @@ pub struct GceSettings {
     pub zone_block: Duration,
     /// How long a launch waits for its operation.
     pub operation_deadline: Duration,
+    /// Google's signing keys (a JWKS file), to verify identity tokens at
+    /// registration; `None` accepts a batch token alone.
+    pub identity_keys: Option<std::path::PathBuf>,
     /// Launch settings per pool name.
     pub pools: BTreeMap<String, GcePool>,
 }
@@ -298,6 +303,11 @@ impl ProviderSchema for GcePlugin {
                 Some(_) => {}
             }
         }
+        if let Some(path) = &g.identity_keys
+            && let Err(e) = read_keys(path)
+        {
+            issues.push(Issue::at(section.key("identity_keys"), e));
+        }
         (issues.len() == before).then(|| {
             ProviderSettings::new(GceSettings {
                 project: g.project,
@@ -307,11 +317,19 @@ impl ProviderSchema for GcePlugin {
                 spot_prices: spot,
                 zone_block: g.zone_block,
                 operation_deadline: g.operation_deadline,
+                identity_keys: g.identity_keys,
                 pools,
             })
             .with_region(g.region)
         })
     }
+}
+
+/// The signing keys in the JWKS file at `path`.
+fn read_keys(path: &std::path::Path) -> Result<crate::identity::GoogleKeys, String> {
+    let shown = path.display().to_string();
+    let json = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    crate::identity::GoogleKeys::from_jwks(&json, &shown).map_err(|e| e.to_string())
 }
 
 /// Every zone must be in the region (`us-central1-a` in `us-central1`).
@@ -371,6 +389,20 @@ impl ProviderPlugin for GcePlugin {
             provider: "gce",
             message: e.to_string(),
         })?;
-        Ok(Arc::new(GceProvider::new(config, clients)))
+        let keys = match &g.identity_keys {
+            Some(path) => Some(read_keys(path).map_err(|message| BuildError::Setup {
+                provider: "gce",
+                message: format!("providers.gce.identity_keys: {message}"),
+            })?),
+            None => {
+                tracing::warn!(
+                    "providers.gce.identity_keys is not set: a GCE worker registers with its batch token alone, which every instance of its bulk insert can read"
+                );
+                None
+            }
+        };
+        Ok(Arc::new(
+            GceProvider::new(config, clients).with_identity_check(keys),
+        ))
     }
 }

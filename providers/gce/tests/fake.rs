@@ -493,3 +493,128 @@ async fn an_operation_that_outlasts_the_deadline_is_waited_on_repeatedly_then_tr
         "a wait returns after 100 ms, the deadline is 700 ms: {waits} waits"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_is_bound_to_the_instance_launched_for_the_worker_by_its_identity_token() {
+    use ebbtide_core::WorkerId;
+    use ebbtide_provider::{RegistrationClaim, RegistrationEvidence, RegistrationRefused};
+    use ebbtide_provider_gce::identity::{GoogleKeys, audience};
+    use ebbtide_provider_gce::testkeys::{TestSigner, claims};
+
+    let fake = start().await;
+    let signer = TestSigner::new("google-1");
+    let keys = GoogleKeys::from_jwks(&signer.jwks(), "test").expect("keys");
+    let cfg = config(&fake, "ebbtide-test");
+    let clients = Clients::new(&cfg).await.expect("clients");
+    let p = GceProvider::new(cfg, clients).with_identity_check(Some(keys));
+    let launched = p
+        .launch(request(&[1, 2], Market::Spot))
+        .await
+        .expect("launch");
+    let zone = ZONES[0];
+    let id_of = |name: &'static str| {
+        let fake = &fake;
+        async move {
+            fake.instance_numeric_id(zone, name)
+                .await
+                .expect("numeric id")
+        }
+    };
+    let (id1, id2) = (
+        id_of("ebbtide-test-w1").await,
+        id_of("ebbtide-test-w2").await,
+    );
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 3600;
+    let evidence = |aud: &str, id: u64, name: &str| RegistrationEvidence {
+        document: signer
+            .sign(&claims(aud, id, name, zone, PROJECT, exp))
+            .into_bytes(),
+        signature: String::new(),
+    };
+    fn claim<'a>(
+        worker: u64,
+        evidence: Option<&'a RegistrationEvidence>,
+        launched: Option<&'a InstanceId>,
+    ) -> RegistrationClaim<'a> {
+        RegistrationClaim {
+            worker: WorkerId(worker),
+            launched,
+            evidence,
+        }
+    }
+    let w1 = &launched[0].instance;
+    let own = evidence(
+        &audience("ebbtide-test", WorkerId(1)),
+        id1,
+        "ebbtide-test-w1",
+    );
+    p.verify_registration(claim(1, Some(&own), Some(w1)))
+        .await
+        .expect("its own token");
+
+    // Instance w2 read worker 1's token from the shared startup script and
+    // mints a token for worker 1's audience: its name gives it away.
+    let neighbour = evidence(
+        &audience("ebbtide-test", WorkerId(1)),
+        id2,
+        "ebbtide-test-w2",
+    );
+    let refused = |r: Result<(), RegistrationRefused>| match r {
+        Err(RegistrationRefused::Refused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let why = refused(
+        p.verify_registration(claim(1, Some(&neighbour), Some(w1)))
+            .await,
+    );
+    assert!(why.contains("presented worker 1's credentials"), "{why}");
+    // A token minted for another audience is not replayed here.
+    let other_aud = evidence("https://some-other-service.example", id1, "ebbtide-test-w1");
+    let why = refused(
+        p.verify_registration(claim(1, Some(&other_aud), Some(w1)))
+            .await,
+    );
+    assert!(why.contains("minted for"), "{why}");
+    // The right name with the wrong numeric id: another instance of that name.
+    let wrong_id = evidence(
+        &audience("ebbtide-test", WorkerId(1)),
+        id1 + 1000,
+        "ebbtide-test-w1",
+    );
+    let why = refused(
+        p.verify_registration(claim(1, Some(&wrong_id), Some(w1)))
+            .await,
+    );
+    assert!(why.contains("is not the instance"), "{why}");
+    // A token not signed by Google.
+    let forger = TestSigner::new("google-1");
+    let forged = RegistrationEvidence {
+        document: forger
+            .sign(&claims(
+                &audience("ebbtide-test", WorkerId(1)),
+                id1,
+                "ebbtide-test-w1",
+                zone,
+                PROJECT,
+                exp,
+            ))
+            .into_bytes(),
+        signature: String::new(),
+    };
+    let why = refused(
+        p.verify_registration(claim(1, Some(&forged), Some(w1)))
+            .await,
+    );
+    assert!(why.contains("does not verify"), "{why}");
+    let why = refused(p.verify_registration(claim(1, None, Some(w1))).await);
+    assert!(why.contains("identity token is required"), "{why}");
+    // Before the launch is confirmed the agent is told to retry.
+    assert!(matches!(
+        p.verify_registration(claim(1, Some(&own), None)).await,
+        Err(RegistrationRefused::NotYet(_))
+    ));
+}
