@@ -18,6 +18,9 @@
 //! environment, an unprivileged user where the agent is root. It must
 //! never depend on the scheduler's crates: the protocol is the contract.
 
+pub mod gce_metadata;
+#[cfg(any(test, feature = "testkit"))]
+pub mod gce_metadata_stand_in;
 pub mod imds;
 #[cfg(any(test, feature = "testkit"))]
 pub mod imds_stand_in;
@@ -43,6 +46,16 @@ use tonic::Code;
 use outbox::{Known, Reports, SharedLedger};
 pub use sandbox::{JobUser, Sandbox};
 
+/// Where a cloud instance learns that it is about to be reclaimed.
+#[derive(Debug, Clone)]
+pub enum ReclaimWatch {
+    /// EC2: IMDS's `spot/instance-action`, polled (two minutes' notice).
+    Ec2(imds::Imds),
+    /// GCE: the metadata server's `instance/preempted`, long-polled (about
+    /// 30 s of notice, so no polling interval is spent).
+    Gce(gce_metadata::GceMetadata),
+}
+
 /// How the agent finds and proves itself to the scheduler, and how it runs
 /// jobs.
 #[derive(Clone)]
@@ -55,8 +68,9 @@ pub struct AgentConfig {
     pub bootstrap_token: String,
     /// On a cloud instance: where to watch for a spot interruption notice,
     /// reported to the scheduler so it drains this worker in time.
-    pub interruptions: Option<imds::Imds>,
-    /// On EC2: the instance identity document and its signature, sent at
+    pub interruptions: Option<ReclaimWatch>,
+    /// On a cloud instance: its signed identity (EC2: the identity document
+    /// and its signature; GCE: an identity token and no signature), sent at
     /// registration so the scheduler knows which instance registers.
     pub identity: Option<(Vec<u8>, String)>,
     /// Where and as whom jobs run.
@@ -148,8 +162,14 @@ async fn serve(config: &AgentConfig, running: Running) -> Result<(), AgentError>
         .connect_lazy();
     let session = register(config, &channel).await?;
     let (reports, mut queue) = mpsc::channel::<AgentMessage>(outbox::REPORT_QUEUE);
-    if let Some(imds) = config.interruptions.clone() {
-        tokio::spawn(watch_interruptions(imds, reports.clone()));
+    match config.interruptions.clone() {
+        Some(ReclaimWatch::Ec2(imds)) => {
+            tokio::spawn(watch_interruptions(imds, reports.clone()));
+        }
+        Some(ReclaimWatch::Gce(metadata)) => {
+            tokio::spawn(watch_preemption(metadata, reports.clone()));
+        }
+        None => {}
     }
     let sandbox = Arc::new(config.sandbox.clone());
     let mut state = AgentState {
@@ -219,6 +239,33 @@ async fn watch_interruptions(imds: imds::Imds, reports: Reports) {
             }
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "cannot read the interruption notice"),
+        }
+    }
+}
+
+/// How much notice Compute Engine gives a spot VM before it stops it.
+const GCE_PREEMPTION_NOTICE: Duration = Duration::from_secs(30);
+
+/// Long-polls the metadata server's preemption flag and reports it the
+/// moment it turns `TRUE`, with the deadline Compute Engine's notice
+/// implies; a failed poll is retried after a pause.
+async fn watch_preemption(metadata: gce_metadata::GceMetadata, reports: Reports) {
+    loop {
+        match metadata.preempted().await {
+            Ok(true) => {
+                let deadline_ms = std::time::SystemTime::now()
+                    .checked_add(GCE_PREEMPTION_NOTICE)
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                tracing::warn!(deadline_ms, "spot preemption notice; telling the scheduler");
+                outbox::send(&reports, Up::Reclamation(ReclamationNotice { deadline_ms })).await;
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the preemption flag");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
         }
     }
 }

@@ -16,16 +16,25 @@ pub struct ServeArgs {
 #[derive(clap::Args)]
 pub struct AgentArgs {
     /// Worker API address of the scheduler.
-    #[arg(long, env = "EBBTIDE_SCHEDULER", required_unless_present = "ec2_batch")]
+    #[arg(long, env = "EBBTIDE_SCHEDULER", required_unless_present_any = ["ec2_batch", "gce_batch"])]
     scheduler: Option<String>,
     /// The worker id this instance was launched for.
-    #[arg(long, env = "EBBTIDE_WORKER_ID", required_unless_present = "ec2_batch")]
+    #[arg(long, env = "EBBTIDE_WORKER_ID", required_unless_present_any = ["ec2_batch", "gce_batch"])]
     worker_id: Option<u64>,
     /// On EC2: the batch file the user-data wrote; the worker id and token
     /// are picked by this instance's launch index from IMDSv2, and spot
     /// interruption notices are watched.
     #[arg(long, conflicts_with_all = ["worker_id", "token_file"])]
     ec2_batch: Option<PathBuf>,
+    /// On Compute Engine: the batch file the startup script wrote; the
+    /// worker id and token are picked by this instance's name from the
+    /// metadata server, its identity token is sent at registration, and
+    /// spot preemption is watched.
+    #[arg(long, conflicts_with_all = ["worker_id", "token_file", "ec2_batch"])]
+    gce_batch: Option<PathBuf>,
+    /// Compute Engine metadata server (tests point it at a stand-in).
+    #[arg(long, env = "EBBTIDE_GCE_METADATA_ENDPOINT", default_value = ebbtide_agent::gce_metadata::DEFAULT_ENDPOINT)]
+    gce_metadata_endpoint: String,
     /// Instance metadata endpoint (tests point it at a stand-in).
     #[arg(long, env = "EBBTIDE_IMDS_ENDPOINT", default_value = ebbtide_agent::imds::DEFAULT_ENDPOINT)]
     imds_endpoint: String,
@@ -187,13 +196,15 @@ pub fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let config = match &args.ec2_batch {
-        Some(path) => runtime.block_on(ec2_agent_config(path, &args))?,
-        None => local_agent_config(&args)?,
+    let config = match (&args.ec2_batch, &args.gce_batch) {
+        (Some(path), _) => runtime.block_on(ec2_agent_config(path, &args))?,
+        (None, Some(path)) => runtime.block_on(gce_agent_config(path, &args))?,
+        (None, None) => local_agent_config(&args)?,
     };
-    // On EC2 the agent is the instance's reason to exist: orphaned, it
-    // powers the instance off, which the launch made a termination.
-    let power_off_when_orphaned = args.ec2_batch.is_some();
+    // On a cloud instance the agent is the instance's reason to exist:
+    // orphaned, it powers the instance off (EC2: the launch made that a
+    // termination; GCE: a stopped VM, which the reconciler deletes).
+    let power_off_when_orphaned = args.ec2_batch.is_some() || args.gce_batch.is_some();
     runtime.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         // SIGTERM: the instance is being terminated; the agent stops its
@@ -254,8 +265,63 @@ async fn ec2_agent_config(
         scheduler: args.scheduler.clone().unwrap_or(batch.scheduler.clone()),
         worker_id,
         bootstrap_token: token.to_string(),
-        interruptions: Some(imds),
+        interruptions: Some(ebbtide_agent::ReclaimWatch::Ec2(imds)),
         identity: Some(identity),
+        sandbox: args.sandbox(worker_id)?,
+        orphan_timeout: args.orphan_timeout,
+    })
+}
+
+/// A Compute Engine instance: its entry of the batch file, by the worker id
+/// in its instance name (`{cluster}-w{worker}`).
+async fn gce_agent_config(
+    path: &std::path::Path,
+    args: &AgentArgs,
+) -> anyhow::Result<ebbtide_agent::AgentConfig> {
+    use ebbtide_agent::gce_metadata;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let batch = ebbtide_proto::bootstrap::BatchFile::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let metadata = gce_metadata::GceMetadata::new(args.gce_metadata_endpoint.clone());
+    let name = metadata.instance_name().await?;
+    let (cluster, worker) = gce_metadata::worker_of_instance_name(&name).with_context(|| {
+        format!("instance name {name:?} is not an Ebbtide worker's ({{cluster}}-w{{worker}})")
+    })?;
+    let index = worker.checked_sub(batch.first_worker).with_context(|| {
+        format!(
+            "worker {worker} is before the batch's first worker {} in {}",
+            batch.first_worker,
+            path.display()
+        )
+    })?;
+    let (worker_id, token) = batch.for_index(index).with_context(|| {
+        format!(
+            "worker {worker} has no token in {} ({} tokens from worker {})",
+            path.display(),
+            batch.tokens.len(),
+            batch.first_worker
+        )
+    })?;
+    // Without a service account the instance can mint no identity token;
+    // a scheduler that checks identity then refuses it, saying so, and one
+    // that does not takes the batch token alone.
+    let identity = match metadata
+        .identity_token(&gce_metadata::audience(&cluster, worker_id))
+        .await
+    {
+        Ok(token) => Some((token.into_bytes(), String::new())),
+        Err(e) => {
+            tracing::warn!(error = %e, "no identity token; registering with the batch token alone");
+            None
+        }
+    };
+    Ok(ebbtide_agent::AgentConfig {
+        scheduler: args.scheduler.clone().unwrap_or(batch.scheduler.clone()),
+        worker_id,
+        bootstrap_token: token.to_string(),
+        interruptions: Some(ebbtide_agent::ReclaimWatch::Gce(metadata)),
+        identity,
         sandbox: args.sandbox(worker_id)?,
         orphan_timeout: args.orphan_timeout,
     })

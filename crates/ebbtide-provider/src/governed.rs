@@ -155,6 +155,10 @@ impl Provider for Governed {
         self.call("offerings", || self.inner.offerings()).await
     }
 
+    async fn reclaimed(&self) -> Result<Vec<InstanceId>, ProviderError> {
+        self.call("reclaimed", || self.inner.reclaimed()).await
+    }
+
     /// Not rate-limited: a provider's check is its own work (a signature),
     /// and a registration must not queue behind launches.
     async fn verify_registration(

@@ -246,6 +246,16 @@ pub trait Provider: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// Instances the infrastructure took back recently (spot preemptions
+    /// it records), so the reconciler books a worker whose instance
+    /// vanished as reclaimed — its jobs requeued without spending an
+    /// attempt, a replacement launched — rather than as an unexplained
+    /// loss. A provider whose instances vanish only when they die answers
+    /// nothing.
+    async fn reclaimed(&self) -> Result<Vec<InstanceId>, ProviderError> {
+        Ok(Vec::new())
+    }
+
     /// Vouches for a worker's registration beyond its token. The default
     /// takes the token alone, right for workers this host starts itself
     /// (processes, containers) where nothing else could vouch; a cloud

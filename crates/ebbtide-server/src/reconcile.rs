@@ -18,6 +18,9 @@ use ebbtide_provider::InstanceInfo;
 pub(crate) struct Verdict {
     /// Workers the provider no longer runs: to be declared lost.
     pub lost: Vec<WorkerId>,
+    /// Workers whose instance the provider took back (spot preemption): to
+    /// be booked as reclaimed, then lost.
+    pub reclaimed: Vec<WorkerId>,
     /// Unknown instances past the grace period: to be terminated.
     pub orphans: Vec<InstanceId>,
 }
@@ -37,6 +40,8 @@ pub(crate) struct Listing<'a> {
     pub listed_at: Timestamp,
     /// What it returned.
     pub instances: &'a [InstanceInfo],
+    /// Instances it says it took back.
+    pub reclaimed: &'a [InstanceId],
 }
 
 impl Reconciler {
@@ -83,7 +88,11 @@ impl Reconciler {
                 )
             );
             if settled && counted_on && !running.contains(instance) {
-                verdict.lost.push(w);
+                if listing.reclaimed.contains(instance) {
+                    verdict.reclaimed.push(w);
+                } else {
+                    verdict.lost.push(w);
+                }
             }
         }
         let mut still_unknown = HashSet::new();
@@ -154,6 +163,7 @@ mod tests {
                     provider: &provider,
                     listed_at: h.now,
                     instances: &listed,
+                    reclaimed: &[],
                 },
                 &launched,
                 h.now,
@@ -169,12 +179,40 @@ mod tests {
                 provider: &provider,
                 listed_at: h.now,
                 instances: &[],
+                reclaimed: &[],
             },
             &launched,
             h.now,
             Duration::from_secs(60),
         );
         assert_eq!(v.lost, vec![w]);
+    }
+
+    #[test]
+    fn a_vanished_worker_the_provider_says_it_reclaimed_is_booked_as_reclaimed_not_lost() {
+        let (h, w, instance) = one_worker();
+        let provider = provider_of(&h);
+        let launched = HashMap::from([(w, Timestamp::from_millis(0))]);
+        let mut r = Reconciler::default();
+        let its_own = [instance.clone()];
+        // Another instance's reclamation does not explain this one.
+        let another = [InstanceId("elsewhere".into())];
+        for (reclaimed, booked_as_reclaimed) in [(&its_own[..], true), (&another[..], false)] {
+            let v = r.pass(
+                &h.engine,
+                &Listing {
+                    provider: &provider,
+                    listed_at: h.now,
+                    instances: &[],
+                    reclaimed,
+                },
+                &launched,
+                h.now,
+                Duration::from_secs(60),
+            );
+            assert_eq!(v.reclaimed.contains(&w), booked_as_reclaimed, "{v:?}");
+            assert_eq!(v.lost.contains(&w), !booked_as_reclaimed, "{v:?}");
+        }
     }
 
     #[test]
@@ -188,6 +226,7 @@ mod tests {
                 provider: &provider,
                 listed_at: Timestamp::from_millis(h.now.as_millis() - 1),
                 instances: &[],
+                reclaimed: &[],
             },
             &launched,
             h.now,
@@ -208,6 +247,7 @@ mod tests {
             provider: &provider,
             listed_at: h.now,
             instances: &listed,
+            reclaimed: &[],
         };
         let grace = Duration::from_secs(60);
         let first = r.pass(&h.engine, &listing, &HashMap::new(), at(0), grace);
@@ -221,6 +261,7 @@ mod tests {
                 provider: &provider,
                 listed_at: h.now,
                 instances: &dead,
+                reclaimed: &[],
             },
             &HashMap::new(),
             at(0),

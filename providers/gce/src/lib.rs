@@ -535,6 +535,42 @@ impl Provider for GceProvider {
         Ok(out)
     }
 
+    /// Preemptions Compute Engine recorded (`compute.instances.preempted`
+    /// operations) of this cluster's instances, one list call per zone the
+    /// pools use. With `instanceTerminationAction = DELETE` a preempted VM
+    /// vanishes, and without this the reconciler could not tell it from a
+    /// crash.
+    async fn reclaimed(&self) -> Result<Vec<InstanceId>, ProviderError> {
+        let mut zones: Vec<&String> = self.config.pools.values().flat_map(|p| &p.zones).collect();
+        zones.sort();
+        zones.dedup();
+        let mut out = Vec::new();
+        for zone in zones {
+            self.count_call();
+            let ops = self
+                .clients
+                .zone_operations
+                .list()
+                .set_project(&self.config.project)
+                .set_zone(zone)
+                .set_filter("operationType = \"compute.instances.preempted\"")
+                .set_max_results(500_u32)
+                .send()
+                .await
+                .map_err(|e| errors::classify(&e))?;
+            for op in ops.items {
+                let Some(link) = op.target_link.as_deref() else {
+                    continue;
+                };
+                let name = names::last_segment(link);
+                if names::worker_of_name(&self.config.cluster, name).is_some() {
+                    out.push(instance_id(zone, name));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// With Google's keys configured, a worker must present the identity
     /// token its metadata server minted for this worker's audience, naming
     /// the project, zone, name and numeric id of the instance launched for

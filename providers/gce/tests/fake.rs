@@ -294,6 +294,15 @@ async fn a_batch_is_one_bulk_insert_of_spot_instances_deleted_on_preemption() {
         !listed.iter().any(|i| i.worker.0 == 11),
         "a preempted spot VM is deleted, not stopped"
     );
+    // Gone, but Compute Engine's record says why.
+    let reclaimed = p.reclaimed().await.expect("reclaimed");
+    assert_eq!(
+        reclaimed,
+        [ebbtide_provider_gce::instance_id(
+            ZONES[0],
+            "ebbtide-test-w11"
+        )]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

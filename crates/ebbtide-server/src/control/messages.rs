@@ -150,6 +150,8 @@ pub enum LoopMsg {
         listed_at: Timestamp,
         /// What it returned; an error skips this pass.
         listed: Result<Vec<ebbtide_provider::InstanceInfo>, ebbtide_provider::ProviderError>,
+        /// Instances it reports as taken back (spot preemptions).
+        reclaimed: Vec<ebbtide_core::InstanceId>,
     },
     /// Terminate every instance (a stop with `server.on_stop =
     /// "terminate"`); answers how many once the providers confirmed.

@@ -334,7 +334,8 @@ impl Control {
                 provider,
                 listed_at,
                 listed,
-            } => self.finish_reconcile(&provider, listed_at, listed),
+                reclaimed,
+            } => self.finish_reconcile(&provider, listed_at, listed, &reclaimed),
             LoopMsg::TerminateAll { reply } => self.terminate_all(reply),
             LoopMsg::Ping { reply } => {
                 let _ = reply.send(());

@@ -13,11 +13,19 @@ impl Control {
             tokio::spawn(async move {
                 let listed_at = now();
                 let listed = provider.list().await;
+                let reclaimed = match provider.reclaimed().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(provider = provider.name(), error = %e, "cannot read reclamations; a vanished worker counts as lost");
+                        Vec::new()
+                    }
+                };
                 let _ = tx
                     .send(LoopMsg::Reconciled {
                         provider: name,
                         listed_at,
                         listed,
+                        reclaimed,
                     })
                     .await;
                 match provider.offerings().await {
@@ -46,6 +54,7 @@ impl Control {
         provider: &str,
         listed_at: Timestamp,
         listed: Result<Vec<ebbtide_provider::InstanceInfo>, ebbtide_provider::ProviderError>,
+        reclaimed: &[ebbtide_core::InstanceId],
     ) {
         let instances = match listed {
             Ok(l) => l,
@@ -63,11 +72,24 @@ impl Control {
                 provider,
                 listed_at,
                 instances: &instances,
+                reclaimed,
             },
             &self.launched_at,
             self.now,
             self.server.orphan_grace,
         );
+        for worker in verdict.reclaimed {
+            tracing::warn!(
+                provider,
+                worker = worker.0,
+                "reconcile: the provider reclaimed this worker's instance (spot preemption); requeuing its jobs and replacing it"
+            );
+            self.apply(Event::ReclamationNotice {
+                worker,
+                deadline: self.now,
+            });
+            self.apply(Event::WorkerLost { worker });
+        }
         for worker in verdict.lost {
             tracing::warn!(
                 provider,
