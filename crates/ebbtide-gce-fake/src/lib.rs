@@ -190,6 +190,20 @@ impl FakeCompute {
             .map(|(_, v)| v.clone())
     }
 
+    /// The `authorized_user` credentials file (for
+    /// `GOOGLE_APPLICATION_CREDENTIALS`) whose `token_uri` is this fake's
+    /// token endpoint: a process given it authenticates as on Google.
+    pub fn authorized_user_credentials(&self) -> String {
+        json!({
+            "type": "authorized_user",
+            "client_id": "ebbtide-test.apps.googleusercontent.com",
+            "client_secret": "fake-client-secret",
+            "refresh_token": "fake-refresh-token",
+            "token_uri": format!("{}/token", self.endpoint()),
+        })
+        .to_string()
+    }
+
     /// How many calls each method got (faulted ones included).
     pub async fn calls(&self) -> BTreeMap<&'static str, u64> {
         self.world.lock().await.calls.clone()

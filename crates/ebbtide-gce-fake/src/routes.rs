@@ -110,7 +110,67 @@ pub(crate) fn router(world: Shared) -> Router {
             "/compute/v1/projects/{project}/zones/{zone}/instances/{name}",
             get(get_instance).delete(delete_instance),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            world.clone(),
+            authorize,
+        ))
+        .route("/token", post(token))
         .with_state(world)
+}
+
+/// The OAuth2 token endpoint an `authorized_user` credentials file names
+/// as its `token_uri`: it hands out an access token for a refresh token,
+/// as Google's does, so the scheduler's real credential flow is exercised.
+async fn token(State(world): State<Shared>, body: Option<Json<Value>>) -> Response {
+    let mut w = world.lock().await;
+    *w.calls.entry("token").or_default() += 1;
+    let grant = body
+        .as_ref()
+        .and_then(|b| b.get("grant_type"))
+        .and_then(Value::as_str);
+    let refresh = body
+        .as_ref()
+        .and_then(|b| b.get("refresh_token"))
+        .and_then(Value::as_str);
+    if grant != Some("refresh_token") || refresh.is_none_or(str::is_empty) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "invalid_grant", "error_description": "a refresh_token grant is required"})),
+        )
+            .into_response();
+    }
+    let token = format!("fake-access-{}", w.next_id());
+    w.access_tokens.push(token.clone());
+    Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": 3600})).into_response()
+}
+
+/// Once the token endpoint has issued a token, a call without a valid
+/// `Authorization: Bearer` header is refused with a 401, as Compute Engine
+/// refuses it (before that, anonymous calls are taken: the provider's own
+/// tests use anonymous credentials).
+async fn authorize(
+    State(world): State<Shared>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let allowed = {
+        let w = world.lock().await;
+        w.access_tokens.is_empty() || presented.is_some_and(|t| w.access_tokens.contains(&t))
+    };
+    if !allowed {
+        return error(
+            401,
+            "authError",
+            "Request is missing required authentication credential.",
+        );
+    }
+    next.run(request).await
 }
 
 /// An error answer in Compute Engine's shape.

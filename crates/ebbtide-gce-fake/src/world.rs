@@ -103,6 +103,9 @@ pub struct World {
     /// Codes the next operations finish with, one each.
     pub(crate) operation_faults: Vec<String>,
     pub(crate) calls: BTreeMap<&'static str, u64>,
+    /// Access tokens the token endpoint issued; once one is issued, every
+    /// API call must carry one of them.
+    pub(crate) access_tokens: Vec<String>,
     next_id: u64,
 }
 
@@ -121,6 +124,7 @@ impl World {
             call_faults: Vec::new(),
             operation_faults: Vec::new(),
             calls: BTreeMap::new(),
+            access_tokens: Vec::new(),
             // Compute Engine ids are large decimal numbers; start where
             // they no longer fit in 32 bits or an f64's exact range, so a
             // client that parses them as either is caught.

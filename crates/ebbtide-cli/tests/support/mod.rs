@@ -87,6 +87,7 @@ pub struct Scheduler {
     pub dir: PathBuf,
     child: Option<Child>,
     log_level: &'static str,
+    env: Vec<(String, String)>,
     _reaper: Reaper,
 }
 
@@ -99,6 +100,20 @@ impl Scheduler {
     /// As `start`, at another log level (benchmarks log `warn`, so logging
     /// is not what they measure).
     pub fn start_logging(dir: &Path, config: &str, log_level: &'static str) -> Scheduler {
+        Scheduler::start_with(dir, config, log_level, &[])
+    }
+
+    /// As `start`, with extra environment (a cloud's credentials, say).
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Scheduler {
+        Scheduler::start_with(dir, config, "info", env)
+    }
+
+    fn start_with(
+        dir: &Path,
+        config: &str,
+        log_level: &'static str,
+        env: &[(&str, &str)],
+    ) -> Scheduler {
         std::fs::write(dir.join("cluster.toml"), config).expect("write config");
         let mut scheduler = Scheduler {
             http: String::new(),
@@ -106,6 +121,10 @@ impl Scheduler {
             dir: dir.to_path_buf(),
             child: None,
             log_level,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             _reaper: Reaper::new(&dir.join("data")),
         };
         scheduler.restart();
@@ -119,7 +138,8 @@ impl Scheduler {
         self.kill_hard();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ebbtide"));
         cmd.args(["serve", "--config"])
-            .arg(self.dir.join("cluster.toml"));
+            .arg(self.dir.join("cluster.toml"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let (child, addresses) = spawn_serve(cmd, &self.log_path(), self.log_level);
         self.child = Some(child);
         self.http = addresses.http;
