@@ -17,6 +17,7 @@ pub const PROVIDERS: Plugins = Plugins(&[
     &ebbtide_provider_docker::DockerPlugin,
     &ebbtide_provider_aws::AwsPlugin,
     &ebbtide_provider_gce::GcePlugin,
+    &ebbtide_provider_baremetal::BaremetalPlugin,
 ]);
 
 /// Reads and validates a configuration file with this build's providers.
@@ -75,27 +76,44 @@ mod tests {
         cert
     }
 
+    /// An SSH login key, as the bare-metal example's `private_key` names.
+    fn ssh_key(dir: &Path) -> std::path::PathBuf {
+        let key = dir.join("id_ed25519");
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .expect("ssh-keygen (Debian's openssh-client; scripts/test installs it)");
+        assert!(status.success(), "ssh-keygen failed");
+        key
+    }
+
     #[test]
     fn every_example_configuration_is_valid_with_this_builds_providers() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let dir = tempfile::tempdir().expect("tempdir");
         let cert = certificate(dir.path());
+        let login_key = ssh_key(dir.path());
         let mut checked = Vec::new();
         for entry in std::fs::read_dir(&root).expect("examples/") {
             let path = entry.expect("entry").path();
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
                 continue;
             }
-            // Keys read from the environment are stood in for by a literal
-            // one, the deployment's certificate by a test one.
+            // Keys read from the environment are stood in for by literal
+            // ones (each its own: keys must not repeat), the deployment's
+            // certificate and SSH key by test ones.
             let text: String = std::fs::read_to_string(&path)
                 .expect("read")
                 .lines()
-                .map(|l| {
+                .enumerate()
+                .map(|(n, l)| {
                     if l.starts_with("api_key_env") {
-                        "api_key = \"example-key-0123456789abcdef\"".to_string()
+                        format!("api_key = \"example-key-{n:04}-0123456789abcdef\"")
                     } else if l.starts_with("identity_certificate") {
                         format!("identity_certificate = {:?}", cert.display().to_string())
+                    } else if l.starts_with("private_key") {
+                        format!("private_key = {:?}", login_key.display().to_string())
                     } else {
                         l.to_string()
                     }
@@ -115,8 +133,8 @@ mod tests {
         checked.sort();
         assert_eq!(
             checked.len(),
-            4,
-            "local, docker, aws and the simulator scenario: {checked:?}"
+            6,
+            "local, docker, aws, gce, baremetal and the simulator scenario: {checked:?}"
         );
     }
 }

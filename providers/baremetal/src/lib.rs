@@ -12,4 +12,10 @@
 //! and keeps long sessions alive. The provider (inventory, slots, launch,
 //! list, terminate, health gates, power control) is built on it next.
 
+mod plugin;
+mod provider;
+pub mod remote;
 pub mod ssh;
+
+pub use plugin::{BaremetalPlugin, BaremetalSettings};
+pub use provider::{BaremetalConfig, BaremetalProvider, Host, instance_id, split_instance_id};
