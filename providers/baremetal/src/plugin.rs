@@ -29,6 +29,9 @@ struct Section {
     connect_timeout: Duration,
     #[serde(with = "humantime_serde", default = "default_command_timeout")]
     command_timeout: Duration,
+    /// Free disk under a host's work root below which it is quarantined.
+    #[serde(default = "default_min_free_disk_gb")]
+    min_free_disk_gb: u64,
     #[serde(default)]
     hosts: Vec<HostSection>,
     #[serde(default)]
@@ -46,6 +49,9 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_command_timeout() -> Duration {
     Duration::from_secs(60)
+}
+fn default_min_free_disk_gb() -> u64 {
+    10
 }
 fn default_port() -> u16 {
     22
@@ -92,6 +98,8 @@ pub struct BaremetalSettings {
     pub connect_timeout: Duration,
     /// Command timeout.
     pub command_timeout: Duration,
+    /// Quarantine threshold, MiB.
+    pub min_free_disk_mib: u64,
 }
 
 /// Characters a name or path may have to go into a host's shell quoted
@@ -278,6 +286,7 @@ impl ProviderSchema for BaremetalPlugin {
                 agent_path: s.agent_path,
                 connect_timeout: s.connect_timeout,
                 command_timeout: s.command_timeout,
+                min_free_disk_mib: s.min_free_disk_gb.saturating_mul(1024),
             })
         })
     }
@@ -293,6 +302,7 @@ impl BaremetalSettings {
             agent_path: self.agent_path.clone(),
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
+            min_free_disk_mib: self.min_free_disk_mib,
         }
     }
 }

@@ -12,6 +12,12 @@
 //! instances the reconciler stops. If no host answers, `list` fails
 //! rather than declare the whole fleet lost on a blip of the scheduler's
 //! own network.
+//!
+//! Health is judged on every `list` (each reconcile pass) and every
+//! launch: a host that does not answer, whose work root has less free disk
+//! than `min_free_disk_mib`, or on which an agent did not start is
+//! quarantined — it gets no new workers — and is re-admitted by the first
+//! `list` it passes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -57,6 +63,8 @@ pub struct BaremetalConfig {
     pub connect_timeout: Duration,
     /// One command on a host.
     pub command_timeout: Duration,
+    /// Free disk under a host's work root below which it is quarantined.
+    pub min_free_disk_mib: u64,
 }
 
 /// Workers on owned hosts.
@@ -65,6 +73,8 @@ pub struct BaremetalProvider {
     /// Which workers hold a slot on which host, as this process last knew
     /// (launches, stops and every `list` update it).
     occupied: Mutex<HashMap<String, BTreeSet<WorkerId>>>,
+    /// Hosts taking no new workers, and why.
+    quarantined: Mutex<HashMap<String, String>>,
 }
 
 /// `HOST/wID`.
@@ -88,6 +98,34 @@ impl BaremetalProvider {
         BaremetalProvider {
             config,
             occupied: Mutex::new(HashMap::new()),
+            quarantined: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The hosts in quarantine and why, for status and metrics.
+    pub async fn quarantined(&self) -> Vec<(String, String)> {
+        let mut q: Vec<(String, String)> = self
+            .quarantined
+            .lock()
+            .await
+            .iter()
+            .map(|(h, why)| (h.clone(), why.clone()))
+            .collect();
+        q.sort();
+        q
+    }
+
+    async fn quarantine(&self, host: &str, why: String) {
+        let mut q = self.quarantined.lock().await;
+        if q.get(host) != Some(&why) {
+            tracing::warn!(host, reason = %why, "host quarantined: it gets no new workers until it passes a check");
+        }
+        q.insert(host.to_string(), why);
+    }
+
+    async fn readmit(&self, host: &str) {
+        if let Some(why) = self.quarantined.lock().await.remove(host) {
+            tracing::info!(host, was = %why, "host passed its check; re-admitted");
         }
     }
 
@@ -157,8 +195,13 @@ impl BaremetalProvider {
                 .await
                 .map_err(transient)?;
             if !out.success() {
-                tracing::warn!(host = %host.target.name, worker = w.0, status = ?out.exit_status, stderr = %String::from_utf8_lossy(&out.stderr), "the agent did not start");
-                continue;
+                let why = format!(
+                    "the agent did not start (exit {:?}): {}",
+                    out.exit_status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+                self.quarantine(&host.target.name, why).await;
+                break;
             }
             self.occupied
                 .lock()
@@ -190,7 +233,13 @@ impl Provider for BaremetalProvider {
                 request.pool, request.pool
             ))
         })?;
-        let hosts: Vec<&Host> = names.iter().filter_map(|n| self.host(n)).collect();
+        let all: Vec<&Host> = names.iter().filter_map(|n| self.host(n)).collect();
+        let quarantined = self.quarantined.lock().await.clone();
+        let hosts: Vec<&Host> = all
+            .iter()
+            .copied()
+            .filter(|h| !quarantined.contains_key(&h.target.name))
+            .collect();
         let workers: Vec<WorkerId> = request.workers.iter().map(|w| w.worker).collect();
         let mut launched = Vec::new();
         let mut last_error = None;
@@ -202,10 +251,13 @@ impl Provider for BaremetalProvider {
                 .copied()
                 .filter(|w| !launched.iter().any(|l: &LaunchedInstance| l.worker == *w))
                 .collect();
+            // A host quarantined during this launch (an agent that did not
+            // start) gets none of the rest.
+            let resting = self.quarantined.lock().await.clone();
             let usable: Vec<&Host> = hosts
                 .iter()
                 .copied()
-                .filter(|h| !skip.contains(&h.target.name))
+                .filter(|h| !skip.contains(&h.target.name) && !resting.contains_key(&h.target.name))
                 .collect();
             if remaining.is_empty() || usable.is_empty() {
                 break;
@@ -231,10 +283,16 @@ impl Provider for BaremetalProvider {
         if launched.is_empty() {
             return Err(last_error.unwrap_or_else(|| {
                 let slots: u32 = hosts.iter().map(|h| h.slots).sum();
+                let resting = all.len() - hosts.len();
                 ProviderError::Capacity(format!(
-                    "every slot of pool {}'s {} host(s) is taken ({slots} slots)",
+                    "every slot of pool {}'s {} healthy host(s) is taken ({slots} slots){}",
                     request.pool,
-                    hosts.len()
+                    hosts.len(),
+                    if resting > 0 {
+                        format!("; {resting} host(s) quarantined")
+                    } else {
+                        String::new()
+                    }
                 ))
             }));
         }
@@ -296,12 +354,39 @@ impl Provider for BaremetalProvider {
                     .await
                     .map_err(transient)?;
                 session.close().await;
-                Ok::<_, ProviderError>(remote::parse_list(&String::from_utf8_lossy(&o.stdout)))
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                Ok::<_, ProviderError>((remote::parse_list(&text), remote::parse_free_kib(&text)))
             }
             .await;
             match listed {
-                Ok(workers) => {
+                Ok((workers, free_kib)) => {
                     answered += 1;
+                    let free_mib = free_kib.map(|k| k / 1024);
+                    match free_mib {
+                        Some(free) if free >= self.config.min_free_disk_mib => {
+                            self.readmit(&host.target.name).await
+                        }
+                        Some(free) => {
+                            self.quarantine(
+                                &host.target.name,
+                                format!(
+                                    "disk: {free} MiB free under {}, below {} MiB",
+                                    host.work_root, self.config.min_free_disk_mib
+                                ),
+                            )
+                            .await
+                        }
+                        None => {
+                            self.quarantine(
+                                &host.target.name,
+                                format!(
+                                    "disk: cannot read the free space under {}",
+                                    host.work_root
+                                ),
+                            )
+                            .await
+                        }
+                    }
                     self.occupied.lock().await.insert(
                         host.target.name.clone(),
                         workers.iter().map(|l| l.worker).collect(),
@@ -317,6 +402,8 @@ impl Provider for BaremetalProvider {
                 }
                 Err(e) => {
                     tracing::warn!(host = %host.target.name, error = %e, "host did not answer; its workers are not listed");
+                    self.quarantine(&host.target.name, format!("unreachable: {e}"))
+                        .await;
                     last_error = Some(e);
                 }
             }

@@ -28,7 +28,9 @@ pub fn worker_dir(work_root: &str, cluster: &str, worker: WorkerId) -> String {
 /// Starts the agent for `worker` (its token on stdin): as a transient
 /// systemd unit where systemd runs, else as a process leading its own
 /// session (so terminate can stop its whole group). Prints `systemd` or
-/// `process`.
+/// `process`. Fails (and says why on stderr) when the agent binary is not
+/// executable or the agent is gone a moment after it started, so a host
+/// that cannot run workers is quarantined instead of taking more.
 pub struct Start<'a> {
     /// Where workers' directories go on the host.
     pub work_root: &'a str,
@@ -58,6 +60,7 @@ impl Start<'_> {
         format!(
             "set -eu\n\
              umask 077\n\
+             [ -x {agent_bin} ] || {{ echo \"agent {agent_bin} is not an executable file\" >&2; exit 127; }}\n\
              d={dir}\n\
              rm -rf \"$d\"\n\
              mkdir -p \"$d/jobs\"\n\
@@ -66,13 +69,18 @@ impl Start<'_> {
              if [ -d /run/systemd/system ] && command -v systemd-run >/dev/null 2>&1; then\n\
              \x20 systemd-run --quiet --collect --unit={unit} --property=KillMode=control-group {agent}\n\
              \x20 echo systemd > \"$d/supervisor\"\n\
+             \x20 sleep 0.2\n\
+             \x20 systemctl is-active --quiet {unit} || {{ journalctl -u {unit} -n 20 --no-pager >&2 || true; exit 1; }}\n\
              else\n\
              \x20 setsid {agent} > \"$d/agent.log\" 2>&1 < /dev/null &\n\
              \x20 echo $! > \"$d/pid\"\n\
              \x20 echo process > \"$d/supervisor\"\n\
+             \x20 sleep 0.2\n\
+             \x20 kill -0 \"$(cat \"$d/pid\")\" 2>/dev/null || {{ tail -n 20 \"$d/agent.log\" >&2; exit 1; }}\n\
              fi\n\
              cat \"$d/supervisor\"\n",
             pool = quote(self.pool),
+            agent_bin = quote(self.agent),
         )
     }
 }
@@ -89,6 +97,8 @@ pub fn list_script(work_root: &str, cluster: &str) -> String {
     let prefix = quote(&format!("{cluster}-w"));
     format!(
         "root={root}; prefix={prefix}\n\
+         mkdir -p \"$root\"\n\
+         echo \"disk $(df -Pk \"$root\" | awk 'NR==2 {{print $4}}')\"\n\
          for d in \"$root\"/\"$prefix\"*; do\n\
          \x20 [ -d \"$d\" ] || continue\n\
          \x20 id=${{d##*/}}; id=${{id#\"$prefix\"}}\n\
@@ -136,6 +146,14 @@ pub struct Listed {
     pub running: bool,
 }
 
+/// The free space under the work root, KiB, from [`list_script`]'s
+/// output (its `disk KIB` line).
+pub fn parse_free_kib(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("disk ")?.trim().parse().ok())
+}
+
 /// Parses [`list_script`]'s output, skipping lines it does not recognise.
 pub fn parse_list(output: &str) -> Vec<Listed> {
     output
@@ -180,7 +198,9 @@ mod tests {
 
     #[test]
     fn list_output_parses_and_junk_is_skipped() {
-        let got = parse_list("7 metal running\n8 metal stopped\nnoise\n9\n");
+        let got = parse_list("disk 1024\n7 metal running\n8 metal stopped\nnoise\n9\n");
+        assert_eq!(parse_free_kib("disk 1024\n7 metal running\n"), Some(1024));
+        assert_eq!(parse_free_kib("7 metal running\n"), None);
         assert_eq!(
             got,
             [

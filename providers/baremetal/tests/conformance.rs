@@ -53,6 +53,7 @@ impl Harness {
             agent_path: self.agent.display().to_string(),
             connect_timeout: Duration::from_secs(2),
             command_timeout: Duration::from_secs(20),
+            min_free_disk_mib: 1,
         }
     }
 
