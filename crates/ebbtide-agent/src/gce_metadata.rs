@@ -121,35 +121,9 @@ fn encode(value: &str) -> String {
         .collect()
 }
 
-/// The worker id and cluster in an instance name `{cluster}-w{worker}`.
-pub fn worker_of_instance_name(name: &str) -> Option<(String, u64)> {
-    let (cluster, worker) = name.rsplit_once("-w")?;
-    Some((cluster.to_string(), worker.parse().ok()?))
-}
-
-/// The audience a worker's identity token is minted for; the scheduler's
-/// GCE provider expects exactly this.
-pub fn audience(cluster: &str, worker: u64) -> String {
-    format!("ebbtide://{cluster}/workers/{worker}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_instance_name_gives_its_cluster_and_worker() {
-        assert_eq!(
-            worker_of_instance_name("ci-east-w42"),
-            Some(("ci-east".into(), 42))
-        );
-        assert_eq!(
-            worker_of_instance_name("with-w-inside-w7"),
-            Some(("with-w-inside".into(), 7))
-        );
-        assert_eq!(worker_of_instance_name("no-worker"), None);
-        assert_eq!(audience("c", 7), "ebbtide://c/workers/7");
-    }
 
     #[tokio::test]
     async fn the_stand_in_answers_name_token_and_a_preemption_the_long_poll_sees_at_once() {

@@ -242,15 +242,20 @@ fn power_off() {
     }
 }
 
+/// The batch file a cloud instance's boot script wrote.
+fn read_batch(path: &std::path::Path) -> anyhow::Result<ebbtide_proto::bootstrap::BatchFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    ebbtide_proto::bootstrap::BatchFile::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// An EC2 instance: its entry of the batch file, by launch index.
 async fn ec2_agent_config(
     path: &std::path::Path,
     args: &AgentArgs,
 ) -> anyhow::Result<ebbtide_agent::AgentConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let batch = ebbtide_proto::bootstrap::BatchFile::parse(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let batch = read_batch(path)?;
     let imds = ebbtide_agent::imds::Imds::new(args.imds_endpoint.clone());
     let index = imds.launch_index().await?;
     let (worker_id, token) = batch.for_index(index).with_context(|| {
@@ -279,13 +284,10 @@ async fn gce_agent_config(
     args: &AgentArgs,
 ) -> anyhow::Result<ebbtide_agent::AgentConfig> {
     use ebbtide_agent::gce_metadata;
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let batch = ebbtide_proto::bootstrap::BatchFile::parse(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let batch = read_batch(path)?;
     let metadata = gce_metadata::GceMetadata::new(args.gce_metadata_endpoint.clone());
     let name = metadata.instance_name().await?;
-    let (cluster, worker) = gce_metadata::worker_of_instance_name(&name).with_context(|| {
+    let (cluster, worker) = ebbtide_proto::gce::parse_instance_name(&name).with_context(|| {
         format!("instance name {name:?} is not an Ebbtide worker's ({{cluster}}-w{{worker}})")
     })?;
     let index = worker.checked_sub(batch.first_worker).with_context(|| {
@@ -307,7 +309,7 @@ async fn gce_agent_config(
     // a scheduler that checks identity then refuses it, saying so, and one
     // that does not takes the batch token alone.
     let identity = match metadata
-        .identity_token(&gce_metadata::audience(&cluster, worker_id))
+        .identity_token(&ebbtide_proto::gce::identity_audience(cluster, worker_id))
         .await
     {
         Ok(token) => Some((token.into_bytes(), String::new())),

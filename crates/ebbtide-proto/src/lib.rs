@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 pub mod codec;
+pub mod gce;
 
 /// `ebbtide.worker.v1`.
 pub mod worker {

@@ -205,12 +205,10 @@ impl GoogleKeys {
 }
 
 /// The audience the scheduler expects a worker's identity token to be
-/// minted for. It binds the token to this cluster and worker, so a token
-/// the instance minted for anything else cannot be replayed here; the
-/// agent computes the same string from its instance name
-/// (`{cluster}-w{worker}`).
+/// minted for ([`ebbtide_proto::gce::identity_audience`], which the agent
+/// computes from its instance name too).
 pub fn audience(cluster: &str, worker: ebbtide_core::WorkerId) -> String {
-    format!("ebbtide://{cluster}/workers/{}", worker.0)
+    ebbtide_proto::gce::identity_audience(cluster, worker.0)
 }
 
 #[cfg(test)]

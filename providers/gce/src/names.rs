@@ -31,20 +31,19 @@ const MAX_NAME: usize = 63;
 /// Room kept in an instance name for `-w` and a worker id (u64).
 const WORKER_SUFFIX: usize = 2 + 20;
 
-/// The instance name of `worker` in `cluster`: the cluster id, `-w`, the
-/// worker id. Unique because worker ids never repeat within a cluster, so
-/// a retried launch can never create a second instance for one worker.
+/// The instance name of `worker` in `cluster`
+/// ([`ebbtide_proto::gce::instance_name`], which the agent parses). A
+/// retried launch can never create a second instance for one worker.
 pub fn instance_name(cluster: &str, worker: WorkerId) -> String {
-    format!("{cluster}-w{}", worker.0)
+    ebbtide_proto::gce::instance_name(cluster, worker.0)
 }
 
 /// The worker an instance name of `cluster` belongs to.
 pub fn worker_of_name(cluster: &str, name: &str) -> Option<WorkerId> {
-    name.strip_prefix(cluster)?
-        .strip_prefix("-w")?
-        .parse()
-        .ok()
-        .map(WorkerId)
+    match ebbtide_proto::gce::parse_instance_name(name)? {
+        (c, worker) if c == cluster => Some(WorkerId(worker)),
+        _ => None,
+    }
 }
 
 /// Why `cluster` cannot prefix instance names, if it cannot.

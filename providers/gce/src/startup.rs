@@ -28,11 +28,6 @@ pub fn startup_script(
     batch.boot_script("GCE startup-script", agent_install, "--gce-batch")
 }
 
-/// The batch file inside a startup script.
-pub fn batch_of_script(script: &str) -> Option<BatchFile> {
-    BatchFile::from_boot_script(script)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,7 +43,7 @@ mod tests {
             })
             .collect();
         let script = startup_script("https://sched:8081", &workers, "true");
-        let batch = batch_of_script(&script).expect("batch");
+        let batch = BatchFile::from_boot_script(&script).expect("batch");
         assert_eq!(batch.first_worker, 40);
         assert_eq!(batch.tokens, ["tok-40", "tok-41"]);
         assert!(script.starts_with("#!/bin/sh\n"));

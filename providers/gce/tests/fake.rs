@@ -261,8 +261,8 @@ async fn a_batch_is_one_bulk_insert_of_spot_instances_deleted_on_preemption() {
         .metadata(ZONES[0], "ebbtide-test-w12", STARTUP_SCRIPT_KEY)
         .await
         .expect("startup script");
-    let batch =
-        ebbtide_provider_gce::startup::batch_of_script(&script).expect("batch in the script");
+    let batch = ebbtide_provider_gce::startup::BatchFile::from_boot_script(&script)
+        .expect("batch in the script");
     assert_eq!(batch.first_worker, 10);
     assert_eq!(batch.tokens.len(), 5);
     assert_eq!(batch.tokens[2], "token-12");
