@@ -284,6 +284,29 @@ pub fn render_fleet(s: &StatusReport) -> String {
         );
     }
     out.push('\n');
+    if !s.hosts.is_empty() {
+        let hosts: Vec<Vec<String>> = s
+            .hosts
+            .iter()
+            .map(|h| {
+                vec![
+                    h.name.clone(),
+                    h.provider.clone(),
+                    h.state.clone(),
+                    format!("{}/{}", h.workers, h.slots),
+                    h.last_boot_s
+                        .map_or_else(|| "-".into(), |b| format!("{b:.0}s")),
+                    h.reason.clone().unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            &["HOST", "PROVIDER", "STATE", "WORKERS", "BOOT", "WHY"],
+            &hosts,
+        );
+        out.push('\n');
+    }
     jobs_and_queue(&mut out, &s.running, &s.queue, true);
     out.push('\n');
     if s.decisions.is_empty() {

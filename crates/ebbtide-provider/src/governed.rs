@@ -159,6 +159,11 @@ impl Provider for Governed {
         self.call("reclaimed", || self.inner.reclaimed()).await
     }
 
+    /// Not rate-limited: the provider's own memory, no API call.
+    async fn hosts(&self) -> Vec<crate::HostReport> {
+        self.inner.hosts().await
+    }
+
     /// Not rate-limited: a provider's check is its own work (a signature),
     /// and a registration must not queue behind launches.
     async fn verify_registration(

@@ -135,6 +135,61 @@ pub struct Offering {
     pub available: bool,
 }
 
+/// Whether an owned machine takes workers, as its provider last judged it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostState {
+    /// Answering and healthy: it takes workers into its free slots.
+    Ready,
+    /// Failed a check (unreachable, disk full, an agent did not start):
+    /// no new workers until it passes one.
+    Quarantined,
+    /// Powered off by its power control (idle long enough); woken when
+    /// demand needs its slots.
+    PoweredOff,
+    /// Powered on, not answering yet.
+    PoweringOn,
+}
+
+impl HostState {
+    /// Its name in status, logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            HostState::Ready => "ready",
+            HostState::Quarantined => "quarantined",
+            HostState::PoweredOff => "powered_off",
+            HostState::PoweringOn => "powering_on",
+        }
+    }
+
+    /// Every state, for exporting a zero for those a host is not in.
+    pub const ALL: [HostState; 4] = [
+        HostState::Ready,
+        HostState::Quarantined,
+        HostState::PoweredOff,
+        HostState::PoweringOn,
+    ];
+}
+
+/// One owned machine (a bare-metal host) as the operator should see it:
+/// the engine plans in workers and never sees hosts, so this is what
+/// tells an operator why a pool has fewer slots than its inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostReport {
+    /// Its inventory name.
+    pub name: String,
+    /// Whether it takes workers.
+    pub state: HostState,
+    /// Why it is quarantined or powered off.
+    pub reason: Option<String>,
+    /// Our workers on it now.
+    pub workers: u32,
+    /// Workers it runs at once.
+    pub slots: u32,
+    /// Its last measured boot (power on until it answered), the part of a
+    /// cold start the pool's boot estimate learns from.
+    pub last_boot: Option<std::time::Duration>,
+}
+
 /// What went wrong, in the terms that decide what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
@@ -254,6 +309,12 @@ pub trait Provider: Send + Sync {
     /// nothing.
     async fn reclaimed(&self) -> Result<Vec<InstanceId>, ProviderError> {
         Ok(Vec::new())
+    }
+
+    /// The machines it owns and their health, for `status` and metrics. A
+    /// provider that rents instances owns none.
+    async fn hosts(&self) -> Vec<HostReport> {
+        Vec::new()
     }
 
     /// Vouches for a worker's registration beyond its token. The default

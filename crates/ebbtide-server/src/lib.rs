@@ -37,9 +37,9 @@ use ebbtide_store::{SqliteStore, Store};
 use tokio::sync::{mpsc, watch};
 
 pub use control::{
-    CostReport, DecisionReport, ExplainReport, LoopMsg, PoolChoiceReport, PoolReport, QueueReport,
-    ReloadRefused, RunningJobReport, StatusReport, SubmitRefused, TenantStatus, WorkerRefused,
-    WorkerReport,
+    CostReport, DecisionReport, ExplainReport, HostStatus, LoopMsg, PoolChoiceReport, PoolReport,
+    QueueReport, ReloadRefused, RunningJobReport, StatusReport, SubmitRefused, TenantStatus,
+    WorkerRefused, WorkerReport,
 };
 
 /// Starting the server failed.

@@ -88,6 +88,10 @@ pub const QUOTA_USED: &str = "ebbtide_tenant_quota_used_ratio";
 /// Reports a worker's session made on a job it does not hold, by what
 /// (output, result): refused, never stored.
 pub const REPORTS_REFUSED: &str = "ebbtide_worker_reports_refused_total";
+/// An owned host's state: 1 for the state it is in, 0 for the others.
+pub const HOST_STATE: &str = "ebbtide_host_state";
+/// An owned host's last measured boot (power on until it answered).
+pub const HOST_BOOT: &str = "ebbtide_host_boot_seconds";
 
 /// Queue waits: from instant to past the longest SLA targets.
 const WAIT_BUCKETS: &[f64] = &[
@@ -296,6 +300,16 @@ fn describe() {
         QUOTA_USED,
         Unit::Count,
         "Share (0-1) of each tenant's running-jobs quota in use; absent for tenants without one."
+    );
+    describe_gauge!(
+        HOST_STATE,
+        Unit::Count,
+        "Each owned host's state (provider, host, state=ready|quarantined|powered_off|powering_on): 1 for the one it is in. A quarantined host takes no workers until it passes a check; `ebbtide status` says why."
+    );
+    describe_gauge!(
+        HOST_BOOT,
+        Unit::Seconds,
+        "Each owned host's last measured boot, from power on until it answered over SSH; absent until it has been powered on by Ebbtide."
     );
     describe_counter!(
         REPORTS_REFUSED,

@@ -1,18 +1,21 @@
 //! # ebbtide-provider-baremetal
 //!
 //! Workers on hosts the team owns, reached over SSH. Owned machines are the
-//! cheapest capacity a CI team has; this crate will make them the first
-//! rung of a spill-over chain (bare metal, then on-demand cloud, then spot).
+//! cheapest capacity a CI team has: a pool of them placed first in a chain
+//! takes a burst before a cloud pool does, and its workers are the last
+//! to retire.
 //!
-//! What is here so far is the transport ([`ssh`]): a pure-Rust SSH client
-//! (russh) that refuses any host whose key is not the one pinned for it,
-//! authenticates with a key, runs one command per channel with its input
-//! on the channel's stdin (so a secret never appears on a command line
-//! `ps` shows), reads the channel until it closes, bounds what it keeps,
-//! and keeps long sessions alive. The provider (inventory, slots, launch,
-//! list, terminate, health gates, power control) is built on it next.
+//! - [`ssh`]: a pure-Rust SSH client (russh) that refuses any host whose
+//!   key is not the one pinned for it, runs one command per channel with
+//!   its input on stdin (a secret never appears on a command line `ps`
+//!   shows), reads the channel until it closes and keeps sessions alive.
+//! - [`remote`]: the scripts run on a host to start, list and stop agents.
+//! - [`BaremetalProvider`]: slots, placement, health gates (quarantine)
+//!   and the power of idle hosts.
+//! - [`power`]: Redfish, IPMI and Wake-on-LAN drivers.
 
 mod plugin;
+pub mod power;
 mod provider;
 pub mod remote;
 pub mod ssh;

@@ -23,7 +23,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use ebbtide_core::{InstanceId, Market, PricePerHour, WorkerId};
-use ebbtide_provider::{InstanceInfo, LaunchRequest, LaunchedInstance, Provider, ProviderError};
+use ebbtide_provider::{
+    HostReport, HostState, InstanceInfo, LaunchRequest, LaunchedInstance, Provider, ProviderError,
+};
 use tokio::sync::Mutex;
 
 use crate::remote::{self, Start};
@@ -336,6 +338,33 @@ impl Provider for BaremetalProvider {
             session.close().await;
         }
         Ok(())
+    }
+
+    async fn hosts(&self) -> Vec<HostReport> {
+        let quarantined = self.quarantined.lock().await.clone();
+        let occupied = self.occupied.lock().await;
+        self.config
+            .hosts
+            .iter()
+            .map(|h| {
+                let name = &h.target.name;
+                let reason = quarantined.get(name).cloned();
+                HostReport {
+                    name: name.clone(),
+                    state: if reason.is_some() {
+                        HostState::Quarantined
+                    } else {
+                        HostState::Ready
+                    },
+                    reason,
+                    workers: occupied
+                        .get(name)
+                        .map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX)),
+                    slots: h.slots,
+                    last_boot: None,
+                }
+            })
+            .collect()
     }
 
     async fn list(&self) -> Result<Vec<InstanceInfo>, ProviderError> {

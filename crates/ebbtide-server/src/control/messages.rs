@@ -152,6 +152,8 @@ pub enum LoopMsg {
         listed: Result<Vec<ebbtide_provider::InstanceInfo>, ebbtide_provider::ProviderError>,
         /// Instances it reports as taken back (spot preemptions).
         reclaimed: Vec<ebbtide_core::InstanceId>,
+        /// The machines it owns and their health, after this list.
+        hosts: Vec<ebbtide_provider::HostReport>,
     },
     /// Terminate every instance (a stop with `server.on_stop =
     /// "terminate"`); answers how many once the providers confirmed.

@@ -57,7 +57,8 @@ impl Control {
         });
         self.engine.accrue_all(at);
         let previous = std::mem::take(&mut self.queue_series);
-        let metrics = fleet_metrics(&self.engine, at, previous);
+        let mut metrics = fleet_metrics(&self.engine, at, previous);
+        metrics.gauges.extend(host_metrics(&self.hosts));
         for s in &metrics.gauges {
             t::set_gauge(s.name, &s.labels, s.value);
         }
@@ -66,6 +67,36 @@ impl Control {
         }
         self.queue_series = metrics.queues;
     }
+}
+
+/// Owned hosts as samples: a one-hot state per host (so an alert can
+/// count quarantined hosts and a graph can stack them) and its last boot.
+pub(super) fn host_metrics(
+    hosts: &BTreeMap<String, Vec<ebbtide_provider::HostReport>>,
+) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for (provider, hosts) in hosts {
+        for h in hosts {
+            let labels = || vec![("provider", provider.clone()), ("host", h.name.clone())];
+            for state in ebbtide_provider::HostState::ALL {
+                let mut l = labels();
+                l.push(("state", state.name().to_string()));
+                out.push(Sample {
+                    name: t::HOST_STATE,
+                    labels: l,
+                    value: if h.state == state { 1.0 } else { 0.0 },
+                });
+            }
+            if let Some(boot) = h.last_boot {
+                out.push(Sample {
+                    name: t::HOST_BOOT,
+                    labels: labels(),
+                    value: boot.as_secs_f64(),
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The engine's state at `at` as metric samples: workers by pool and
@@ -247,5 +278,46 @@ mod tests {
             requested.is_some_and(|r| r >= 1.0) && desired == requested,
             "the planner asked for workers for the queued jobs: requested {requested:?}, desired {desired:?}"
         );
+    }
+
+    #[test]
+    fn each_host_reads_one_for_its_state_and_zero_for_the_others() {
+        let report = |name: &str, state, boot| ebbtide_provider::HostReport {
+            name: name.to_string(),
+            state,
+            reason: None,
+            workers: 0,
+            slots: 2,
+            last_boot: boot,
+        };
+        let hosts = BTreeMap::from([(
+            "baremetal".to_string(),
+            vec![
+                report("rack-a", ebbtide_provider::HostState::Ready, None),
+                report(
+                    "rack-b",
+                    ebbtide_provider::HostState::Quarantined,
+                    Some(std::time::Duration::from_millis(41_500)),
+                ),
+            ],
+        )]);
+        let m = FleetMetrics {
+            gauges: host_metrics(&hosts),
+            ..FleetMetrics::default()
+        };
+        let of = |host: &str, state: &str| {
+            gauge(
+                &m,
+                t::HOST_STATE,
+                &[("provider", "baremetal"), ("host", host), ("state", state)],
+            )
+        };
+        assert_eq!(of("rack-a", "ready"), Some(1.0));
+        assert_eq!(of("rack-a", "quarantined"), Some(0.0));
+        assert_eq!(of("rack-b", "quarantined"), Some(1.0));
+        assert_eq!(of("rack-b", "ready"), Some(0.0));
+        assert_eq!(of("rack-b", "powered_off"), Some(0.0));
+        assert_eq!(gauge(&m, t::HOST_BOOT, &[("host", "rack-b")]), Some(41.5));
+        assert_eq!(gauge(&m, t::HOST_BOOT, &[("host", "rack-a")]), None);
     }
 }

@@ -36,8 +36,8 @@ pub use messages::{
 };
 use sessions::{Undelivered, may_hold_session};
 pub use views::{
-    CostReport, DecisionReport, ExplainReport, PoolChoiceReport, PoolReport, QueueReport,
-    RunningJobReport, StatusReport, TenantStatus, WorkerReport,
+    CostReport, DecisionReport, ExplainReport, HostStatus, PoolChoiceReport, PoolReport,
+    QueueReport, RunningJobReport, StatusReport, TenantStatus, WorkerReport,
 };
 
 /// Why the loop woke.
@@ -106,6 +106,8 @@ pub(crate) struct Control {
     ledger_flush: std::time::Duration,
     /// The latest scaling decisions, for the status view.
     decisions: views::RecentDecisions,
+    /// Each provider's owned machines as its last reconcile pass saw them.
+    hosts: BTreeMap<String, Vec<ebbtide_provider::HostReport>>,
 }
 
 impl Control {
@@ -335,7 +337,11 @@ impl Control {
                 listed_at,
                 listed,
                 reclaimed,
-            } => self.finish_reconcile(&provider, listed_at, listed, &reclaimed),
+                hosts,
+            } => {
+                self.finish_reconcile(&provider, listed_at, listed, &reclaimed);
+                self.hosts.insert(provider, hosts);
+            }
             LoopMsg::TerminateAll { reply } => self.terminate_all(reply),
             LoopMsg::Ping { reply } => {
                 let _ = reply.send(());

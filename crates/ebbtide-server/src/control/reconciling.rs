@@ -20,12 +20,14 @@ impl Control {
                         Vec::new()
                     }
                 };
+                let hosts = provider.hosts().await;
                 let _ = tx
                     .send(LoopMsg::Reconciled {
                         provider: name,
                         listed_at,
                         listed,
                         reclaimed,
+                        hosts,
                     })
                     .await;
                 match provider.offerings().await {

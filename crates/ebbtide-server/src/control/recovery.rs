@@ -102,6 +102,7 @@ impl Control {
             queue_series: Vec::new(),
             last_refresh: Timestamp::from_millis(0),
             decisions: Default::default(),
+            hosts: BTreeMap::new(),
         };
         let live = store.live_jobs().await.map_err(|e| e.to_string())?;
         let recovered = live.len();

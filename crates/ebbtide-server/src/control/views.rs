@@ -33,6 +33,28 @@ pub struct StatusReport {
     pub decisions: Vec<DecisionReport>,
     /// What the fleet costs.
     pub cost: CostReport,
+    /// Owned machines (bare-metal hosts) and whether they take workers.
+    #[serde(default)]
+    pub hosts: Vec<HostStatus>,
+}
+
+/// One owned machine, as its provider's last reconcile pass saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct HostStatus {
+    /// The provider that owns it.
+    pub provider: String,
+    /// Its inventory name.
+    pub name: String,
+    /// `ready`, `quarantined`, `powered_off` or `powering_on`.
+    pub state: String,
+    /// Why it is quarantined or powered off.
+    pub reason: Option<String>,
+    /// Our workers on it.
+    pub workers: u32,
+    /// Workers it runs at once.
+    pub slots: u32,
+    /// Its last measured boot, seconds.
+    pub last_boot_s: Option<f64>,
 }
 
 /// One pool's state.
@@ -334,6 +356,21 @@ impl Control {
             running,
             queue,
             decisions: self.decisions.newest_first(),
+            hosts: self
+                .hosts
+                .iter()
+                .flat_map(|(provider, hosts)| {
+                    hosts.iter().map(move |h| HostStatus {
+                        provider: provider.clone(),
+                        name: h.name.clone(),
+                        state: h.state.name().to_string(),
+                        reason: h.reason.clone(),
+                        workers: h.workers,
+                        slots: h.slots,
+                        last_boot_s: h.last_boot.map(|d| d.as_secs_f64()),
+                    })
+                })
+                .collect(),
             cost: CostReport {
                 rate_per_hour_usd: ebbtide_core::Micros(rate).as_dollars(),
                 since_start_usd: self.engine.costs().fleet.to_micros().as_dollars(),

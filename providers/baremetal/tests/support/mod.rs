@@ -6,6 +6,8 @@
 
 #![allow(dead_code, reason = "each test binary uses part of the kit")]
 
+pub mod emulators;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
