@@ -101,8 +101,9 @@ mod tests {
                 continue;
             }
             // Keys read from the environment are stood in for by literal
-            // ones (each its own: keys must not repeat), the deployment's
-            // certificate and SSH key by test ones.
+            // ones (each its own: keys must not repeat), BMC passwords by a
+            // variable that is set, the deployment's certificate and SSH
+            // key by test ones.
             let text: String = std::fs::read_to_string(&path)
                 .expect("read")
                 .lines()
@@ -112,6 +113,9 @@ mod tests {
                         format!("api_key = \"example-key-{n:04}-0123456789abcdef\"")
                     } else if l.starts_with("identity_certificate") {
                         format!("identity_certificate = {:?}", cert.display().to_string())
+                    } else if l.starts_with("password_env") {
+                        // A variable every process has stands for the BMC's.
+                        "password_env = \"PATH\"".to_string()
                     } else if l.starts_with("private_key") {
                         format!("private_key = {:?}", login_key.display().to_string())
                     } else {

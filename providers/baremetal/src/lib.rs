@@ -16,9 +16,12 @@
 
 mod plugin;
 pub mod power;
+mod power_book;
 mod provider;
 pub mod remote;
 pub mod ssh;
 
 pub use plugin::{BaremetalPlugin, BaremetalSettings};
-pub use provider::{BaremetalConfig, BaremetalProvider, Host, instance_id, split_instance_id};
+pub use provider::{
+    BaremetalConfig, BaremetalProvider, Host, HostPower, instance_id, split_instance_id,
+};

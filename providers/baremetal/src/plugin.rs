@@ -10,6 +10,7 @@ use ebbtide_config::{Issue, ProviderSchema, ProviderSection, ProviderSettings};
 use ebbtide_provider::{BuildContext, BuildError, Provider, ProviderPlugin, settings_of};
 use serde::Deserialize;
 
+use crate::power::config::PowerSection;
 use crate::ssh::{PinnedKey, SshTarget, load_private_key};
 use crate::{BaremetalConfig, BaremetalProvider, Host};
 
@@ -32,6 +33,12 @@ struct Section {
     /// Free disk under a host's work root below which it is quarantined.
     #[serde(default = "default_min_free_disk_gb")]
     min_free_disk_gb: u64,
+    /// A power-controlled host idle this long is switched off.
+    #[serde(with = "humantime_serde", default = "default_power_off_after")]
+    power_off_after: Duration,
+    /// How long a host switched on may take to answer over SSH.
+    #[serde(with = "humantime_serde", default = "default_boot_wait")]
+    boot_wait: Duration,
     #[serde(default)]
     hosts: Vec<HostSection>,
     #[serde(default)]
@@ -52,6 +59,12 @@ fn default_command_timeout() -> Duration {
 }
 fn default_min_free_disk_gb() -> u64 {
     10
+}
+fn default_power_off_after() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_boot_wait() -> Duration {
+    Duration::from_secs(10 * 60)
 }
 fn default_port() -> u16 {
     22
@@ -75,6 +88,7 @@ struct HostSection {
     slots: u32,
     price_per_hour: f64,
     work_root: Option<String>,
+    power: Option<PowerSection>,
 }
 
 /// `[providers.baremetal.pools.NAME]`.
@@ -100,6 +114,10 @@ pub struct BaremetalSettings {
     pub command_timeout: Duration,
     /// Quarantine threshold, MiB.
     pub min_free_disk_mib: u64,
+    /// Idle time before a power-controlled host is switched off.
+    pub power_off_after: Duration,
+    /// How long a host switched on may take to answer.
+    pub boot_wait: Duration,
 }
 
 /// Characters a name or path may have to go into a host's shell quoted
@@ -201,6 +219,7 @@ impl ProviderSchema for BaremetalPlugin {
                     ),
                 ));
             }
+            let power = h.power.as_ref().and_then(|p| p.check(&at("power"), issues));
             if let (Ok(host_key), Some(key)) = (host_key, key) {
                 hosts.push(Host {
                     target: SshTarget {
@@ -217,6 +236,7 @@ impl ProviderSchema for BaremetalPlugin {
                     memory_mib: h.memory_mib,
                     labels: h.labels.clone(),
                     price,
+                    power,
                 });
             }
         }
@@ -287,6 +307,8 @@ impl ProviderSchema for BaremetalPlugin {
                 connect_timeout: s.connect_timeout,
                 command_timeout: s.command_timeout,
                 min_free_disk_mib: s.min_free_disk_gb.saturating_mul(1024),
+                power_off_after: s.power_off_after,
+                boot_wait: s.boot_wait,
             })
         })
     }
@@ -303,6 +325,8 @@ impl BaremetalSettings {
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
             min_free_disk_mib: self.min_free_disk_mib,
+            power_off_after: self.power_off_after,
+            boot_wait: self.boot_wait,
         }
     }
 }

@@ -18,9 +18,18 @@
 //! than `min_free_disk_mib`, or on which an agent did not start is
 //! quarantined — it gets no new workers — and is re-admitted by the first
 //! `list` it passes.
+//!
+//! A host with power control that has run none of our workers for
+//! `power_off_after` is switched off by the `list` that notices, and is
+//! not asked again while off. A launch that finds no free slot on a host
+//! that is on switches sleeping ones on, waits until they answer over SSH
+//! (up to `boot_wait`) and starts its workers there; the launch returns
+//! after that boot, so the pool's boot estimate (launch request to
+//! registration) learns what a cold host costs.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ebbtide_core::{InstanceId, Market, PricePerHour, WorkerId};
 use ebbtide_provider::{
@@ -28,8 +37,29 @@ use ebbtide_provider::{
 };
 use tokio::sync::Mutex;
 
+use crate::power::{PowerControl, PowerError, PowerState};
+use crate::power_book::{Power, PowerBook};
 use crate::remote::{self, Start};
 use crate::ssh::{SshSession, SshTarget};
+
+/// A host's power control and how it is used.
+#[derive(Clone)]
+pub struct HostPower {
+    /// The driver.
+    pub control: Arc<dyn PowerControl>,
+    /// Run over SSH to shut the host down where the driver cannot switch
+    /// it off (Wake-on-LAN).
+    pub off_command: String,
+}
+
+impl std::fmt::Debug for HostPower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostPower")
+            .field("driver", &self.control.driver())
+            .field("off_command", &self.off_command)
+            .finish()
+    }
+}
 
 /// One owned host.
 #[derive(Debug, Clone)]
@@ -48,6 +78,8 @@ pub struct Host {
     pub labels: Vec<String>,
     /// Its amortized price per hour: owned capacity is not free.
     pub price: PricePerHour,
+    /// Its power control, if it has one.
+    pub power: Option<HostPower>,
 }
 
 /// Settings of the bare-metal provider.
@@ -67,6 +99,10 @@ pub struct BaremetalConfig {
     pub command_timeout: Duration,
     /// Free disk under a host's work root below which it is quarantined.
     pub min_free_disk_mib: u64,
+    /// A power-controlled host idle this long is switched off.
+    pub power_off_after: Duration,
+    /// How long a host switched on may take to answer over SSH.
+    pub boot_wait: Duration,
 }
 
 /// Workers on owned hosts.
@@ -77,6 +113,8 @@ pub struct BaremetalProvider {
     occupied: Mutex<HashMap<String, BTreeSet<WorkerId>>>,
     /// Hosts taking no new workers, and why.
     quarantined: Mutex<HashMap<String, String>>,
+    /// Power of the power-controlled hosts.
+    power: Mutex<PowerBook>,
 }
 
 /// `HOST/wID`.
@@ -101,6 +139,7 @@ impl BaremetalProvider {
             config,
             occupied: Mutex::new(HashMap::new()),
             quarantined: Mutex::new(HashMap::new()),
+            power: Mutex::new(PowerBook::default()),
         }
     }
 
@@ -141,6 +180,100 @@ impl BaremetalProvider {
             .map_err(transient)
     }
 
+    /// Switches a sleeping host on (unless a launch already did) and waits
+    /// until it answers over SSH, up to `boot_wait`.
+    async fn wake(&self, host: &Host, power: &HostPower) -> Result<(), ProviderError> {
+        let name = &host.target.name;
+        let first = self.power.lock().await.wake(name, Instant::now());
+        if first {
+            tracing::info!(host = %name, driver = power.control.driver(), "switching host on: a launch needs its slots");
+            if let Err(e) = power.control.power_on().await {
+                self.power.lock().await.wake_failed(name);
+                self.quarantine(name, format!("power on failed: {e}")).await;
+                return Err(transient(format!("host {name}: power on failed: {e}")));
+            }
+        }
+        let start = Instant::now();
+        loop {
+            let attempt = self.config.connect_timeout.min(Duration::from_secs(5));
+            if let Ok(session) = SshSession::connect(&host.target, attempt).await {
+                session.close().await;
+                break;
+            }
+            if start.elapsed() >= self.config.boot_wait {
+                self.power.lock().await.wake_failed(name);
+                let why = format!(
+                    "switched on but not answering over SSH after {:?}",
+                    self.config.boot_wait
+                );
+                self.quarantine(name, why.clone()).await;
+                return Err(transient(format!("host {name}: {why}")));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if let Some(boot) = self.power.lock().await.woke(name, Instant::now()) {
+            tracing::info!(host = %name, boot_s = boot.as_secs_f64(), "host is up");
+        }
+        Ok(())
+    }
+
+    /// Switches an idle host off: through its driver, or over SSH with its
+    /// `off_command` where the driver cannot.
+    async fn switch_off(&self, host: &Host, power: &HostPower) {
+        let name = &host.target.name;
+        let result = match power.control.power_off().await {
+            Err(PowerError::Unsupported(_)) => match self.session(host).await {
+                Ok(session) => {
+                    // The host may go before it answers: the command's
+                    // outcome is only that it is no longer reachable.
+                    let _ = session
+                        .exec(&power.off_command, None, self.config.command_timeout)
+                        .await;
+                    session.close().await;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+            other => other.map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => {
+                let why = format!("idle for {:?}", self.config.power_off_after);
+                tracing::info!(host = %name, driver = power.control.driver(), reason = %why, "host switched off");
+                self.power.lock().await.switched_off(name, why);
+            }
+            Err(e) => {
+                tracing::warn!(host = %name, error = %e, "cannot switch the idle host off; it stays on");
+            }
+        }
+    }
+
+    /// Whether `list` should reach the host: not while it is off or
+    /// booting; on the first pass, only if its driver does not say off.
+    async fn awake_for_list(&self, host: &Host, power: &HostPower) -> bool {
+        let name = &host.target.name;
+        let state = self.power.lock().await.state(name).clone();
+        match state {
+            Power::Off { .. } | Power::Waking { .. } => false,
+            Power::On { .. } => true,
+            Power::Unknown => match power.control.state().await {
+                Ok(Some(PowerState::Off)) => {
+                    tracing::info!(host = %name, driver = power.control.driver(), "host is switched off; it is woken when a launch needs it");
+                    self.power
+                        .lock()
+                        .await
+                        .switched_off(name, "found switched off".into());
+                    false
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(host = %name, error = %e, "cannot read the host's power state; asking it over SSH");
+                    true
+                }
+            },
+        }
+    }
+
     /// Where each of `workers` goes: free slots, least-loaded host first.
     async fn place(&self, hosts: &[&Host], workers: &[WorkerId]) -> Vec<(String, Vec<WorkerId>)> {
         let occupied = self.occupied.lock().await;
@@ -167,12 +300,62 @@ impl BaremetalProvider {
         plan
     }
 
+    /// Places `workers` on sleeping hosts, wakes those chosen (in
+    /// parallel) and starts the workers on each that came up.
+    async fn launch_on_sleeping(
+        &self,
+        sleeping: &[&Host],
+        request: &LaunchRequest,
+        workers: &[WorkerId],
+    ) -> Result<Vec<LaunchedInstance>, ProviderError> {
+        let plan = self.place(sleeping, workers).await;
+        {
+            // Reserve the slots now, so a launch running beside this one
+            // does not count them free while the host boots.
+            let mut occupied = self.occupied.lock().await;
+            for (name, ws) in &plan {
+                occupied.entry(name.clone()).or_default().extend(ws);
+            }
+        }
+        let started = futures_util::future::join_all(plan.iter().map(|(name, ws)| async move {
+            let host = self.host(name)?;
+            let power = host.power.as_ref()?;
+            let result = match self.wake(host, power).await {
+                Ok(()) => self.start_on(host, request, ws).await,
+                Err(e) => Err(e),
+            };
+            if let Some(set) = self.occupied.lock().await.get_mut(name) {
+                for w in ws {
+                    set.remove(w);
+                }
+                if let Ok(l) = &result {
+                    set.extend(l.iter().map(|l| l.worker));
+                }
+            }
+            Some(result)
+        }))
+        .await;
+        let mut launched = Vec::new();
+        let mut last_error = None;
+        for r in started.into_iter().flatten() {
+            match r {
+                Ok(l) => launched.extend(l),
+                Err(e) => last_error = Some(e),
+            }
+        }
+        match (launched.is_empty(), last_error) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(launched),
+        }
+    }
+
     async fn start_on(
         &self,
         host: &Host,
         request: &LaunchRequest,
         workers: &[WorkerId],
     ) -> Result<Vec<LaunchedInstance>, ProviderError> {
+        self.power.lock().await.busy(&host.target.name);
         let session = self.session(host).await?;
         let mut launched = Vec::new();
         for w in workers {
@@ -237,11 +420,18 @@ impl Provider for BaremetalProvider {
         })?;
         let all: Vec<&Host> = names.iter().filter_map(|n| self.host(n)).collect();
         let quarantined = self.quarantined.lock().await.clone();
-        let hosts: Vec<&Host> = all
+        let healthy: Vec<&Host> = all
             .iter()
             .copied()
             .filter(|h| !quarantined.contains_key(&h.target.name))
             .collect();
+        let (hosts, sleeping): (Vec<&Host>, Vec<&Host>) = {
+            let book = self.power.lock().await;
+            healthy
+                .iter()
+                .copied()
+                .partition(|h| !book.asleep(&h.target.name))
+        };
         let workers: Vec<WorkerId> = request.workers.iter().map(|w| w.worker).collect();
         let mut launched = Vec::new();
         let mut last_error = None;
@@ -282,10 +472,24 @@ impl Provider for BaremetalProvider {
                 }
             }
         }
+        let remaining: Vec<WorkerId> = workers
+            .iter()
+            .copied()
+            .filter(|w| !launched.iter().any(|l: &LaunchedInstance| l.worker == *w))
+            .collect();
+        if !remaining.is_empty() && !sleeping.is_empty() {
+            match self
+                .launch_on_sleeping(&sleeping, &request, &remaining)
+                .await
+            {
+                Ok(more) => launched.extend(more),
+                Err(e) => last_error = Some(e),
+            }
+        }
         if launched.is_empty() {
             return Err(last_error.unwrap_or_else(|| {
                 let slots: u32 = hosts.iter().map(|h| h.slots).sum();
-                let resting = all.len() - hosts.len();
+                let resting = all.len() - healthy.len();
                 ProviderError::Capacity(format!(
                     "every slot of pool {}'s {} healthy host(s) is taken ({slots} slots){}",
                     request.pool,
@@ -342,26 +546,28 @@ impl Provider for BaremetalProvider {
 
     async fn hosts(&self) -> Vec<HostReport> {
         let quarantined = self.quarantined.lock().await.clone();
+        let book = self.power.lock().await;
         let occupied = self.occupied.lock().await;
         self.config
             .hosts
             .iter()
             .map(|h| {
                 let name = &h.target.name;
-                let reason = quarantined.get(name).cloned();
+                let (state, reason) = match (quarantined.get(name), book.state(name)) {
+                    (Some(why), _) => (HostState::Quarantined, Some(why.clone())),
+                    (None, Power::Off { why }) => (HostState::PoweredOff, Some(why.clone())),
+                    (None, Power::Waking { .. }) => (HostState::PoweringOn, None),
+                    (None, _) => (HostState::Ready, None),
+                };
                 HostReport {
                     name: name.clone(),
-                    state: if reason.is_some() {
-                        HostState::Quarantined
-                    } else {
-                        HostState::Ready
-                    },
+                    state,
                     reason,
                     workers: occupied
                         .get(name)
                         .map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX)),
                     slots: h.slots,
-                    last_boot: None,
+                    last_boot: book.last_boot(name),
                 }
             })
             .collect()
@@ -372,6 +578,11 @@ impl Provider for BaremetalProvider {
         let mut answered = 0;
         let mut last_error = None;
         for host in &self.config.hosts {
+            if let Some(power) = &host.power
+                && !self.awake_for_list(host, power).await
+            {
+                continue;
+            }
             let listed = async {
                 let session = self.session(host).await?;
                 let o = session
@@ -420,6 +631,22 @@ impl Provider for BaremetalProvider {
                         host.target.name.clone(),
                         workers.iter().map(|l| l.worker).collect(),
                     );
+                    if let Some(power) = &host.power {
+                        let idle_long = self.power.lock().await.observe_on(
+                            &host.target.name,
+                            workers.len(),
+                            Instant::now(),
+                            self.config.power_off_after,
+                        );
+                        let healthy = !self
+                            .quarantined
+                            .lock()
+                            .await
+                            .contains_key(&host.target.name);
+                        if idle_long && healthy {
+                            self.switch_off(host, power).await;
+                        }
+                    }
                     out.extend(workers.into_iter().map(|l| InstanceInfo {
                         instance: instance_id(&host.target.name, l.worker),
                         worker: l.worker,
@@ -428,6 +655,19 @@ impl Provider for BaremetalProvider {
                         zone: None,
                         running: l.running,
                     }));
+                }
+                Err(e)
+                    if host.power.is_some()
+                        && self.power.lock().await.state(&host.target.name) == &Power::Unknown =>
+                {
+                    // Wake-on-LAN cannot say whether a host is on; one
+                    // that never answered since we started is taken as off.
+                    tracing::info!(host = %host.target.name, error = %e, "host with power control does not answer; taking it as switched off");
+                    self.power
+                        .lock()
+                        .await
+                        .switched_off(&host.target.name, format!("found not answering: {e}"));
+                    answered += 1;
                 }
                 Err(e) => {
                     tracing::warn!(host = %host.target.name, error = %e, "host did not answer; its workers are not listed");

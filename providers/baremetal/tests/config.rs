@@ -67,6 +67,15 @@ fn key_file(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+fn settings(c: &ebbtide_config::ClusterConfig) -> &BaremetalSettings {
+    c.providers
+        .get("baremetal")
+        .expect("configured")
+        .settings
+        .get()
+        .expect("settings")
+}
+
 fn issue_at(text: &str, path: &str) -> (Option<usize>, String) {
     let err = ebbtide_config::parse(text, PROVIDERS).expect_err("invalid");
     let i = err
@@ -82,13 +91,7 @@ fn a_pool_without_a_host_list_takes_the_hosts_carrying_its_labels() {
     let dir = tempfile::tempdir().expect("dir");
     let c = ebbtide_config::parse(&text(&key_file(dir.path())), PROVIDERS)
         .unwrap_or_else(|e| panic!("{e}"));
-    let s: &BaremetalSettings = c
-        .providers
-        .get("baremetal")
-        .expect("configured")
-        .settings
-        .get()
-        .expect("settings");
+    let s = settings(&c);
     assert_eq!(
         s.pools["metal"],
         ["rack1-01"],
@@ -134,4 +137,71 @@ fn a_missing_key_file_an_unknown_host_and_oversubscribed_slots_are_named() {
         message.contains("has 16 slots of pool \"metal\"'s shape"),
         "{message}"
     );
+}
+
+/// The config with `power` (a TOML inline table) on the first host.
+fn with_power(text: &str, power: &str) -> String {
+    text.replacen(
+        "price_per_hour = 0.45\n",
+        &format!("price_per_hour = 0.45\npower = {power}\n"),
+        1,
+    )
+}
+
+#[test]
+fn power_control_is_checked_as_serve_would_use_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = text(&key_file(dir.path()));
+    // A variable every test process has stands for the password (tests
+    // cannot set one: the workspace forbids unsafe code).
+    let secret = std::env::var("PATH").expect("PATH");
+    let ok = with_power(
+        &t,
+        r#"{ driver = "ipmi", address = "10.0.1.11", user = "admin", password_env = "PATH", cipher_suite = 17 }"#,
+    );
+    let c = ebbtide_config::parse(&ok, PROVIDERS).unwrap_or_else(|e| panic!("{e}"));
+    let s = settings(&c);
+    let power = s.hosts[0].power.as_ref().expect("power");
+    assert_eq!(power.control.driver(), "ipmi");
+    assert!(s.hosts[1].power.is_none());
+    assert!(
+        !format!("{power:?}").contains(&secret),
+        "no password in debug output"
+    );
+
+    let unset = with_power(
+        &t,
+        r#"{ driver = "redfish", endpoint = "https://10.0.1.11", user = "admin", password_env = "EBBTIDE_TEST_NO_SUCH_VAR" }"#,
+    );
+    let (line, message) = issue_at(&unset, "providers.baremetal.hosts[0].power.password_env");
+    assert!(
+        message.contains("EBBTIDE_TEST_NO_SUCH_VAR is not set"),
+        "{message}"
+    );
+    assert!(line.is_some(), "the line is named");
+
+    let not_a_url = with_power(
+        &t,
+        r#"{ driver = "redfish", endpoint = "10.0.1.11", user = "admin", password_env = "PATH" }"#,
+    );
+    let (_, message) = issue_at(&not_a_url, "providers.baremetal.hosts[0].power.endpoint");
+    assert!(message.contains("https://"), "{message}");
+
+    let bad_mac = with_power(
+        &t,
+        r#"{ driver = "wol", mac = "52:54:00", broadcast = "10.0.0.255:9" }"#,
+    );
+    let (_, message) = issue_at(&bad_mac, "providers.baremetal.hosts[0].power.mac");
+    assert!(message.contains("six hex pairs"), "{message}");
+
+    let no_ca = with_power(
+        &t,
+        r#"{ driver = "redfish", endpoint = "https://10.0.1.11", user = "admin", password_env = "PATH", ca_file = "/nonexistent/ca.pem" }"#,
+    );
+    let (_, message) = issue_at(&no_ca, "providers.baremetal.hosts[0].power.ca_file");
+    assert!(message.contains("/nonexistent/ca.pem"), "{message}");
+
+    let unknown = with_power(&t, r#"{ driver = "smoke-signals" }"#);
+    let err = ebbtide_config::parse(&unknown, PROVIDERS).expect_err("refused");
+    assert!(err.to_string().contains("smoke-signals"), "{err}");
 }

@@ -3,14 +3,11 @@
 //! (a process that stays up) so the suite sees workers start, run and stop
 //! without a scheduler.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use ebbtide_core::{InstanceId, Market, Micros, PricePerHour};
+use ebbtide_core::{InstanceId, Market};
 use ebbtide_provider::conformance::{self, FailingLaunch, PartialLaunch};
 use ebbtide_provider::{LaunchRequest, Provider};
-use ebbtide_provider_baremetal::ssh::{PinnedKey, SshTarget, load_private_key};
 use ebbtide_provider_baremetal::{BaremetalConfig, BaremetalProvider, Host};
 
 mod support;
@@ -23,38 +20,16 @@ struct Harness {
 
 impl Harness {
     fn host(&self, i: usize, slots: u32) -> Host {
-        let h = &self.hosts.hosts[i];
-        Host {
-            target: SshTarget {
-                name: h.name.clone(),
-                address: h.address.clone(),
-                port: 22,
-                user: "root".into(),
-                key: load_private_key(&self.hosts.client_key, "key").expect("key"),
-                host_key: PinnedKey::parse(&h.host_key, "pin").expect("pin"),
-            },
-            work_root: h.dir().join("work").display().to_string(),
-            slots,
-            cpu_millis: 8000,
-            memory_mib: 16384,
-            labels: vec!["linux".into()],
-            price: PricePerHour(Micros(120_000)),
-        }
+        self.hosts.inventory(i, slots)
     }
 
     fn config(&self, hosts: Vec<Host>, pools: &[(&str, &[&str])]) -> BaremetalConfig {
-        BaremetalConfig {
-            cluster: "conformance".into(),
+        support::provider_config(
+            "conformance",
             hosts,
-            pools: pools
-                .iter()
-                .map(|(p, hs)| (p.to_string(), hs.iter().map(|h| h.to_string()).collect()))
-                .collect::<HashMap<_, _>>(),
-            agent_path: self.agent.display().to_string(),
-            connect_timeout: Duration::from_secs(2),
-            command_timeout: Duration::from_secs(20),
-            min_free_disk_mib: 1,
-        }
+            pools,
+            &self.agent.display().to_string(),
+        )
     }
 
     fn standard(&self) -> BaremetalConfig {
@@ -163,13 +138,7 @@ impl conformance::Harness for Harness {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_baremetal_provider_passes_the_conformance_suite_on_real_ssh_hosts() {
     let hosts = support::TestHosts::start(3);
-    let agent = hosts.hosts[0].dir().join("stand-in-agent");
-    std::fs::write(&agent, "#!/bin/sh\nexec sleep 600\n").expect("agent");
-    std::process::Command::new("chmod")
-        .arg("755")
-        .arg(&agent)
-        .status()
-        .expect("chmod");
+    let agent = support::stand_in_agent(&hosts).into();
     let h = Harness {
         hosts,
         agent,

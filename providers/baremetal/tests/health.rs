@@ -3,47 +3,24 @@
 //! workers no longer listed, so the reconciler requeues their jobs) and
 //! re-admitted by the first check it passes.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
-use ebbtide_core::{Market, Micros, PricePerHour};
+use ebbtide_core::Market;
 use ebbtide_provider::{LaunchRequest, Provider, conformance};
-use ebbtide_provider_baremetal::ssh::{PinnedKey, SshTarget, load_private_key};
-use ebbtide_provider_baremetal::{BaremetalConfig, BaremetalProvider, Host};
+use ebbtide_provider_baremetal::{BaremetalConfig, BaremetalProvider};
 
 mod support;
 
 fn config(hosts: &support::TestHosts, agent: &str, min_free_disk_mib: u64) -> BaremetalConfig {
+    let names: Vec<&str> = hosts.hosts.iter().map(|h| h.name.as_str()).collect();
     BaremetalConfig {
-        cluster: "health".into(),
-        hosts: hosts
-            .hosts
-            .iter()
-            .map(|h| Host {
-                target: SshTarget {
-                    name: h.name.clone(),
-                    address: h.address.clone(),
-                    port: 22,
-                    user: "root".into(),
-                    key: load_private_key(&hosts.client_key, "key").expect("key"),
-                    host_key: PinnedKey::parse(&h.host_key, "pin").expect("pin"),
-                },
-                work_root: h.dir().join("work").display().to_string(),
-                slots: 2,
-                cpu_millis: 8000,
-                memory_mib: 16384,
-                labels: vec![],
-                price: PricePerHour(Micros(100_000)),
-            })
-            .collect(),
-        pools: HashMap::from([(
-            "metal".to_string(),
-            hosts.hosts.iter().map(|h| h.name.clone()).collect(),
-        )]),
-        agent_path: agent.to_string(),
-        connect_timeout: Duration::from_secs(2),
-        command_timeout: Duration::from_secs(20),
         min_free_disk_mib,
+        ..support::provider_config(
+            "health",
+            (0..hosts.hosts.len())
+                .map(|i| hosts.inventory(i, 2))
+                .collect(),
+            &[("metal", &names)],
+            agent,
+        )
     }
 }
 
@@ -61,16 +38,7 @@ fn request(workers: &[u64]) -> LaunchRequest {
     }
 }
 
-fn stand_in_agent(hosts: &support::TestHosts) -> String {
-    let agent = hosts.hosts[0].dir().join("stand-in-agent");
-    std::fs::write(&agent, "#!/bin/sh\nexec sleep 600\n").expect("agent");
-    std::process::Command::new("chmod")
-        .arg("755")
-        .arg(&agent)
-        .status()
-        .expect("chmod");
-    agent.display().to_string()
-}
+use support::stand_in_agent;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_host_is_quarantined_its_workers_unlisted_and_it_is_readmitted_when_back() {

@@ -139,3 +139,92 @@ async fn wake_on_lan_sends_the_magic_packet_and_cannot_switch_off() {
         Err(PowerError::Unsupported(_))
     ));
 }
+
+/// A launch request for pool `metal`.
+fn request(workers: &[u64]) -> ebbtide_provider::LaunchRequest {
+    ebbtide_provider::LaunchRequest {
+        cluster: "power".into(),
+        pool: "metal".into(),
+        shape: "metal".into(),
+        cpu_millis: 1000,
+        memory_mib: 1024,
+        market: ebbtide_core::Market::OnDemand,
+        zones: Vec::new(),
+        scheduler_url: "http://10.0.0.1:8081".into(),
+        workers: ebbtide_provider::conformance::launches(workers),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_host_is_switched_off_through_its_bmc_and_woken_by_the_next_launch() {
+    use ebbtide_provider::{HostState, Provider};
+    use ebbtide_provider_baremetal::{BaremetalConfig, BaremetalProvider, HostPower};
+
+    let hosts = support::TestHosts::start(1);
+    let h = &hosts.hosts[0];
+    // Powered off: its link is down. Switching it on brings the link up
+    // two seconds later, as a machine answers only once it has booted.
+    h.cut();
+    let sim = IpmiSim::start(
+        false,
+        &format!("(sleep 2; {}) >/dev/null 2>&1 &", h.link_command(true)),
+        &h.link_command(false),
+    );
+    let mut host = hosts.inventory(0, 2);
+    host.power = Some(HostPower {
+        control: std::sync::Arc::new(Ipmi {
+            tool: "ipmitool".into(),
+            address: "127.0.0.1".into(),
+            port: sim.port,
+            user: sim.user.clone(),
+            password: Secret::new(sim.password.clone()),
+            cipher_suite: Some(3),
+            timeout: Duration::from_secs(20),
+        }),
+        off_command: "false".into(),
+    });
+    let p = BaremetalProvider::new(BaremetalConfig {
+        power_off_after: Duration::from_secs(2),
+        boot_wait: Duration::from_secs(30),
+        ..support::provider_config(
+            "power",
+            vec![host],
+            &[("metal", &["host0"])],
+            &support::stand_in_agent(&hosts),
+        )
+    });
+
+    // The BMC says off: the host is neither asked nor quarantined.
+    assert!(p.list().await.expect("list").is_empty());
+    let report = p.hosts().await;
+    assert_eq!(report[0].state, HostState::PoweredOff, "{report:?}");
+
+    // A launch switches it on, waits for it to answer, starts the workers.
+    let launched = p.launch(request(&[1, 2])).await.expect("launch");
+    assert_eq!(launched.len(), 2, "{launched:?}");
+    assert!(sim.is_on());
+    let report = p.hosts().await;
+    assert_eq!(report[0].state, HostState::Ready, "{report:?}");
+    let boot = report[0].last_boot.expect("its boot was measured");
+    assert!(
+        boot >= Duration::from_secs(2) && boot < Duration::from_secs(30),
+        "{boot:?}"
+    );
+    let listed = p.list().await.expect("list");
+    assert_eq!(listed.iter().filter(|i| i.running).count(), 2, "{listed:?}");
+
+    // Workers gone, it idles for `power_off_after` and is switched off.
+    let ids: Vec<_> = listed.into_iter().map(|i| i.instance).collect();
+    p.terminate(&ids).await.expect("terminate");
+    assert!(p.list().await.expect("list").is_empty());
+    assert!(sim.is_on(), "not idle long enough yet");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert!(p.list().await.expect("list").is_empty());
+    assert!(!sim.is_on(), "switched off through the BMC");
+    let report = p.hosts().await;
+    assert_eq!(report[0].state, HostState::PoweredOff, "{report:?}");
+    assert_eq!(report[0].reason.as_deref(), Some("idle for 2s"));
+    // Off, it is not asked (so not quarantined for not answering).
+    assert!(p.list().await.expect("list").is_empty());
+    assert_eq!(p.hosts().await[0].state, HostState::PoweredOff);
+}

@@ -15,15 +15,7 @@ mod support;
 const T: Duration = Duration::from_secs(10);
 
 fn target(hosts: &support::TestHosts, i: usize) -> SshTarget {
-    let h = &hosts.hosts[i];
-    SshTarget {
-        name: h.name.clone(),
-        address: h.address.clone(),
-        port: 22,
-        user: "root".into(),
-        key: load_private_key(&hosts.client_key, "test key").expect("client key"),
-        host_key: PinnedKey::parse(&h.host_key, "test pin").expect("pin"),
-    }
+    hosts.inventory(i, 1).target
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

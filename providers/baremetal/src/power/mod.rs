@@ -4,6 +4,7 @@
 //! offer: Redfish (modern BMCs), IPMI (older BMCs, through `ipmitool`)
 //! and Wake-on-LAN (power on only; off goes over SSH).
 
+pub(crate) mod config;
 mod ipmi;
 mod redfish;
 mod wol;

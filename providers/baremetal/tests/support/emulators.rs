@@ -68,7 +68,9 @@ impl IpmiSim {
                  get) for p in \"$@\"; do [ \"$p\" = power ] && echo \"power:$(cat {power})\"; done;;\n\
                  set) while [ $# -ge 2 ]; do\n\
                  \x20     if [ \"$1\" = power ]; then\n\
-                 \x20       if [ \"$2\" = 1 ]; then {on_command}; else {off_command}; fi\n\
+                 \x20       if [ \"$2\" = 1 ]; then\n{on_command}\n\
+                 \x20       else\n{off_command}\n\
+                 \x20       fi\n\
                  \x20       echo \"$2\" > {power}\n\
                  \x20     fi\n\
                  \x20     shift 2; done;;\n\
@@ -79,7 +81,8 @@ impl IpmiSim {
         )
         .expect("chassis script");
         run(&["chmod", "+x", &script.display().to_string()]);
-        let (user, password) = ("ebbtide".to_string(), "bmc-secret-1".to_string());
+        // Its own password, so a test watching `ps` for it sees only its own.
+        let (user, password) = ("ebbtide".to_string(), format!("bmc-secret-{port}"));
         std::fs::write(
             d.join("lan.conf"),
             format!(
@@ -132,14 +135,9 @@ impl IpmiSim {
             let ok = Command::new("ipmitool")
                 .args(["-I", "lanplus", "-H", "127.0.0.1", "-p", &port.to_string()])
                 .args([
-                    "-U",
-                    &sim.user,
-                    "-P",
-                    &sim.password,
-                    "chassis",
-                    "power",
-                    "status",
+                    "-U", &sim.user, "-E", "-C", "3", "chassis", "power", "status",
                 ])
+                .env("IPMI_PASSWORD", &sim.password)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()

@@ -63,6 +63,16 @@ impl TestHost {
         run(&["ip", "link", "set", &self.veth, "up"]);
     }
 
+    /// A shell command taking its link up or down (what a power
+    /// controller's chassis does to it in the power tests).
+    pub fn link_command(&self, up: bool) -> String {
+        format!(
+            "ip link set {} {}",
+            self.veth,
+            if up { "up" } else { "down" }
+        )
+    }
+
     /// Its directory (the sshd config, keys, and whatever tests put there).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -165,6 +175,65 @@ impl TestHosts {
             client_key,
             _dir: dir,
         }
+    }
+}
+
+impl TestHosts {
+    /// Host `i` as the provider's inventory has it: root's login, the
+    /// test's key, its pinned host key, a work root in its directory.
+    pub fn inventory(&self, i: usize, slots: u32) -> ebbtide_provider_baremetal::Host {
+        use ebbtide_provider_baremetal::ssh::{PinnedKey, SshTarget, load_private_key};
+        let h = &self.hosts[i];
+        ebbtide_provider_baremetal::Host {
+            target: SshTarget {
+                name: h.name.clone(),
+                address: h.address.clone(),
+                port: 22,
+                user: "root".into(),
+                key: load_private_key(&self.client_key, "key").expect("key"),
+                host_key: PinnedKey::parse(&h.host_key, "pin").expect("pin"),
+            },
+            work_root: h.dir().join("work").display().to_string(),
+            slots,
+            cpu_millis: 8000,
+            memory_mib: 16384,
+            labels: vec!["linux".into()],
+            price: ebbtide_core::PricePerHour(ebbtide_core::Micros(120_000)),
+            power: None,
+        }
+    }
+}
+
+/// An agent that only stays up (what the provider's tests need of one:
+/// they check processes and directories, not registration).
+pub fn stand_in_agent(hosts: &TestHosts) -> String {
+    let agent = hosts.hosts[0].dir().join("stand-in-agent");
+    std::fs::write(&agent, "#!/bin/sh\nexec sleep 600\n").expect("agent");
+    run(&["chmod", "755", &agent.display().to_string()]);
+    agent.display().to_string()
+}
+
+/// A provider configuration over `hosts` with `pools` (pool, host names)
+/// and short timeouts.
+pub fn provider_config(
+    cluster: &str,
+    hosts: Vec<ebbtide_provider_baremetal::Host>,
+    pools: &[(&str, &[&str])],
+    agent: &str,
+) -> ebbtide_provider_baremetal::BaremetalConfig {
+    ebbtide_provider_baremetal::BaremetalConfig {
+        cluster: cluster.into(),
+        hosts,
+        pools: pools
+            .iter()
+            .map(|(p, hs)| (p.to_string(), hs.iter().map(|h| h.to_string()).collect()))
+            .collect(),
+        agent_path: agent.to_string(),
+        connect_timeout: Duration::from_secs(2),
+        command_timeout: Duration::from_secs(20),
+        min_free_disk_mib: 1,
+        power_off_after: Duration::from_secs(30 * 60),
+        boot_wait: Duration::from_secs(60),
     }
 }
 
