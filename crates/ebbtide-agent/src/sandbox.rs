@@ -123,10 +123,41 @@ impl Sandbox {
     }
 }
 
+/// Removes a job's directory whatever the job did to it. Builds leave
+/// read-only trees (Go's module cache is the classic), which a plain
+/// recursive removal cannot empty unless it runs as root; so a failed
+/// removal makes every directory it owns writable again and tries once
+/// more. Files of another owner (a job that used `sudo`) still stop it:
+/// for those the agent must run as root with a job user.
 fn remove_dir(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            make_writable(dir);
+            std::fs::remove_dir_all(dir)
+        }
         other => other,
+    }
+}
+
+/// `chmod u+rwx` on `dir` and every directory under it that this process
+/// may change (never following a symlink out of the tree).
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            make_writable(&entry.path());
+        }
     }
 }
 
@@ -188,5 +219,60 @@ mod tests {
             "{env:?}"
         );
         assert!(env.contains(&("HOME".into(), "/tmp/w/job-1-1".into())));
+    }
+
+    /// Builds a read-only tree (as a Go module cache leaves it) under
+    /// `dir` and removes it with [`remove_dir`]; exits 0 when it is gone.
+    fn build_and_remove_a_read_only_tree(dir: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let tree = dir.join("job-1-1");
+        let deep = tree.join("pkg/mod/example.com/lib@v1.0.0");
+        std::fs::create_dir_all(&deep).expect("tree");
+        std::fs::write(deep.join("lib.go"), "package lib").expect("file");
+        for d in [deep.clone(), deep.parent().expect("parent").to_path_buf()] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+        }
+        std::fs::set_permissions(deep.join("lib.go"), std::fs::Permissions::from_mode(0o444))
+            .expect("chmod");
+        assert!(
+            std::fs::remove_dir_all(&tree).is_err(),
+            "a plain removal cannot empty a read-only tree"
+        );
+        remove_dir(&tree).is_ok() && !tree.exists()
+    }
+
+    #[test]
+    fn a_read_only_tree_a_job_left_is_removed_without_root() {
+        // Root ignores permission bits, so as root the removal runs in a
+        // child process of this test binary that has become `nobody`.
+        if let Ok(dir) = std::env::var("EBBTIDE_SANDBOX_CHILD_DIR") {
+            std::process::exit(if build_and_remove_a_read_only_tree(Path::new(&dir)) {
+                0
+            } else {
+                1
+            });
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        if !nix::unistd::geteuid().is_root() {
+            assert!(build_and_remove_a_read_only_tree(dir.path()));
+            return;
+        }
+        use std::os::unix::process::CommandExt;
+        let nobody = nix::unistd::User::from_name("nobody")
+            .expect("passwd")
+            .expect("user nobody");
+        nix::unistd::chown(dir.path(), Some(nobody.uid), Some(nobody.gid)).expect("chown");
+        let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "--exact",
+                "sandbox::tests::a_read_only_tree_a_job_left_is_removed_without_root",
+                "--nocapture",
+            ])
+            .env("EBBTIDE_SANDBOX_CHILD_DIR", dir.path())
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .status()
+            .expect("child");
+        assert!(status.success(), "the child as nobody: {status}");
     }
 }

@@ -24,6 +24,9 @@ struct Section {
     private_key: Option<PathBuf>,
     #[serde(default = "default_agent_path")]
     agent_path: String,
+    /// Run jobs as this unprivileged user (the hosts' login must be root):
+    /// the agent, as root, can then wipe whatever a job left.
+    job_user: Option<String>,
     #[serde(default = "default_work_root")]
     work_root: String,
     #[serde(with = "humantime_serde", default = "default_connect_timeout")]
@@ -108,6 +111,8 @@ pub struct BaremetalSettings {
     pub pools: BTreeMap<String, Vec<String>>,
     /// The agent binary on the hosts.
     pub agent_path: String,
+    /// The user jobs run as, if not the login user.
+    pub job_user: Option<String>,
     /// Connect timeout.
     pub connect_timeout: Duration,
     /// Command timeout.
@@ -161,6 +166,16 @@ impl ProviderSchema for BaremetalPlugin {
                 ));
             }
         }
+        if let Some(u) = &s.job_user
+            && (!plain(u, &[]) || u == "root")
+        {
+            issues.push(Issue::at(
+                section.key("job_user"),
+                format!(
+                    "{u:?}: an unprivileged user's name (letters, digits, '.', '_', '-'), not root"
+                ),
+            ));
+        }
         let mut hosts: Vec<Host> = Vec::new();
         for (i, h) in s.hosts.iter().enumerate() {
             let at = |k: &str| section.key(&format!("hosts[{i}].{k}"));
@@ -210,6 +225,12 @@ impl ProviderSchema for BaremetalPlugin {
                 .clone()
                 .or_else(|| s.user.clone())
                 .unwrap_or_else(|| "ebbtide".into());
+            if s.job_user.is_some() && user != "root" {
+                issues.push(Issue::at(
+                    at("user"),
+                    format!("{user:?}: with [providers.baremetal] job_user the agent runs as root, so the login must be root"),
+                ));
+            }
             let work_root = h.work_root.clone().unwrap_or_else(|| s.work_root.clone());
             if !work_root.starts_with('/') || !plain(&work_root, &['/']) {
                 issues.push(Issue::at(
@@ -304,6 +325,7 @@ impl ProviderSchema for BaremetalPlugin {
                 hosts,
                 pools,
                 agent_path: s.agent_path,
+                job_user: s.job_user,
                 connect_timeout: s.connect_timeout,
                 command_timeout: s.command_timeout,
                 min_free_disk_mib: s.min_free_disk_gb.saturating_mul(1024),
@@ -322,6 +344,7 @@ impl BaremetalSettings {
             hosts: self.hosts.clone(),
             pools: self.pools.clone().into_iter().collect(),
             agent_path: self.agent_path.clone(),
+            job_user: self.job_user.clone(),
             connect_timeout: self.connect_timeout,
             command_timeout: self.command_timeout,
             min_free_disk_mib: self.min_free_disk_mib,

@@ -93,6 +93,9 @@ pub struct BaremetalConfig {
     pub pools: HashMap<String, Vec<String>>,
     /// The agent binary on the hosts.
     pub agent_path: String,
+    /// The unprivileged user jobs run as (the agent then runs as root and
+    /// can wipe whatever a job left), if any.
+    pub job_user: Option<String>,
     /// Connecting to a host, handshake and authentication included.
     pub connect_timeout: Duration,
     /// One command on a host.
@@ -368,6 +371,7 @@ impl BaremetalProvider {
                 pool: &request.pool,
                 worker: *w,
                 agent: &self.config.agent_path,
+                job_user: self.config.job_user.as_deref(),
                 scheduler: &request.scheduler_url,
             }
             .script();

@@ -42,6 +42,8 @@ pub struct Start<'a> {
     pub worker: WorkerId,
     /// The agent binary on the host.
     pub agent: &'a str,
+    /// Run jobs as this user (`--job-user`; the agent runs as root).
+    pub job_user: Option<&'a str>,
     /// The worker API the agent dials.
     pub scheduler: &'a str,
 }
@@ -52,10 +54,13 @@ impl Start<'_> {
         let dir = quote(&worker_dir(self.work_root, self.cluster, self.worker));
         let unit = quote(&unit_name(self.cluster, self.worker));
         let agent = format!(
-            "{agent} agent --scheduler {sched} --worker-id {id} --token-file \"$d/token\" --work-dir \"$d/jobs\"",
+            "{agent} agent --scheduler {sched} --worker-id {id} --token-file \"$d/token\" --work-dir \"$d/jobs\"{job_user}",
             agent = quote(self.agent),
             sched = quote(self.scheduler),
             id = self.worker.0,
+            job_user = self
+                .job_user
+                .map_or_else(String::new, |u| format!(" --job-user {}", quote(u))),
         );
         format!(
             "set -eu\n\
@@ -185,6 +190,7 @@ mod tests {
             pool: "metal",
             worker: WorkerId(7),
             agent: "/usr/local/bin/ebbtide",
+            job_user: Some("ci-job"),
             scheduler: "http://10.0.0.1:8081",
         }
         .script();
@@ -194,6 +200,7 @@ mod tests {
             "the token comes from stdin: {s}"
         );
         assert!(s.contains("--worker-id 7 --token-file"), "{s}");
+        assert!(s.contains("--job-user 'ci-job'"), "{s}");
     }
 
     #[test]

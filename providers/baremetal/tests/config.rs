@@ -205,3 +205,26 @@ fn power_control_is_checked_as_serve_would_use_it() {
     let err = ebbtide_config::parse(&unknown, PROVIDERS).expect_err("refused");
     assert!(err.to_string().contains("smoke-signals"), "{err}");
 }
+
+#[test]
+fn a_job_user_needs_a_root_login_and_may_not_be_root() {
+    let dir = tempfile::tempdir().expect("dir");
+    let t = text(&key_file(dir.path()));
+    let with = |user: &str, job_user: &str| {
+        t.replacen(
+            "user = \"ebbtide\"\n",
+            &format!("user = \"{user}\"\njob_user = \"{job_user}\"\n"),
+            1,
+        )
+    };
+    let c =
+        ebbtide_config::parse(&with("root", "ci-job"), PROVIDERS).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(settings(&c).job_user.as_deref(), Some("ci-job"));
+    let (_, message) = issue_at(
+        &with("ebbtide", "ci-job"),
+        "providers.baremetal.hosts[0].user",
+    );
+    assert!(message.contains("the login must be root"), "{message}");
+    let (_, message) = issue_at(&with("root", "root"), "providers.baremetal.job_user");
+    assert!(message.contains("not root"), "{message}");
+}

@@ -229,6 +229,7 @@ pub fn provider_config(
             .map(|(p, hs)| (p.to_string(), hs.iter().map(|h| h.to_string()).collect()))
             .collect(),
         agent_path: agent.to_string(),
+        job_user: None,
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(20),
         min_free_disk_mib: 1,
