@@ -19,7 +19,10 @@ pub mod power;
 mod power_book;
 mod provider;
 pub mod remote;
+mod slots;
 pub mod ssh;
+#[cfg(feature = "testkit")]
+pub mod testhosts;
 
 pub use plugin::{BaremetalPlugin, BaremetalSettings};
 pub use provider::{

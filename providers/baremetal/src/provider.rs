@@ -27,7 +27,7 @@
 //! after that boot, so the pool's boot estimate (launch request to
 //! registration) learns what a cold host costs.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ use tokio::sync::Mutex;
 use crate::power::{PowerControl, PowerError, PowerState};
 use crate::power_book::{Power, PowerBook};
 use crate::remote::{self, Start};
+use crate::slots::SlotBook;
 use crate::ssh::{SshSession, SshTarget};
 
 /// A host's power control and how it is used.
@@ -111,9 +112,8 @@ pub struct BaremetalConfig {
 /// Workers on owned hosts.
 pub struct BaremetalProvider {
     config: BaremetalConfig,
-    /// Which workers hold a slot on which host, as this process last knew
-    /// (launches, stops and every `list` update it).
-    occupied: Mutex<HashMap<String, BTreeSet<WorkerId>>>,
+    /// Which workers hold (or are being started into) each host's slots.
+    slots: Mutex<SlotBook>,
     /// Hosts taking no new workers, and why.
     quarantined: Mutex<HashMap<String, String>>,
     /// Power of the power-controlled hosts.
@@ -140,7 +140,7 @@ impl BaremetalProvider {
     pub fn new(config: BaremetalConfig) -> BaremetalProvider {
         BaremetalProvider {
             config,
-            occupied: Mutex::new(HashMap::new()),
+            slots: Mutex::new(SlotBook::default()),
             quarantined: Mutex::new(HashMap::new()),
             power: Mutex::new(PowerBook::default()),
         }
@@ -277,30 +277,14 @@ impl BaremetalProvider {
         }
     }
 
-    /// Where each of `workers` goes: free slots, least-loaded host first.
+    /// Where each of `workers` goes: free slots, least-loaded host first,
+    /// reserved until their start succeeds or fails.
     async fn place(&self, hosts: &[&Host], workers: &[WorkerId]) -> Vec<(String, Vec<WorkerId>)> {
-        let occupied = self.occupied.lock().await;
-        let mut load: Vec<(String, u32, u32)> = hosts
+        let hosts: Vec<(String, u32)> = hosts
             .iter()
-            .map(|h| {
-                let used = occupied
-                    .get(&h.target.name)
-                    .map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX));
-                (h.target.name.clone(), used, h.slots)
-            })
+            .map(|h| (h.target.name.clone(), h.slots))
             .collect();
-        let mut plan: HashMap<String, Vec<WorkerId>> = HashMap::new();
-        for w in workers {
-            load.sort_by_key(|(name, used, slots)| (*used * 1000 / (*slots).max(1), name.clone()));
-            let Some(slot) = load.iter_mut().find(|(_, used, slots)| used < slots) else {
-                break;
-            };
-            slot.1 += 1;
-            plan.entry(slot.0.clone()).or_default().push(*w);
-        }
-        let mut plan: Vec<(String, Vec<WorkerId>)> = plan.into_iter().collect();
-        plan.sort();
-        plan
+        self.slots.lock().await.reserve(&hosts, workers)
     }
 
     /// Places `workers` on sleeping hosts, wakes those chosen (in
@@ -311,31 +295,22 @@ impl BaremetalProvider {
         request: &LaunchRequest,
         workers: &[WorkerId],
     ) -> Result<Vec<LaunchedInstance>, ProviderError> {
+        // Reserved now, so a launch beside this one does not count these
+        // slots free while the hosts boot.
         let plan = self.place(sleeping, workers).await;
-        {
-            // Reserve the slots now, so a launch running beside this one
-            // does not count them free while the host boots.
-            let mut occupied = self.occupied.lock().await;
-            for (name, ws) in &plan {
-                occupied.entry(name.clone()).or_default().extend(ws);
-            }
-        }
         let started = futures_util::future::join_all(plan.iter().map(|(name, ws)| async move {
             let host = self.host(name)?;
             let power = host.power.as_ref()?;
-            let result = match self.wake(host, power).await {
+            Some(match self.wake(host, power).await {
                 Ok(()) => self.start_on(host, request, ws).await,
-                Err(e) => Err(e),
-            };
-            if let Some(set) = self.occupied.lock().await.get_mut(name) {
-                for w in ws {
-                    set.remove(w);
+                Err(e) => {
+                    let mut slots = self.slots.lock().await;
+                    for w in ws {
+                        slots.release(name, *w);
+                    }
+                    Err(e)
                 }
-                if let Ok(l) = &result {
-                    set.extend(l.iter().map(|l| l.worker));
-                }
-            }
-            Some(result)
+            })
         }))
         .await;
         let mut launched = Vec::new();
@@ -352,7 +327,28 @@ impl BaremetalProvider {
         }
     }
 
+    /// Starts the reserved `workers` on `host`; every reservation not
+    /// started is released, whatever happened.
     async fn start_on(
+        &self,
+        host: &Host,
+        request: &LaunchRequest,
+        workers: &[WorkerId],
+    ) -> Result<Vec<LaunchedInstance>, ProviderError> {
+        let result = self.start_each(host, request, workers).await;
+        let mut slots = self.slots.lock().await;
+        for w in workers {
+            if !result
+                .as_ref()
+                .is_ok_and(|l| l.iter().any(|l| l.worker == *w))
+            {
+                slots.release(&host.target.name, *w);
+            }
+        }
+        result
+    }
+
+    async fn start_each(
         &self,
         host: &Host,
         request: &LaunchRequest,
@@ -392,12 +388,7 @@ impl BaremetalProvider {
                 self.quarantine(&host.target.name, why).await;
                 break;
             }
-            self.occupied
-                .lock()
-                .await
-                .entry(host.target.name.clone())
-                .or_default()
-                .insert(*w);
+            self.slots.lock().await.started(&host.target.name, *w);
             launched.push(LaunchedInstance {
                 worker: *w,
                 instance: instance_id(&host.target.name, *w),
@@ -539,9 +530,7 @@ impl Provider for BaremetalProvider {
                         String::from_utf8_lossy(&out.stderr)
                     )));
                 }
-                if let Some(set) = self.occupied.lock().await.get_mut(name) {
-                    set.remove(w);
-                }
+                self.slots.lock().await.stopped(name, *w);
             }
             session.close().await;
         }
@@ -551,7 +540,7 @@ impl Provider for BaremetalProvider {
     async fn hosts(&self) -> Vec<HostReport> {
         let quarantined = self.quarantined.lock().await.clone();
         let book = self.power.lock().await;
-        let occupied = self.occupied.lock().await;
+        let slots = self.slots.lock().await;
         self.config
             .hosts
             .iter()
@@ -567,9 +556,7 @@ impl Provider for BaremetalProvider {
                     name: name.clone(),
                     state,
                     reason,
-                    workers: occupied
-                        .get(name)
-                        .map_or(0, |s| u32::try_from(s.len()).unwrap_or(u32::MAX)),
+                    workers: slots.used(name),
                     slots: h.slots,
                     last_boot: book.last_boot(name),
                 }
@@ -631,8 +618,8 @@ impl Provider for BaremetalProvider {
                             .await
                         }
                     }
-                    self.occupied.lock().await.insert(
-                        host.target.name.clone(),
+                    self.slots.lock().await.listed(
+                        &host.target.name,
                         workers.iter().map(|l| l.worker).collect(),
                     );
                     if let Some(power) = &host.power {
