@@ -85,16 +85,27 @@ fn optional(s: &Option<String>) -> Value {
     s.as_deref().map_or(Value::Null, text)
 }
 
-/// How FOCUS names a provider's bill: provider, service, resource type.
+/// How FOCUS names a provider's bill: provider, service, resource type,
+/// and whether the capacity is committed (owned hosts, paid for whether
+/// used or not) rather than bought by the hour.
 struct Billing {
     provider: &'static str,
     service: &'static str,
     resource_type: &'static str,
+    committed: bool,
 }
 
-/// Ebbtide's provider names mapped to FOCUS's names; anything else is
-/// owned hardware.
+/// Ebbtide's provider names mapped to FOCUS's names; anything else runs
+/// on the scheduler's own machine.
 fn billing(row: &ReportRow) -> Billing {
+    if row.provider == "baremetal" {
+        return Billing {
+            provider: "Owned hosts",
+            service: "Ebbtide bare-metal workers",
+            resource_type: "Bare-metal host slot",
+            committed: true,
+        };
+    }
     let (provider, service, resource_type) = match row.provider.as_str() {
         "aws" => (
             "Amazon Web Services",
@@ -109,7 +120,21 @@ fn billing(row: &ReportRow) -> Billing {
         provider,
         service,
         resource_type,
+        committed: false,
     }
+}
+
+/// FOCUS's pricing category: owned capacity is `Committed` (its
+/// amortized price is paid whether a slot is used or not), spot
+/// `Dynamic`, the rest `Standard`.
+fn pricing_category(row: &ReportRow) -> Value {
+    text(if billing(row).committed {
+        "Committed"
+    } else if row.spot {
+        "Dynamic"
+    } else {
+        "Standard"
+    })
 }
 
 fn tags(row: &ReportRow) -> Value {
@@ -202,7 +227,7 @@ const COLUMNS: &[Column] = &[
     Column {
         name: "PricingCategory",
         kind: Kind::Text,
-        value: |r| text(if r.spot { "Dynamic" } else { "Standard" }),
+        value: pricing_category,
     },
     Column {
         name: "ProviderName",
@@ -408,6 +433,36 @@ mod tests {
             rfc3339(1_795_824_000_000 + 3_723_000),
             "2026-11-28T01:02:03Z"
         );
+    }
+
+    #[test]
+    fn owned_hosts_are_committed_capacity_apart_from_rented_instances() {
+        let row = |provider: &str, spot: bool| ReportRow {
+            day: Day::of_millis(1_795_824_000_000),
+            tenant: None,
+            pool: "p".into(),
+            provider: provider.into(),
+            region: None,
+            zone: None,
+            resource_id: "i".into(),
+            resource_name: "w1".into(),
+            shape: "s".into(),
+            spot,
+            billed_micros: 1,
+            list_micros: 1,
+            micro_hours: 1,
+            idle_millis: 0,
+            jobs_served: 0,
+        };
+        let category = |r: &ReportRow| match pricing_category(r) {
+            Value::Text(t) => t,
+            _ => String::new(),
+        };
+        assert_eq!(category(&row("baremetal", false)), "Committed");
+        assert_eq!(billing(&row("baremetal", false)).provider, "Owned hosts");
+        assert_eq!(category(&row("aws", true)), "Dynamic");
+        assert_eq!(category(&row("gce", false)), "Standard");
+        assert_eq!(category(&row("local", false)), "Standard");
     }
 
     #[test]
