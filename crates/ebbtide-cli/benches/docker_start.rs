@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::Scheduler;
-use support::stats::percentile;
+use support::stats::print_ms as report;
 
 const KEY: &str = "bench-key-0123456789abcdef";
 
@@ -90,17 +90,6 @@ burst = 100
         operators = support::OPERATORS,
         data = dir.join("data").display()
     )
-}
-
-fn report(what: &str, mut ms: Vec<f64>) {
-    ms.sort_by(f64::total_cmp);
-    println!(
-        "{what} ({} runs): median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        ms.len(),
-        percentile(&ms, 0.5),
-        percentile(&ms, 0.99),
-        ms.last().copied().unwrap_or(0.0)
-    );
 }
 
 /// Submits `date +%s%N` for `label` and returns submit → running in ms.

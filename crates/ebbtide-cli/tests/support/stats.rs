@@ -10,6 +10,18 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Prints `what`'s millisecond samples: count, median, p99 and max.
+pub fn print_ms(what: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{what} ({} runs): median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(0.0)
+    );
+}
+
 /// Nanoseconds since the epoch: what a job prints with `date +%s%N` as its
 /// first act, so submit-to-start can be measured on one machine's clock.
 pub fn now_ns() -> u128 {
