@@ -121,7 +121,9 @@ pub fn list_script(work_root: &str, cluster: &str) -> String {
 }
 
 /// Stops `worker`'s agent (its whole process group, or its unit) and
-/// removes its directory; does nothing for a worker that is not there.
+/// removes its directory — making read-only trees a killed job left
+/// writable first, where a plain removal fails; does nothing for a worker
+/// that is not there.
 pub fn stop_script(work_root: &str, cluster: &str, worker: WorkerId) -> String {
     let dir = quote(&worker_dir(work_root, cluster, worker));
     let unit = quote(&unit_name(cluster, worker));
@@ -136,7 +138,7 @@ pub fn stop_script(work_root: &str, cluster: &str, worker: WorkerId) -> String {
          \x20 for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 \"$p\" 2>/dev/null || break; sleep 0.5; done\n\
          \x20 kill -KILL -- -\"$p\" 2>/dev/null || true\n\
          fi\n\
-         rm -rf \"$d\"\n"
+         rm -rf \"$d\" 2>/dev/null || {{ chmod -R u+rwX \"$d\" 2>/dev/null; rm -rf \"$d\"; }}\n"
     )
 }
 
