@@ -2,8 +2,11 @@
 //! creates, reached from the test over a veth pair of addresses its own.
 //! Every namespace routes to the test's side, so a scheduler listening on
 //! [`TestHosts::scheduler_address`] is reachable from all of them.
-//! Everything is removed when the hosts are dropped (a failed test
-//! included). Needs root, `ip` (iproute2) and `sshd` (openssh-server),
+//! Logins get the host's directory as home (`SetEnv HOME`), so the shell
+//! sshd starts reads no profile of the machine's root (one that blocks —
+//! a stale lock of a version manager's rehash, say — would stall every
+//! command). Everything is removed when the hosts are dropped (a failed
+//! test included). Needs root, `ip` (iproute2) and `sshd` (openssh-server),
 //! which the test command installs. Only under the `testkit` feature.
 
 use std::path::{Path, PathBuf};
@@ -143,7 +146,7 @@ impl TestHosts {
                 keygen(&host_key_file);
                 std::fs::write(host_dir.join("authorized_keys"), &authorized).expect("authorized_keys");
                 let config = format!(
-                    "Port 22\nListenAddress {address}\nHostKey {hk}\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\n",
+                    "Port 22\nListenAddress {address}\nHostKey {hk}\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nLogLevel ERROR\nSetEnv HOME={d}\n",
                     hk = host_key_file.display(),
                     d = host_dir.display(),
                 );

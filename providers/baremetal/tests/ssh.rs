@@ -45,9 +45,17 @@ async fn a_command_gets_its_input_on_stdin_and_returns_status_and_both_streams()
         std::fs::read_to_string(&secret_file).expect("written"),
         "s3cret-token-value"
     );
-    // The session carries more than one command.
-    let again = s.exec("true", None, T).await.expect("second command");
+    // The session carries more than one command; the test host's login
+    // has its own home, so nothing of the machine's root profile runs.
+    let again = s
+        .exec("echo \"$HOME\"", None, T)
+        .await
+        .expect("second command");
     assert!(again.success());
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        hosts.hosts[0].dir().display().to_string()
+    );
     s.close().await;
 }
 
