@@ -76,7 +76,9 @@ kind = "dynamic"
 min = 0
 max = 6
 preference = 0
-idle_timeout = "4s"
+# The same idle timeout as the rented pool: that rented workers retire
+# first is the engine's chain rule, not this setting.
+idle_timeout = "3s"
 boot_estimate = "1s"
 on_demand_price = 0.05
 labels = ["linux"]
@@ -96,7 +98,7 @@ kind = "dynamic"
 min = 0
 max = 8
 preference = 1
-idle_timeout = "4s"
+idle_timeout = "3s"
 boot_estimate = "1s"
 on_demand_price = 0.20
 labels = ["linux"]
@@ -206,6 +208,7 @@ async fn a_burst_fills_the_owned_hosts_spills_over_survives_a_cut_host_and_ebbs_
     let http = scheduler.http.clone();
     let log = || scheduler.log();
 
+    eprintln!("[{:?}] step 1", test_start.elapsed().unwrap_or_default());
     // 1. A burst of 14 jobs: 6 slots on the hosts, the rest spill over.
     let mut jobs = Vec::new();
     for _ in 0..14 {
@@ -222,6 +225,7 @@ async fn a_burst_fills_the_owned_hosts_spills_over_survives_a_cut_host_and_ebbs_
     let metal_busy = pool(&spilled, "metal")["busy"].clone();
     let rented_busy = pool(&spilled, "rented")["busy"].clone();
 
+    eprintln!("[{:?}] step 2", test_start.elapsed().unwrap_or_default());
     // 2. Cut host2 while its two jobs run.
     let victim = &hosts.hosts[2];
     let on_victim: BTreeSet<u64> = spilled["workers"]
@@ -259,6 +263,23 @@ async fn a_burst_fills_the_owned_hosts_spills_over_survives_a_cut_host_and_ebbs_
         .map(|h| h["reason"].to_string())
         .unwrap_or_default();
     assert!(why.contains("unreachable"), "{why}");
+    // `ebbtide status` shows it in its HOST table, with the reason.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ebbtide"))
+        .arg("status")
+        .env("EBBTIDE_URL", &http)
+        .env("EBBTIDE_API_KEY", OPS)
+        .output()
+        .expect("ebbtide status");
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", victim.name)))
+        .unwrap_or_else(|| panic!("no row for {} in:\n{table}", victim.name));
+    assert!(
+        row.contains("baremetal") && row.contains("quarantined") && row.contains("unreachable"),
+        "{row}"
+    );
+    assert!(table.contains("HOST"), "{table}");
     // The metric follows within a refresh (about a second).
     let series = format!(
         "ebbtide_host_state{{provider=\"baremetal\",host=\"{}\",state=\"quarantined\"}} 1",
@@ -278,6 +299,7 @@ async fn a_burst_fills_the_owned_hosts_spills_over_survives_a_cut_host_and_ebbs_
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    eprintln!("[{:?}] step 3", test_start.elapsed().unwrap_or_default());
     // 3. Every job finishes; the cut host's are requeued and run elsewhere.
     let start = Instant::now();
     for id in &jobs {
@@ -297,26 +319,19 @@ async fn a_burst_fills_the_owned_hosts_spills_over_survives_a_cut_host_and_ebbs_
     }
     let drained = Instant::now();
 
-    // 4. The link comes back: the host passes its check and is re-admitted.
-    victim.restore();
-    wait_status(
-        &http,
-        "the host's re-admission",
-        Duration::from_secs(30),
-        log,
-        |s| host_state(s, &victim.name) == "ready",
-    )
-    .await;
-
-    // 5. A trickle, one short job a second, runs on the owned hosts while
-    // the rented workers, idle, retire.
+    eprintln!("[{:?}] step 4", test_start.elapsed().unwrap_or_default());
+    // 4. As the burst ebbs, a trickle (a one-second job every half
+    // second) keeps running on the owned hosts while the rented workers,
+    // idle, retire.
     let mut trickle = Vec::new();
     let mut rented_gone = None;
+    let mut last = Value::Null;
     let trickle_start = Instant::now();
-    for _ in 0..16 {
+    for _ in 0..24 {
         trickle.push(support::submit(&http, KEY, marked_job(&marks, 1)).await);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let s = support::status(&http, OPS).await;
+        last = s.clone();
         let rented = pool(&s, "rented");
         let live = ["booting", "idle", "busy", "requested"]
             .iter()
@@ -328,7 +343,7 @@ async fn a_burst_fills_the_owned_hosts_spills_over_survives_a_cut_host_and_ebbs_
     }
     let (gone_after, metal_then) = rented_gone.unwrap_or_else(|| {
         panic!(
-            "the rented workers never all retired during the trickle\n{}",
+            "the rented workers never all retired during the trickle; last status {last:#}\n{}",
             log()
         )
     });
@@ -352,6 +367,19 @@ async fn a_burst_fills_the_owned_hosts_spills_over_survives_a_cut_host_and_ebbs_
         }
     }
 
+    eprintln!("[{:?}] step 5", test_start.elapsed().unwrap_or_default());
+    // 5. The link comes back: the host passes its check and is re-admitted.
+    victim.restore();
+    wait_status(
+        &http,
+        "the host's re-admission",
+        Duration::from_secs(30),
+        log,
+        |s| host_state(s, &victim.name) == "ready",
+    )
+    .await;
+
+    eprintln!("[{:?}] step 6", test_start.elapsed().unwrap_or_default());
     // 6. Count from the jobs' own marks: every job ended; an attempt ends
     // at most once; only the cut host's jobs needed a second attempt.
     let mut ends: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
@@ -409,6 +437,7 @@ async fn a_burst_fills_the_owned_hosts_spills_over_survives_a_cut_host_and_ebbs_
         "the cut host's jobs were requeued: {requeued:?}"
     );
 
+    eprintln!("[{:?}] step 7", test_start.elapsed().unwrap_or_default());
     // 7. A clean stop, then the cost report: owned hosts are committed
     // capacity, the rented workers standard, each with its own cost.
     drop(scheduler);

@@ -942,3 +942,79 @@ fn no_headroom_is_kept_when_every_target_leaves_time_to_boot() {
         decisions(&h)
     );
 }
+
+/// The pool of the worker holding `job`.
+fn pool_of_job(h: &Harness, job: u64) -> PoolId {
+    let worker = h
+        .engine
+        .job_state(JobId(job))
+        .and_then(|s| s.worker())
+        .expect("on a worker");
+    h.engine
+        .worker_views(h.now)
+        .into_iter()
+        .find(|v| v.id == worker)
+        .expect("worker")
+        .pool
+}
+
+#[test]
+fn as_a_burst_ebbs_the_later_pool_of_the_chain_retires_before_the_preferred_one() {
+    let mut cfg = testkit::config();
+    cfg.default_job_duration = Duration::from_secs(3600);
+    cfg.pools = vec![
+        PoolConfig {
+            max: 2,
+            preference: 0,
+            ..testkit::dynamic_pool("owned")
+        },
+        PoolConfig {
+            preference: 1,
+            ..testkit::dynamic_pool("rented")
+        },
+    ];
+    let mut h = Harness::new(cfg);
+    for id in 1..=5 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(31 * SEC, SEC);
+    assert_eq!(
+        (physical(&h, 0), physical(&h, 1)),
+        (2, 3),
+        "the burst spilled"
+    );
+    let (owned, rented): (Vec<u64>, Vec<u64>) =
+        (1..=5).partition(|id| pool_of_job(&h, *id) == PoolId(0));
+    assert_eq!(owned.len(), 2);
+
+    // The owned workers' jobs end first; the rented ones still run.
+    finish_all(&mut h, owned);
+    h.run_for(10 * SEC, SEC);
+    assert_eq!(
+        physical(&h, 0),
+        2,
+        "idle owned workers wait while demand still spills past them"
+    );
+    // A new job lands on an owned worker, not a fresh or rented one.
+    h.submit(testkit::job(6, 0, 1));
+    h.run_for(SEC, SEC);
+    assert_eq!(pool_of_job(&h, 6), PoolId(0));
+
+    finish_all(&mut h, rented);
+    h.run_for(3 * SEC, SEC);
+    assert_eq!(physical(&h, 1), 0, "the rented workers retire at once");
+    assert!(physical(&h, 0) >= 1, "the owned worker running job 6 stays");
+    let drained: Vec<WorkerId> = h
+        .logged(|c| match c {
+            Command::Drain { worker, .. } => Some(*worker),
+            _ => None,
+        })
+        .collect();
+    let views = h.engine.worker_views(h.now);
+    assert!(
+        drained
+            .iter()
+            .all(|w| views.iter().all(|v| v.id != *w || v.pool != PoolId(0))),
+        "no owned worker was drained while rented ones ran: {drained:?}"
+    );
+}

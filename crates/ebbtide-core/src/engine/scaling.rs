@@ -510,8 +510,12 @@ impl Engine {
     /// Drains up to `count` idle workers, longest idle first. Busy workers
     /// are never chosen. Idle workers beyond what recent arrivals will use
     /// within one boot time go at once (keeping them costs more than booting
-    /// a fresh one when needed); the rest only after the pool's idle timeout.
-    /// Where billing is by period, only near the end of a paid period.
+    /// a fresh one when needed) — unless a pool later in a chain this pool
+    /// heads still has workers: then the preferred capacity waits for its
+    /// idle timeout, new jobs land on it, and a burst ebbs from the end of
+    /// the chain (rented workers retire before owned ones). The rest only
+    /// after the pool's idle timeout. Where billing is by period, only near
+    /// the end of a paid period.
     fn retire(
         &mut self,
         pid: PoolId,
@@ -554,7 +558,11 @@ impl Engine {
         let idle: Vec<(Timestamp, WorkerId, bool)> =
             first.into_iter().map(|(s, w, b, _)| (s, w, b)).collect();
         let keep = self.idle_worth_keeping(pid, now) as usize;
-        let surplus = idle.len().saturating_sub(keep);
+        let surplus = if self.later_pool_in_use(pid) {
+            0
+        } else {
+            idle.len().saturating_sub(keep)
+        };
         let chosen: Vec<WorkerId> = idle
             .iter()
             .enumerate()
@@ -623,6 +631,24 @@ impl Engine {
 
     /// Idle workers the pool keeps ready: the jobs expected to arrive during
     /// one boot, from the last ten minutes of arrivals, plus `idle_count`.
+    /// Whether a pool after `pid` in some signature's chain has workers
+    /// (requested, booting, idle or busy): demand spilled past `pid`.
+    fn later_pool_in_use(&self, pid: PoolId) -> bool {
+        (0..self.sigs.len()).any(|i| {
+            let chain = &self
+                .sigs
+                .get(crate::requirements::SignatureId(i as u32))
+                .chain;
+            chain.iter().skip_while(|p| **p != pid).skip(1).any(|q| {
+                self.pools[q.0 as usize]
+                    .workers
+                    .iter()
+                    .filter_map(|w| self.workers.get(w))
+                    .any(|w| w.state.is_active())
+            })
+        })
+    }
+
     fn idle_worth_keeping(&self, pid: PoolId, now: Timestamp) -> u32 {
         let pool = &self.pools[pid.0 as usize];
         let idle_count = match pool.config.kind {
