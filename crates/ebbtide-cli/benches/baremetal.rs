@@ -66,11 +66,11 @@ name = "metal"
 provider = "baremetal"
 boot_estimate = "1s"
 on_demand_price = 0.05
+{pool}
 [pools.shape]
 name = "slot"
 cpu_millis = 1000
 memory_mib = 1024
-{pool}
 
 [providers.baremetal]
 user = "root"
@@ -116,9 +116,10 @@ fn main() {
         let hosts = TestHosts::start(3);
         let client = reqwest::Client::new();
 
-        // Cold starts: one worker at most, retired 100 ms after its job.
+        // Cold starts: one worker at most, retired 100 ms after its job, no
+        // headroom kept (it would keep that worker for the 1 s target).
         let dir = tempfile::tempdir().expect("tempdir");
-        let cold_pool = "kind = \"dynamic\"\nmin = 0\nmax = 1\nidle_timeout = \"100ms\"\n[pools.scaling]\nscale_up_cooldown = \"0s\"\nscale_down_cooldown = \"0s\"\ndown_stabilization = \"0s\"\n";
+        let cold_pool = "kind = \"dynamic\"\nmin = 0\nmax = 1\nidle_timeout = \"100ms\"\n[pools.scaling]\nscale_up_cooldown = \"0s\"\nscale_down_cooldown = \"0s\"\ndown_stabilization = \"0s\"\n[pools.headroom]\nmode = \"off\"\n";
         let server = Scheduler::start_logging(dir.path(), &config(&hosts, dir.path(), cold_pool), "warn");
         let mut cold = Vec::with_capacity(runs);
         for _ in 0..runs {
