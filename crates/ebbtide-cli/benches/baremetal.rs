@@ -29,16 +29,7 @@ const KEY: &str = "bench-key-0123456789abcdef";
 
 /// A scheduler over the hosts with one pool, `pool` (its TOML).
 fn config(hosts: &TestHosts, dir: &Path, pool: &str) -> String {
-    let mut inventory = String::new();
-    for (i, h) in hosts.hosts.iter().enumerate() {
-        inventory += &format!(
-            "[[providers.baremetal.hosts]]\nname = \"{}\"\naddress = \"{}\"\nhost_key = \"{}\"\ncpu_millis = 4000\nmemory_mib = 8192\nslots = 2\nprice_per_hour = 0.10\nwork_root = \"{}\"\n\n",
-            h.name,
-            h.address,
-            h.host_key,
-            dir.join(format!("host{i}-work")).display(),
-        );
-    }
+    let inventory = hosts.inventory_toml(dir);
     format!(
         r#"
 [server]

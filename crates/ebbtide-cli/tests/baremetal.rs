@@ -20,27 +20,7 @@ const KEY: &str = "metal-key-0123456789abcdef";
 const OPS: &str = "metal-ops-0123456789abcdef";
 
 fn config(hosts: &TestHosts, dir: &std::path::Path) -> String {
-    let mut inventory = String::new();
-    for (i, h) in hosts.hosts.iter().enumerate() {
-        inventory += &format!(
-            r#"
-[[providers.baremetal.hosts]]
-name = "{name}"
-address = "{address}"
-host_key = "{key}"
-labels = ["linux"]
-cpu_millis = 4000
-memory_mib = 8192
-slots = 2
-price_per_hour = 0.10
-work_root = "{work}"
-"#,
-            name = h.name,
-            address = h.address,
-            key = h.host_key,
-            work = dir.join(format!("host{i}-work")).display(),
-        );
-    }
+    let inventory = hosts.inventory_toml(dir);
     format!(
         r#"
 [server]

@@ -146,17 +146,15 @@ impl BaremetalProvider {
         }
     }
 
-    /// The hosts in quarantine and why, for status and metrics.
+    /// The hosts in quarantine and why, in inventory order (what
+    /// [`Provider::hosts`] reports, narrowed).
     pub async fn quarantined(&self) -> Vec<(String, String)> {
-        let mut q: Vec<(String, String)> = self
-            .quarantined
-            .lock()
+        self.hosts()
             .await
-            .iter()
-            .map(|(h, why)| (h.clone(), why.clone()))
-            .collect();
-        q.sort();
-        q
+            .into_iter()
+            .filter(|h| h.state == HostState::Quarantined)
+            .map(|h| (h.name, h.reason.unwrap_or_default()))
+            .collect()
     }
 
     async fn quarantine(&self, host: &str, why: String) {

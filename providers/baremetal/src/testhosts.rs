@@ -190,6 +190,25 @@ impl TestHosts {
         &self.hosts[0].gateway
     }
 
+    /// The hosts as `[[providers.baremetal.hosts]]` tables (label `linux`,
+    /// two slots of 2 CPUs and 4 GiB each, $0.10/h), each with its work
+    /// root `HOSTNAME-work` under `dir`: the inventory a scheduler's
+    /// configuration for them needs besides the login.
+    pub fn inventory_toml(&self, dir: &Path) -> String {
+        self.hosts
+            .iter()
+            .map(|h| {
+                format!(
+                    "\n[[providers.baremetal.hosts]]\nname = \"{name}\"\naddress = \"{address}\"\nhost_key = \"{key}\"\nlabels = [\"linux\"]\ncpu_millis = 4000\nmemory_mib = 8192\nslots = 2\nprice_per_hour = 0.10\nwork_root = \"{work}\"\n",
+                    name = h.name,
+                    address = h.address,
+                    key = h.host_key,
+                    work = dir.join(format!("{}-work", h.name)).display(),
+                )
+            })
+            .collect()
+    }
+
     /// Host `i` as the provider's inventory has it: root's login, the
     /// test's key, its pinned host key, a work root in its directory.
     pub fn inventory(&self, i: usize, slots: u32) -> crate::Host {
