@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use ebbtide_sim::{OracleReport, Policy, RunReport, SimParams, Trace, TravisClasses};
+use ebbtide_sim::{
+    ClairvoyantReport, OracleReport, Policy, RunReport, SimParams, Trace, TravisClasses,
+};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -78,6 +80,7 @@ struct Output<'a> {
     skipped_rows: usize,
     seed: u64,
     oracle: &'a OracleReport,
+    clairvoyant: &'a ClairvoyantReport,
     runs: &'a [RunReport],
     best_baselines: Vec<(&'a str, Option<&'a str>)>,
 }
@@ -125,6 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         cheapest,
         params.min_boot(),
     );
+    let upper = ebbtide_sim::clairvoyant(&trace, cheapest, params.mean_boot(), params.min_billing);
 
     let ebbtide = run_all(&[Policy::Ebbtide], &trace, &cluster, &params, args.jobs)?;
     let mut runs = ebbtide;
@@ -164,6 +168,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         oracle.min_boot_s,
         ebbtide_sim::report::dollars(oracle.price_micros_per_hour)
     );
+    println!(
+        "clairvoyant schedule (every job started on arrival, an upper bound): {} ({} instances, boot {:.1}s, idle {:.0} h)",
+        ebbtide_sim::report::dollars(upper.cost_micros),
+        upper.instances,
+        upper.boot_s,
+        upper.idle_hours
+    );
     if args.sweep {
         let goal = runs[0].min_attainment();
         println!(
@@ -194,6 +205,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             skipped_rows: trace.skipped.len(),
             seed: args.seed,
             oracle: &oracle,
+            clairvoyant: &upper,
             runs: &runs,
             best_baselines: best_refs,
         };

@@ -275,15 +275,26 @@ fn pool(p: PoolSection, i: usize, issue: &mut impl FnMut(String, String)) -> Poo
             0
         }
     };
+    let per_second = Billing::PerSecond {
+        minimum: p.billing.minimum.unwrap_or_default(),
+    };
     let billing = match (p.billing.period, p.billing.retire_within) {
-        (None, None) => Billing::PerSecond,
+        (Some(_), _) if p.billing.minimum.is_some() => {
+            issue(
+                at("billing.minimum"),
+                "a billed `period` is its own minimum: set `minimum` only for per-second billing"
+                    .into(),
+            );
+            per_second
+        }
+        (None, None) => per_second,
         (Some(period), within) => Billing::Period {
             period,
             retire_within: within.unwrap_or(std::time::Duration::from_secs(300)),
         },
         (None, Some(_)) => {
             issue(at("billing.retire_within"), "needs `billing.period`".into());
-            Billing::PerSecond
+            per_second
         }
     };
     PoolConfig {

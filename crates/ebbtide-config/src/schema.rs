@@ -334,6 +334,8 @@ pub(crate) struct BillingSection {
     pub period: Option<Duration>,
     #[serde(with = "humantime_serde", default)]
     pub retire_within: Option<Duration>,
+    #[serde(with = "humantime_serde", default)]
+    pub minimum: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

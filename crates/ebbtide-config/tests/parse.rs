@@ -264,3 +264,22 @@ fn warm_headroom_is_automatic_unless_turned_off_and_its_coverage_is_checked() {
     let typo = format!("{EXAMPLE}\n[pools.headroom]\nmode = \"always\"\n");
     assert!(support::parse(&typo).is_err(), "an unknown mode is refused");
 }
+
+#[test]
+fn a_minimum_charge_is_read_and_refused_beside_a_billed_period() {
+    let c = support::parse(EXAMPLE).expect("example is valid");
+    assert_eq!(
+        c.engine.pools[0].billing,
+        ebbtide_core::Billing::PerSecond {
+            minimum: Duration::from_secs(60)
+        }
+    );
+    let text = EXAMPLE.replace("minimum = \"60s\"", "minimum = \"60s\"\nperiod = \"1h\"");
+    let err = support::parse(&text).expect_err("a period has its own minimum");
+    let issue = &err.issues[0];
+    assert!(
+        issue.path.ends_with("].billing.minimum") && issue.message.contains("per-second"),
+        "{issue}"
+    );
+    assert!(issue.line.is_some(), "{issue}");
+}

@@ -214,8 +214,14 @@ pub struct ScalingPolicy {
 /// Billing granularity of the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Billing {
-    /// Per-second billing: retire as soon as a worker is not needed.
-    PerSecond,
+    /// Per-second billing after a minimum charge (EC2 and Compute Engine
+    /// bill every instance at least 60 s): retire as soon as a worker is
+    /// not needed, but not before its minimum is used up, since keeping it
+    /// until then is already paid for.
+    PerSecond {
+        /// Every instance is billed at least this long.
+        minimum: Duration,
+    },
     /// Billed in whole periods: retire only near the end of a paid period.
     Period {
         /// Length of one billed period.

@@ -49,7 +49,9 @@ pub fn dynamic_pool(name: &str) -> PoolConfig {
             scale_down_cooldown: Duration::ZERO,
             down_stabilization: Duration::ZERO,
         },
-        billing: Billing::PerSecond,
+        billing: Billing::PerSecond {
+            minimum: Duration::ZERO,
+        },
         prewarm: None,
         headroom: HeadroomPolicy::Off,
         on_demand_price: PricePerHour(Micros(96_000)),

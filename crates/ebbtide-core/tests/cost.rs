@@ -7,6 +7,17 @@ use ebbtide_core::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
+fn lifetimes(h: &Harness) -> Vec<InstanceLifetime> {
+    h.logged(|c| {
+        if let Command::InstanceCost(l) = c {
+            Some(l.clone())
+        } else {
+            None
+        }
+    })
+    .collect()
+}
+
 #[test]
 fn tenant_costs_plus_idle_cost_equal_the_fleet_cost_exactly() {
     let mut cfg = testkit::config();
@@ -51,15 +62,7 @@ fn an_instance_lifetime_reports_its_cost_at_its_price() {
     h.run_for(3600 * SEC, 60 * SEC); // booted, ran the job, stays while job runs
     h.finish(JobId(1), JobOutcome::Succeeded);
     h.run_for(120 * SEC, SEC);
-    let life: Vec<InstanceLifetime> = h
-        .logged(|c| {
-            if let Command::InstanceCost(l) = c {
-                Some(l.clone())
-            } else {
-                None
-            }
-        })
-        .collect();
+    let life = lifetimes(&h);
     assert_eq!(life.len(), 1);
     let l = &life[0];
     let secs = l
@@ -208,5 +211,32 @@ fn a_worker_view_shows_its_job_and_its_cost_up_to_the_moment_asked() {
     assert_eq!(
         at(h.now),
         96_000 * (h.now.saturating_since(launched).as_millis() as i64) / 3_600_000
+    );
+}
+
+#[test]
+fn an_instance_gone_before_its_minimum_charge_is_billed_the_minimum() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].billing = Billing::PerSecond { minimum: 60 * SEC };
+    let mut h = Harness::new(cfg);
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(SEC, SEC);
+    let worker = h.engine.live_workers().next().expect("a launch");
+    h.run_for(20 * SEC, SEC);
+    h.send(Event::InstanceTerminated { worker });
+    let life = lifetimes(&h);
+    assert_eq!(life.len(), 1);
+    assert_eq!(
+        life[0]
+            .ended_at
+            .saturating_since(life[0].launched_at.expect("launched")),
+        20 * SEC,
+        "it lived 20 s"
+    );
+    assert_eq!(life[0].cost.0, 96_000 * 60 / 3600, "billed 60 s");
+    assert_eq!(
+        h.engine.costs().fleet.to_micros().0,
+        1_600,
+        "the fleet total books the same minimum"
     );
 }

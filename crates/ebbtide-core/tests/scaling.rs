@@ -1018,3 +1018,47 @@ fn as_a_burst_ebbs_the_later_pool_of_the_chain_retires_before_the_preferred_one(
         "no owned worker was drained while rented ones ran: {drained:?}"
     );
 }
+
+#[test]
+fn an_idle_worker_stays_until_its_minimum_charge_is_used_up() {
+    let mut cfg = testkit::config();
+    cfg.pools[0].idle_timeout = 5 * SEC;
+    cfg.pools[0].billing = Billing::PerSecond { minimum: 60 * SEC };
+    let mut h = Harness::new(cfg);
+    h.submit(testkit::job(1, 0, 1));
+    h.run_for(31 * SEC, SEC);
+    h.finish(JobId(1), JobOutcome::Succeeded);
+    h.run_for(25 * SEC, SEC);
+    assert_eq!(
+        physical(&h, 0),
+        1,
+        "idle past its timeout, but the first minute is paid for anyway"
+    );
+    h.run_for(6 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 0, "retired once the minute is used up");
+}
+
+#[test]
+fn in_external_mode_idle_workers_retire_after_the_policys_idle_time_only() {
+    let mut cfg = testkit::config();
+    cfg.scaling_mode = ScalingMode::External;
+    cfg.pools[0].idle_timeout = 120 * SEC;
+    let mut h = Harness::new(cfg);
+    h.send(Event::SetDesired {
+        pool: PoolId(0),
+        desired: 3,
+    });
+    h.run_for(31 * SEC, SEC);
+    h.send(Event::SetDesired {
+        pool: PoolId(0),
+        desired: 0,
+    });
+    h.run_for(60 * SEC, SEC);
+    assert_eq!(
+        physical(&h, 0),
+        3,
+        "no arrivals, yet the outside policy's idle time holds, not the planner's rule"
+    );
+    h.run_for(61 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 0, "gone after the idle time");
+}

@@ -4,17 +4,29 @@
 //!
 //! `cargo bench -p ebbtide-sim --bench planner`
 //!
-//! For each target it replays `examples/travis-sim.toml` under Ebbtide's
-//! defaults and under the idle-count and per-job baselines over their
-//! grids, and prints Ebbtide's worst-class attainment, cost and its
-//! breakdown, launches per job, and the cheapest baseline setting that
-//! reaches 99 % in every class. `SLAS=10,60` (seconds) picks the targets,
+//! For each seed and target it replays `examples/travis-sim.toml` under
+//! Ebbtide's defaults and under the idle-count and per-job baselines over
+//! their whole grids (`ebbtide_sim::sweep`), and prints:
+//! - Ebbtide's attainment and p95 wait per class, its cost broken into
+//!   running, boot, idle and on-demand premium, launches per job, and how
+//!   long its replay took;
+//! - the proven lower bound and the clairvoyant schedule (an upper bound),
+//!   and Ebbtide's cost against each;
+//! - per family, the cheapest setting reaching 99 % in every class, its
+//!   cost-versus-p95 frontier, and any setting that dominates Ebbtide
+//!   (cheaper and at least as fast at the p95 in every class);
+//! - at the end, one summary row per target and seed.
+//!
+//! `SLAS=10,60` (seconds) picks the targets, `SEEDS=1,2,3,4` the seeds,
 //! `COVERAGE=0.999` sets the pools' warm-headroom coverage, `DAYS=7`
-//! replays only the first days, `DATA=…` names the shared data.
+//! replays only the first days, `DATA=…` names the shared data, and
+//! `CHARTS=docs/sim` writes each target's frontier chart (first seed) there.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use ebbtide_sim::chart::FrontierSeries;
+use ebbtide_sim::sweep::{self, p95};
 use ebbtide_sim::{Policy, RunReport, SimParams, Trace, TravisClasses};
 
 const GOAL: f64 = 0.99;
@@ -23,22 +35,14 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn baselines() -> Vec<Policy> {
-    let idle = [0u32, 5, 10, 20, 40, 80].map(|n| Policy::IdleCount {
-        idle_count: n,
-        idle_time: Duration::from_secs(600),
-        max_use_count: None,
-    });
-    let per_job = [0u32, 5, 10, 20, 40].map(|w| Policy::PerJob { warm: w });
-    idle.into_iter().chain(per_job).collect()
-}
-
+/// Runs every policy on two threads; results in `policies` order, each with
+/// the wall time of its own replay.
 fn run_all(
     policies: &[Policy],
     trace: &Trace,
     cluster: &ebbtide_config::ClusterConfig,
     params: &SimParams,
-) -> Vec<RunReport> {
+) -> Vec<(RunReport, Duration)> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let out = std::sync::Mutex::new(vec![None; policies.len()]);
     std::thread::scope(|s| {
@@ -47,9 +51,10 @@ fn run_all(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(policy) = policies.get(i) else { break };
+                    let began = Instant::now();
                     let r = ebbtide_sim::simulate(trace, cluster, params, policy, &mut |_| {})
                         .expect("simulation");
-                    out.lock().expect("lock")[i] = Some(r);
+                    out.lock().expect("lock")[i] = Some((r, began.elapsed()));
                 }
             });
         }
@@ -65,13 +70,33 @@ fn dollars(micros: i64) -> String {
     ebbtide_sim::report::dollars(micros)
 }
 
+fn list(var: &str, default: &str) -> Vec<u64> {
+    std::env::var(var)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("{var}: numbers, comma-separated"))
+        })
+        .collect()
+}
+
+struct Summary {
+    sla: u64,
+    seed: u64,
+    attainment: f64,
+    cost: i64,
+    vs_baseline: Option<f64>,
+    vs_clairvoyant: f64,
+    dominated_by: usize,
+}
+
 fn main() {
     let data = std::env::var("DATA").map_or_else(|_| root().join("../shared/data"), PathBuf::from);
-    let slas: Vec<u64> = std::env::var("SLAS")
-        .unwrap_or_else(|_| "10,30,60,300".into())
-        .split(',')
-        .map(|s| s.trim().parse().expect("SLAS: seconds, comma-separated"))
-        .collect();
+    let slas = list("SLAS", "10,30,60,300");
+    let seeds = list("SEEDS", "1");
+    let charts = std::env::var("CHARTS").ok().map(PathBuf::from);
     let text = std::fs::read_to_string(root().join("examples/travis-sim.toml")).expect("config");
     let base = ebbtide_sim::world::parse(&text, &["aws"]).expect("examples/travis-sim.toml");
     let classes = TravisClasses {
@@ -87,83 +112,213 @@ fn main() {
         trace.truncate_to(Duration::from_secs(days * 86_400));
     }
     let shape = base.engine.pools[0].shape.name.clone();
-    let params = SimParams::from_shared_data(&data, "us-east-1", &shape, 1).expect("shared data");
+    let families: [(&str, Vec<Policy>); 2] = [
+        ("idle-count", sweep::idle_count_grid()),
+        ("per-job", sweep::per_job_grid()),
+    ];
+    let mut policies = vec![Policy::Ebbtide];
+    for (_, grid) in &families {
+        policies.extend(grid.iter().cloned());
+    }
     println!(
-        "{} jobs, seed 1, goal {:.0} % in every class",
+        "{} jobs, seeds {seeds:?}, goal {:.0} % in every class, {} policies per target",
         trace.jobs.len(),
-        GOAL * 100.0
+        GOAL * 100.0,
+        policies.len()
     );
-    for sla in slas {
-        let mut cluster = base.clone();
-        let high = cluster
-            .engine
-            .classes
-            .iter_mut()
-            .find(|c| c.name == "high")
-            .expect("class high");
-        high.sla_target = Duration::from_secs(sla);
-        if let Some(c) = std::env::var("COVERAGE")
-            .ok()
-            .and_then(|c| c.parse::<f64>().ok())
-        {
-            for p in &mut cluster.engine.pools {
-                p.headroom = ebbtide_core::HeadroomPolicy::Auto {
-                    coverage_milli: (c * 1000.0).round() as u32,
-                };
+    let mut summary = Vec::new();
+    for &seed in &seeds {
+        let params =
+            SimParams::from_shared_data(&data, "us-east-1", &shape, seed).expect("shared data");
+        for &sla in &slas {
+            let cluster = scenario(&base, sla);
+            let began = Instant::now();
+            let runs = run_all(&policies, &trace, &cluster, &params);
+            let (me, my_time) = (&runs[0].0, runs[0].1);
+            let others: Vec<RunReport> = runs[1..].iter().map(|(r, _)| r.clone()).collect();
+            let pool = &cluster.engine.pools[0];
+            let cheapest = params
+                .min_spot_price()
+                .map_or(pool.on_demand_price, |s| s.min(pool.on_demand_price));
+            let targets = cluster
+                .engine
+                .classes
+                .iter()
+                .map(|c| (c.name.clone(), c.sla_target))
+                .collect();
+            let lower = ebbtide_sim::lower_bound(
+                &trace,
+                &targets,
+                pool.capacity_per_instance,
+                cheapest,
+                params.min_boot(),
+            );
+            let upper =
+                ebbtide_sim::clairvoyant(&trace, cheapest, params.mean_boot(), params.min_billing);
+            println!(
+                "\nseed {seed}, high-class target {sla} s ({:.0} s of replays; ebbtide's own replay {:.1} s)",
+                began.elapsed().as_secs_f64(),
+                my_time.as_secs_f64()
+            );
+            let waits: Vec<String> = me
+                .classes
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{} {:.2} % (p95 {:.0} s)",
+                        c.class,
+                        c.sla_attainment * 100.0,
+                        c.wait_p95_s
+                    )
+                })
+                .collect();
+            let b = me.breakdown;
+            println!(
+                "  ebbtide: {}; {} = running {} + boot {} + idle {} + on-demand premium {}; {:.2} launches per job, {} launch failures, {} reclaimed",
+                waits.join(", "),
+                dollars(me.cost_micros),
+                dollars(b.running_micros),
+                dollars(b.boot_micros),
+                dollars(b.idle_micros),
+                dollars(b.on_demand_premium_micros),
+                me.launches as f64 / me.jobs.max(1) as f64,
+                me.launch_failures,
+                me.reclaimed_instances
+            );
+            let ratio = |a: i64, b: i64| a as f64 / b.max(1) as f64;
+            println!(
+                "  lower bound {} ({:.2}×), clairvoyant {} ({:.2}×; {} instances)",
+                dollars(lower.cost_micros),
+                ratio(me.cost_micros, lower.cost_micros),
+                dollars(upper.cost_micros),
+                ratio(me.cost_micros, upper.cost_micros),
+                upper.instances
+            );
+            let mut best_cost: Option<i64> = None;
+            let mut series = Vec::new();
+            let mut offset = 0;
+            for (family, grid) in &families {
+                let mine = &others[offset..offset + grid.len()];
+                offset += grid.len();
+                match sweep::cheapest_meeting(mine, GOAL) {
+                    Some(r) => {
+                        best_cost = Some(best_cost.map_or(r.cost_micros, |c| c.min(r.cost_micros)));
+                        println!(
+                            "  {family}: cheapest reaching the goal {} at {} (worst class {:.2} %; ebbtide {:.2}× it)",
+                            r.policy,
+                            dollars(r.cost_micros),
+                            r.min_attainment() * 100.0,
+                            ratio(me.cost_micros, r.cost_micros)
+                        );
+                    }
+                    None => {
+                        let top = mine
+                            .iter()
+                            .max_by(|a, b| a.min_attainment().total_cmp(&b.min_attainment()))
+                            .map(|r| format!("{} {:.2} %", r.policy, r.min_attainment() * 100.0))
+                            .unwrap_or_default();
+                        println!("  {family}: no setting reaches the goal (best: {top})");
+                    }
+                }
+                let line: Vec<String> = sweep::frontier(mine, "high")
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{} {} p95 {:.0} s{}",
+                            r.policy,
+                            dollars(r.cost_micros),
+                            p95(r, "high"),
+                            if r.min_attainment() >= GOAL {
+                                ""
+                            } else {
+                                " (misses)"
+                            }
+                        )
+                    })
+                    .collect();
+                println!("    frontier (cost vs high p95): {}", line.join("; "));
+                series.push(FrontierSeries { family, runs: mine });
             }
-        }
-        let began = std::time::Instant::now();
-        let mut policies = vec![Policy::Ebbtide];
-        policies.extend(baselines());
-        let runs = run_all(&policies, &trace, &cluster, &params);
-        let me = &runs[0];
-        let waits: Vec<String> = me
-            .classes
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} {:.2} % (p95 {:.0} s)",
-                    c.class,
-                    c.sla_attainment * 100.0,
-                    c.wait_p95_s
-                )
-            })
-            .collect();
-        println!(
-            "\nhigh-class target {sla} s ({:.0} s of replays)",
-            began.elapsed().as_secs_f64()
-        );
-        println!(
-            "  ebbtide: {}; {} (spot {}, on-demand {}); {:.0} idle h, {:.0} boot h; {:.2} launches per job, {} launch failures",
-            waits.join(", "),
-            dollars(me.cost_micros),
-            dollars(me.cost_spot_micros),
-            dollars(me.cost_on_demand_micros),
-            me.idle_worker_hours,
-            me.boot_worker_hours,
-            me.launches as f64 / me.jobs.max(1) as f64,
-            me.launch_failures
-        );
-        for kind in ["idle-count", "per-job"] {
-            let best = runs[1..]
-                .iter()
-                .filter(|r| r.policy.starts_with(kind) && r.min_attainment() >= GOAL)
-                .min_by_key(|r| r.cost_micros);
-            let top = runs[1..]
-                .iter()
-                .filter(|r| r.policy.starts_with(kind))
-                .max_by(|a, b| a.min_attainment().total_cmp(&b.min_attainment()))
-                .map(|r| format!("{} {:.2} %", r.policy, r.min_attainment() * 100.0))
-                .unwrap_or_default();
-            match best {
-                Some(r) => println!(
-                    "  {kind}: cheapest reaching the goal {} at {} (worst class {:.2} %)",
-                    r.policy,
-                    dollars(r.cost_micros),
-                    r.min_attainment() * 100.0
+            let dominating = sweep::dominating(me, &others, GOAL);
+            match dominating.first() {
+                None => println!(
+                    "  no baseline setting is both cheaper and as fast at the p95 in every class"
                 ),
-                None => println!("  {kind}: no setting reaches the goal (best: {top})"),
+                Some(_) => println!(
+                    "  DOMINATED by {}",
+                    dominating
+                        .iter()
+                        .map(|r| format!("{} at {}", r.policy, dollars(r.cost_micros)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             }
+            if let Some(dir) = &charts
+                && seed == seeds[0]
+            {
+                let path = dir.join(format!("frontier-{sla}s.svg"));
+                ebbtide_sim::chart::frontier(
+                    &format!("September 2020 Travis month, high-class target {sla} s, seed {seed}"),
+                    "high",
+                    sla as f64,
+                    GOAL,
+                    me,
+                    &series,
+                    &path,
+                )
+                .expect("chart");
+                println!("  wrote {}", path.display());
+            }
+            summary.push(Summary {
+                sla,
+                seed,
+                attainment: me.min_attainment(),
+                cost: me.cost_micros,
+                vs_baseline: best_cost.map(|c| ratio(me.cost_micros, c)),
+                vs_clairvoyant: ratio(me.cost_micros, upper.cost_micros),
+                dominated_by: dominating.len(),
+            });
         }
     }
+    println!(
+        "\n| target | seed | worst class | cost | × cheapest baseline ≥ 99 % | × clairvoyant | dominated by |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for s in &summary {
+        println!(
+            "| {} s | {} | {:.2} % | {} | {} | {:.2} | {} |",
+            s.sla,
+            s.seed,
+            s.attainment * 100.0,
+            dollars(s.cost),
+            s.vs_baseline
+                .map_or("none reaches it".into(), |r| format!("{r:.2}")),
+            s.vs_clairvoyant,
+            s.dominated_by
+        );
+    }
+}
+
+/// The example configuration with the high class's target at `sla` seconds
+/// (and `COVERAGE` applied).
+fn scenario(base: &ebbtide_config::ClusterConfig, sla: u64) -> ebbtide_config::ClusterConfig {
+    let mut cluster = base.clone();
+    let high = cluster
+        .engine
+        .classes
+        .iter_mut()
+        .find(|c| c.name == "high")
+        .expect("class high");
+    high.sla_target = Duration::from_secs(sla);
+    if let Some(c) = std::env::var("COVERAGE")
+        .ok()
+        .and_then(|c| c.parse::<f64>().ok())
+    {
+        for p in &mut cluster.engine.pools {
+            p.headroom = ebbtide_core::HeadroomPolicy::Auto {
+                coverage_milli: (c * 1000.0).round() as u32,
+            };
+        }
+    }
+    cluster
 }

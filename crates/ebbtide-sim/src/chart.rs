@@ -145,3 +145,110 @@ pub fn draw(reports: &[RunReport], path: &Path) -> Result<(), ChartError> {
     }
     root.present().map_err(|e| fail(&e))
 }
+
+/// One family's settings on a frontier chart.
+pub struct FrontierSeries<'a> {
+    /// Family name (the legend).
+    pub family: &'a str,
+    /// Its runs, any order.
+    pub runs: &'a [RunReport],
+}
+
+/// Draws cost against `class`'s p95 wait: each family's settings as
+/// points joined along its frontier (filled where they reach `goal` in
+/// every class, hollow where not), Ebbtide as a cross, and a dashed line at
+/// the class's target.
+pub fn frontier(
+    title: &str,
+    class: &str,
+    target_s: f64,
+    goal: f64,
+    ebbtide: &RunReport,
+    families: &[FrontierSeries<'_>],
+    path: &Path,
+) -> Result<(), ChartError> {
+    let shown = path.display().to_string();
+    let fail = |e: &dyn std::fmt::Display| ChartError {
+        path: shown.clone(),
+        message: e.to_string(),
+    };
+    let dollars = |r: &RunReport| ebbtide_core::Micros(r.cost_micros).as_dollars();
+    let all = families
+        .iter()
+        .flat_map(|f| f.runs.iter())
+        .chain(std::iter::once(ebbtide));
+    let (mut top_cost, mut top_wait) = (1.0f64, target_s * 1.5);
+    for r in all {
+        top_cost = top_cost.max(dollars(r));
+        let w = crate::sweep::p95(r, class);
+        if w.is_finite() {
+            top_wait = top_wait.max(w);
+        }
+    }
+    let root = SVGBackend::new(path, (1000, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| fail(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..top_cost * 1.05, 0.0..top_wait * 1.05)
+        .map_err(|e| fail(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("cost of the month, $")
+        .y_desc(format!("{class}-class p95 wait, s"))
+        .draw()
+        .map_err(|e| fail(&e))?;
+    chart
+        .draw_series(LineSeries::new(
+            [(0.0, target_s), (top_cost * 1.05, target_s)],
+            BLACK.mix(0.4).stroke_width(1),
+        ))
+        .map_err(|e| fail(&e))?
+        .label(format!("{class} target {target_s:.0} s"))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.4)));
+    for (i, f) in families.iter().enumerate() {
+        let color = COLORS[(i + 1) % COLORS.len()];
+        let line: Vec<(f64, f64)> = crate::sweep::frontier(f.runs, class)
+            .iter()
+            .map(|r| (dollars(r), crate::sweep::p95(r, class)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line, color.stroke_width(2)))
+            .map_err(|e| fail(&e))?
+            .label(format!("{} frontier", f.family))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(f.runs.iter().map(|r| {
+                let style = if r.min_attainment() >= goal {
+                    color.filled()
+                } else {
+                    color.stroke_width(1)
+                };
+                Circle::new((dollars(r), crate::sweep::p95(r, class)), 4, style)
+            }))
+            .map_err(|e| fail(&e))?;
+    }
+    let me = (dollars(ebbtide), crate::sweep::p95(ebbtide, class));
+    chart
+        .draw_series(std::iter::once(Cross::new(
+            me,
+            9,
+            COLORS[0].stroke_width(3),
+        )))
+        .map_err(|e| fail(&e))?
+        .label(format!(
+            "ebbtide ({:.2} % worst class)",
+            ebbtide.min_attainment() * 100.0
+        ))
+        .legend(|(x, y)| Cross::new((x + 8, y), 6, COLORS[0].stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(|e| fail(&e))?;
+    root.present().map_err(|e| fail(&e))
+}

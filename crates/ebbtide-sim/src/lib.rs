@@ -17,11 +17,12 @@ pub mod params;
 pub mod policy;
 pub mod report;
 pub mod run;
+pub mod shortage;
 pub mod sweep;
 pub mod trace;
 pub mod world;
 
-pub use oracle::{OracleReport, lower_bound};
+pub use oracle::{ClairvoyantReport, OracleReport, clairvoyant, lower_bound};
 pub use params::SimParams;
 pub use policy::Policy;
 pub use report::{RunReport, table};

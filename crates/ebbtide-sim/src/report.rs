@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ebbtide_core::{
-    ClassId, Engine, InstanceLifetime, JobId, JobOutcome, Market, Stats, Timestamp,
+    ClassId, Engine, InstanceLifetime, JobId, JobOutcome, Market, PricePerHour, Stats, Timestamp,
 };
 use serde::Serialize;
 
@@ -28,6 +28,19 @@ pub struct ClassReport {
     pub sla_attainment: f64,
 }
 
+/// A run's cost by what it bought (micro-dollars).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CostBreakdown {
+    /// Instance time with jobs on it.
+    pub running_micros: i64,
+    /// Instance time before the agent registered.
+    pub boot_micros: i64,
+    /// Registered instance time with free slots, and minimum charges.
+    pub idle_micros: i64,
+    /// On-demand instances' cost above the cheapest spot price.
+    pub on_demand_premium_micros: i64,
+}
+
 /// One point of the timeline.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Sample {
@@ -48,7 +61,7 @@ pub struct Sample {
 }
 
 /// Everything one policy's run produced.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RunReport {
     /// Policy label.
     pub policy: String,
@@ -62,6 +75,11 @@ pub struct RunReport {
     pub cost_spot_micros: i64,
     /// Spent on on-demand instances.
     pub cost_on_demand_micros: i64,
+    /// Where the money went, adding up to `cost_micros`: instance time
+    /// running jobs, booting, and idle (with the rest of a minimum charge),
+    /// each valued at spot, plus what on-demand cost above the cheapest spot
+    /// for the same time.
+    pub breakdown: CostBreakdown,
     /// Cost per job, micro-dollars.
     pub cost_per_job_micros: i64,
     /// Registered instance-hours with no job (waste).
@@ -123,6 +141,11 @@ pub(crate) struct Collector {
     start: Timestamp,
     cost_spot: i64,
     cost_od: i64,
+    breakdown: CostBreakdown,
+    /// When each live instance's agent registered (ends its boot).
+    registered: HashMap<ebbtide_core::WorkerId, Timestamp>,
+    cheapest_spot: Option<PricePerHour>,
+    min_billing: Duration,
     idle_ms: u128,
     boot_ms: u128,
     fleet_ms: u128,
@@ -142,6 +165,8 @@ impl Collector {
         targets: Vec<(String, Duration)>,
         total: usize,
         start: Timestamp,
+        cheapest_spot: Option<PricePerHour>,
+        min_billing: Duration,
     ) -> Self {
         Collector {
             policy,
@@ -152,6 +177,10 @@ impl Collector {
             start,
             cost_spot: 0,
             cost_od: 0,
+            breakdown: CostBreakdown::default(),
+            registered: HashMap::new(),
+            cheapest_spot,
+            min_billing,
             idle_ms: 0,
             boot_ms: 0,
             fleet_ms: 0,
@@ -199,11 +228,47 @@ impl Collector {
         }
     }
 
+    pub fn registered(&mut self, worker: ebbtide_core::WorkerId, at: Timestamp) {
+        self.registered.insert(worker, at);
+    }
+
     pub fn instance_cost(&mut self, l: &InstanceLifetime) {
         match l.market {
             Market::Spot => self.cost_spot += l.cost.0,
             Market::OnDemand => self.cost_od += l.cost.0,
         }
+        let registered = self.registered.remove(&l.worker);
+        let Some(launched) = l.launched_at else {
+            return;
+        };
+        let cost = l.cost.0;
+        if cost <= 0 {
+            return;
+        }
+        let life = l.ended_at.saturating_since(launched);
+        let billed = life.max(self.min_billing).as_millis().max(1) as i64;
+        let boot = registered
+            .map_or(life, |r| r.saturating_since(launched))
+            .as_millis() as i64;
+        let premium = match (l.market, self.cheapest_spot) {
+            (Market::OnDemand, Some(spot)) => {
+                let at_spot = spot.cost_for(life.max(self.min_billing)).to_micros().0;
+                (cost - at_spot).max(0)
+            }
+            _ => 0,
+        };
+        let base = cost - premium;
+        let scale = |part: i64, whole: i64| -> i64 {
+            i64::try_from(i128::from(base) * i128::from(part) / i128::from(whole.max(1)))
+                .unwrap_or(0)
+        };
+        let boot_part = scale(boot.min(billed), billed);
+        let running = scale((cost - l.idle_cost.0).max(0), cost);
+        let b = &mut self.breakdown;
+        b.on_demand_premium_micros += premium;
+        b.boot_micros += boot_part;
+        b.running_micros += running;
+        b.idle_micros += (base - boot_part - running).max(0);
     }
 
     fn counts(engine: &Engine) -> (u64, u64, u64, u64) {
@@ -290,6 +355,7 @@ impl Collector {
             cost_micros: cost,
             cost_spot_micros: self.cost_spot,
             cost_on_demand_micros: self.cost_od,
+            breakdown: self.breakdown,
             cost_per_job_micros: cost / (self.total.max(1) as i64),
             idle_worker_hours: hours(self.idle_ms),
             boot_worker_hours: hours(self.boot_ms),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ebbtide_config::ClusterConfig;
 use ebbtide_core::{
-    ClassId, Command, Engine, EngineConfig, Event, InstanceId, JobId, JobOutcome, JobSpec,
+    Billing, ClassId, Command, Engine, EngineConfig, Event, InstanceId, JobId, JobOutcome, JobSpec,
     LaunchFailure, Market, PoolId, Requirements, TenantId, Timestamp, WorkerId, WorkerState,
 };
 use rand::{Rng, SeedableRng};
@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::params::SimParams;
 use crate::policy::{Policy, PolicyState};
 use crate::report::{Collector, RunReport};
+use crate::shortage::Shortages;
 use crate::trace::Trace;
 
 /// Setting up a run failed.
@@ -107,6 +108,8 @@ struct Run<'a> {
     tokens: HashMap<JobId, u64>,
     next_token: u64,
     markets: BTreeMap<WorkerId, Market>,
+    /// When each spot zone (in `params.spot_zones` order) is out of room.
+    shortages: Shortages,
     next_instance: u64,
     stats: Collector,
     /// Events handled, for `check_every`.
@@ -117,9 +120,20 @@ struct Run<'a> {
 
 /// Builds the engine configuration for a trace: every trace tenant the
 /// file does not name gets `[tenant_defaults]`; the simulated agents never
-/// go silent, so heartbeats are not modelled.
-pub fn engine_config(cluster: &ClusterConfig, trace: &Trace, policy: &Policy) -> EngineConfig {
+/// go silent, so heartbeats are not modelled. The world's minimum charge
+/// is booked whatever the file says, since the simulated provider bills it.
+pub fn engine_config(
+    cluster: &ClusterConfig,
+    trace: &Trace,
+    policy: &Policy,
+    params: &SimParams,
+) -> EngineConfig {
     let mut cfg = cluster.engine.clone();
+    for pool in &mut cfg.pools {
+        if let Billing::PerSecond { minimum } = &mut pool.billing {
+            *minimum = (*minimum).max(params.min_billing);
+        }
+    }
     for name in trace.tenants() {
         if !cfg.tenants.iter().any(|t| t.name == name) {
             cfg.tenants.push(cluster.tenant_from_defaults(&name));
@@ -140,7 +154,7 @@ pub fn simulate(
     progress: &mut dyn FnMut(f64),
 ) -> Result<RunReport, SimError> {
     let first = trace.jobs.first().ok_or(SimError::EmptyTrace)?.submit_ms;
-    let cfg = engine_config(cluster, trace, policy);
+    let cfg = engine_config(cluster, trace, policy, params);
     let start = Timestamp::from_millis(first.saturating_sub(600_000));
     let tenants: HashMap<&str, TenantId> = cfg
         .tenants
@@ -194,8 +208,16 @@ pub fn simulate(
         tokens: HashMap::new(),
         next_token: 0,
         markets: BTreeMap::new(),
+        shortages: Shortages::default(),
         next_instance: 0,
-        stats: Collector::new(policy.label(), targets, trace.jobs.len(), start),
+        stats: Collector::new(
+            policy.label(),
+            targets,
+            trace.jobs.len(),
+            start,
+            params.min_spot_price(),
+            params.min_billing,
+        ),
         events: 0,
         violation: None,
     };
@@ -235,6 +257,14 @@ impl Run<'_> {
     }
 
     fn schedule_world(&mut self, first_ms: u64) {
+        let until = self.trace.jobs.last().map_or(first_ms, |j| j.submit_ms) + 48 * 3_600_000;
+        self.shortages = Shortages::draw(
+            &self.params.shortages,
+            self.params.spot_zones.len(),
+            self.now.as_millis(),
+            until,
+            &mut self.rng,
+        );
         for i in 0..self.trace.jobs.len() {
             self.at(
                 Timestamp::from_millis(self.trace.jobs[i].submit_ms),
@@ -336,6 +366,7 @@ impl Run<'_> {
             }
             SimEvent::Registered(worker) => {
                 if self.engine.worker_state(worker) == Some(WorkerState::Booting) {
+                    self.stats.registered(worker, self.now);
                     self.send(Event::WorkerRegistered { worker });
                 }
             }
@@ -471,11 +502,12 @@ impl Run<'_> {
     }
 
     /// A launch call. Spot with a list of zones walks it as a fleet request
-    /// with several zones does: each zone tried fails for capacity with the
-    /// configured probability, independently, and costs one API round
-    /// trip; the batch lands in the first zone that has room, or fails for
-    /// capacity once every zone was tried. Without a list, the cheapest
-    /// zone is taken (or refused) in one call.
+    /// with several zones does: a zone tried fails for capacity while it
+    /// (or the whole region) is in a shortage, or on its own with the
+    /// per-call probability, and each costs one API round trip; the batch
+    /// lands in the first zone that has room, or fails for capacity once
+    /// every zone was tried. Without a list, the cheapest zone is taken (or
+    /// refused) in one call.
     fn launch(&mut self, market: Market, workers: Vec<WorkerId>, zones: &[String]) {
         let api = self.params.api_latency;
         let now = self.now;
@@ -508,10 +540,15 @@ impl Run<'_> {
             let calls = tries.len() as u32;
             let mut landed = None;
             for (i, zone) in tries.into_iter().enumerate() {
-                if !self
+                let at = now.as_millis() + api.as_millis() as u64 * i as u64;
+                let short = zone
+                    .as_deref()
+                    .and_then(|z| self.params.spot_zones.iter().position(|(n, _)| n == z))
+                    .is_some_and(|z| self.shortages.short(z, at));
+                let refused = self
                     .rng
-                    .random_bool(self.params.spot_capacity_failure_rate.clamp(0.0, 1.0))
-                {
+                    .random_bool(self.params.spot_capacity_failure_rate.clamp(0.0, 1.0));
+                if !short && !refused {
                     landed = Some((zone, i as u32 + 1));
                     break;
                 }

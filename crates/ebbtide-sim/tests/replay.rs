@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use ebbtide_config::ClusterConfig;
 use ebbtide_core::{Micros, PricePerHour};
-use ebbtide_sim::{Policy, SimParams, Trace, TraceJob, lower_bound, simulate};
+use ebbtide_sim::shortage::ShortageModel;
+use ebbtide_sim::{Policy, SimParams, Trace, TraceJob, clairvoyant, lower_bound, simulate};
 use proptest::prelude::*;
 
 const CONFIG: &str = r#"
@@ -103,6 +104,88 @@ fn a_single_job_costs_exactly_its_boot_plus_run_time() {
     assert_eq!(
         oracle.cost_micros, r.cost_micros,
         "one job, one boot: Ebbtide is optimal here"
+    );
+    let b = r.breakdown;
+    assert_eq!(
+        (b.running_micros, b.boot_micros, b.idle_micros),
+        (96_000 * 600 / 3600, 96_000 * 30 / 3600, 0)
+    );
+    assert_eq!(
+        b.on_demand_premium_micros, 0,
+        "no spot price to compare with"
+    );
+    let upper = clairvoyant(
+        &t,
+        PricePerHour(Micros(96_000)),
+        Duration::from_secs(30),
+        Duration::ZERO,
+    );
+    assert_eq!(upper.cost_micros, r.cost_micros, "the bounds meet");
+}
+
+/// The test pool, all spot above a base of none.
+fn spot_cluster() -> ClusterConfig {
+    let text = format!(
+        "{CONFIG}[pools.market]\non_demand_base = 0\nspot_percent = 100\nspot_fallback_for = \"2m\"\n"
+    );
+    ebbtide_sim::world::parse(&text, &["sim"]).expect("config")
+}
+
+fn spot_world(shortages: ShortageModel) -> SimParams {
+    let mut p = SimParams::deterministic(Duration::from_secs(30));
+    p.spot_zones = vec![
+        ("zone-a".into(), PricePerHour(Micros(32_000))),
+        ("zone-b".into(), PricePerHour(Micros(35_000))),
+    ];
+    p.shortages = shortages;
+    p.min_billing = Duration::from_secs(60);
+    p.check_every = Some(1);
+    p
+}
+
+#[test]
+fn a_regional_spot_shortage_sends_urgent_launches_on_demand_and_prices_the_premium() {
+    let cluster = spot_cluster();
+    let t = trace((0..6).map(|i| job(i * 400, 300, "high")).collect());
+    let open = simulate(
+        &t,
+        &cluster,
+        &spot_world(ShortageModel::NONE),
+        &Policy::Ebbtide,
+        &mut |_| {},
+    )
+    .expect("runs");
+    assert_eq!(open.cost_on_demand_micros, 0, "spot has room: all spot");
+    assert_eq!(open.breakdown.on_demand_premium_micros, 0);
+    let short = ShortageModel {
+        region_share: 0.99,
+        region_mean: Duration::from_secs(30 * 86_400),
+        ..ShortageModel::NONE
+    };
+    let r = simulate(
+        &t,
+        &cluster,
+        &spot_world(short),
+        &Policy::Ebbtide,
+        &mut |_| {},
+    )
+    .expect("runs");
+    assert!(
+        r.launch_failures > 0,
+        "spot calls fail while the region is short"
+    );
+    assert!(
+        r.cost_on_demand_micros > 0,
+        "the SLA cannot wait two minutes"
+    );
+    assert_eq!(r.min_attainment(), 1.0);
+    let b = r.breakdown;
+    assert!(b.on_demand_premium_micros > 0);
+    let parts = b.running_micros + b.boot_micros + b.idle_micros + b.on_demand_premium_micros;
+    assert!(
+        (parts - r.cost_micros).abs() <= 3 * r.launches as i64,
+        "the parts add up to the whole, within a few µ$ of rounding per instance: {parts} vs {}",
+        r.cost_micros
     );
 }
 
@@ -215,6 +298,8 @@ proptest! {
         let price = PricePerHour(Micros(96_000));
         let oracle = lower_bound(&t, &targets(), 1, price, params.min_boot());
         let work_only = lower_bound(&t, &HashMap::new(), 1, price, params.min_boot());
+        let upper = clairvoyant(&t, price, params.mean_boot(), params.min_billing);
+        prop_assert!(oracle.cost_micros <= upper.cost_micros, "lower {} > clairvoyant {}", oracle.cost_micros, upper.cost_micros);
         for p in policies() {
             let r = run(&t, &params, &p);
             prop_assert!(work_only.cost_micros <= r.cost_micros, "{}: {} < work bound {}", r.policy, r.cost_micros, work_only.cost_micros);

@@ -515,7 +515,10 @@ impl Engine {
     /// idle timeout, new jobs land on it, and a burst ebbs from the end of
     /// the chain (rented workers retire before owned ones). The rest only
     /// after the pool's idle timeout. Where billing is by period, only near
-    /// the end of a paid period.
+    /// the end of a paid period; with a minimum charge, not before it is
+    /// used up. In external mode the outside policy's own rule holds: an
+    /// idle worker goes only after the idle timeout it set (GitLab's
+    /// `idle_time`), never early because arrivals fell.
     fn retire(
         &mut self,
         pid: PoolId,
@@ -558,11 +561,12 @@ impl Engine {
         let idle: Vec<(Timestamp, WorkerId, bool)> =
             first.into_iter().map(|(s, w, b, _)| (s, w, b)).collect();
         let keep = self.idle_worth_keeping(pid, now) as usize;
-        let surplus = if self.later_pool_in_use(pid) {
-            0
-        } else {
-            idle.len().saturating_sub(keep)
-        };
+        let surplus =
+            if self.config.scaling_mode == ScalingMode::External || self.later_pool_in_use(pid) {
+                0
+            } else {
+                idle.len().saturating_sub(keep)
+            };
         let chosen: Vec<WorkerId> = idle
             .iter()
             .enumerate()
@@ -737,7 +741,9 @@ fn add_routed(routed: &mut Routed, sig: SignatureId, d: &Demand) {
 /// Whether billing lets a worker retire now without wasting paid time.
 fn bill_allows_retiring(billing: Billing, launched_at: Option<Timestamp>, now: Timestamp) -> bool {
     match billing {
-        Billing::PerSecond => true,
+        Billing::PerSecond { minimum } => {
+            launched_at.is_none_or(|t| now.saturating_since(t) >= minimum)
+        }
         Billing::Period {
             period,
             retire_within,

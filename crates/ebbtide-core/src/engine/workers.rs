@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::pools::PoolState;
 use super::{Engine, EngineError};
 use crate::command::{Command, LossReason};
+use crate::config::Billing;
 use crate::cost::InstanceLifetime;
 use crate::event::LaunchFailure;
 use crate::ids::{InstanceId, JobId, TenantId, WorkerId};
@@ -407,7 +408,10 @@ impl Engine {
     ) -> Result<(), EngineError> {
         self.expect_state(wid, WorkerTransition::Terminated)?;
         self.requeue_jobs_of(wid, now, out)?;
-        self.accrue(wid, now);
+        // An instance gone before its minimum charge is billed the rest of
+        // it, as idle time: the ledger books what the provider will bill.
+        let billed_until = self.billed_until(wid, now);
+        self.accrue(wid, billed_until);
         self.transition(wid, WorkerTransition::Terminated)?;
         self.reindex(wid);
         if let Some(w) = self.workers.get(&wid) {
@@ -428,6 +432,18 @@ impl Engine {
         self.forget_worker(wid);
         self.stats.terminated += 1;
         self.dispatch_all(now, out)
+    }
+
+    /// When the provider stops billing an instance that ended at `ended`:
+    /// then, or at the end of its minimum charge if that is later.
+    fn billed_until(&self, wid: WorkerId, ended: Timestamp) -> Timestamp {
+        let Some(w) = self.workers.get(&wid) else {
+            return ended;
+        };
+        match (self.pools[w.pool.0 as usize].config.billing, w.launched_at) {
+            (Billing::PerSecond { minimum }, Some(launched)) => ended.max(launched + minimum),
+            _ => ended,
+        }
     }
 
     fn forget_worker(&mut self, wid: WorkerId) {
