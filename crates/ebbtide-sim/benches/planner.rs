@@ -18,6 +18,8 @@
 //! - at the end, one summary row per target and seed.
 //!
 //! `SLAS=10,60` (seconds) picks the targets, `SEEDS=1,2,3,4` the seeds,
+//! `BASELINES=0` replays Ebbtide alone (to try a change quickly),
+//! `CONFIG=…` replays another configuration than the example,
 //! `COVERAGE=0.999` sets the pools' warm-headroom coverage, `DAYS=7`
 //! replays only the first days, `DATA=…` names the shared data, and
 //! `CHARTS=docs/sim` writes each target's frontier chart (first seed) there.
@@ -97,7 +99,9 @@ fn main() {
     let slas = list("SLAS", "10,30,60,300");
     let seeds = list("SEEDS", "1");
     let charts = std::env::var("CHARTS").ok().map(PathBuf::from);
-    let text = std::fs::read_to_string(root().join("examples/travis-sim.toml")).expect("config");
+    let config = std::env::var("CONFIG")
+        .map_or_else(|_| root().join("examples/travis-sim.toml"), PathBuf::from);
+    let text = std::fs::read_to_string(&config).expect("config");
     let base = ebbtide_sim::world::parse(&text, &["aws"]).expect("examples/travis-sim.toml");
     let classes = TravisClasses {
         interactive: "high".into(),
@@ -112,10 +116,14 @@ fn main() {
         trace.truncate_to(Duration::from_secs(days * 86_400));
     }
     let shape = base.engine.pools[0].shape.name.clone();
-    let families: [(&str, Vec<Policy>); 2] = [
-        ("idle-count", sweep::idle_count_grid()),
-        ("per-job", sweep::per_job_grid()),
-    ];
+    let families: Vec<(&str, Vec<Policy>)> = if std::env::var("BASELINES").as_deref() == Ok("0") {
+        Vec::new()
+    } else {
+        vec![
+            ("idle-count", sweep::idle_count_grid()),
+            ("per-job", sweep::per_job_grid()),
+        ]
+    };
     let mut policies = vec![Policy::Ebbtide];
     for (_, grid) in &families {
         policies.extend(grid.iter().cloned());

@@ -135,6 +135,28 @@ impl Engine {
     }
 
     /// Puts a job on a worker. The job must already be out of the queue.
+    /// Tells the headroom of the job's first pool whether a job it exists
+    /// for (its class's target is shorter than a launch at arrival can
+    /// meet) started in time: the plan's online correction.
+    fn note_first_start(
+        &mut self,
+        sig: SignatureId,
+        class: crate::ids::ClassId,
+        waited: Duration,
+        now: Timestamp,
+    ) {
+        let Some(pid) = self.sigs.get(sig).chain.first().copied() else {
+            return;
+        };
+        let target = self.class_target(class);
+        let pool = &mut self.pools[pid.0 as usize];
+        if pool.config.headroom != crate::config::HeadroomPolicy::Off
+            && target < lead_time(pool.boot_estimate)
+        {
+            pool.headroom.started(now, waited > target);
+        }
+    }
+
     pub(super) fn assign(
         &mut self,
         job_id: JobId,
@@ -153,8 +175,13 @@ impl Engine {
         };
         job.attempts += 1;
         let attempt = job.attempts;
+        let first_start =
+            (attempt == 1).then(|| (job.sig, job.class, now.saturating_since(job.submitted_at)));
         self.queue.served(job.class, job.tag);
         let (tenant, cpu, mem) = (job.tenant, job.cpu_millis, job.memory_mib);
+        if let Some((sig, class, waited)) = first_start {
+            self.note_first_start(sig, class, waited, now);
+        }
         let t = &mut self.tenants[tenant.0 as usize];
         t.advance(now);
         t.take(cpu, mem);

@@ -254,6 +254,16 @@ impl Engine {
         }
         let cancelled = job.cancel_requested;
         self.detach(id, wid, now)?;
+        if let Some(pid) = self.workers.get(&wid).map(|w| w.pool) {
+            // A slot freed here takes the next arrival as an idle one would.
+            let exposure = self.headroom_exposure(pid);
+            let pool = &mut self.pools[pid.0 as usize];
+            if let (Some(exposure), HeadroomPolicy::Auto { coverage_milli }) =
+                (exposure, pool.config.headroom)
+            {
+                pool.headroom.freed(now, exposure, coverage_milli);
+            }
+        }
         match outcome {
             JobOutcome::Lost if !cancelled => self.requeue_or_abandon(id, out),
             JobOutcome::Lost | JobOutcome::Cancelled => {

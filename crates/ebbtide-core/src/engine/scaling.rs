@@ -16,9 +16,10 @@ use crate::requirements::SignatureId;
 use crate::time::Timestamp;
 use crate::worker::{DrainReason, Market, Worker, WorkerState};
 
-/// What a replacement needs on top of its boot before it can take a job:
-/// the next plan, the launch call and registration.
-const HEADROOM_REACTION: Duration = Duration::from_secs(5);
+/// What a replacement needs on top of its boot (measured from the launch
+/// request to registration) before it can take a job: the wait for the
+/// next plan, half a 5 s tick on average, and the assignment.
+const HEADROOM_REACTION: Duration = Duration::from_secs(3);
 
 /// Demand routed to one pool, per signature (so spill-over can follow each
 /// signature's own chain).
@@ -588,22 +589,22 @@ impl Engine {
     /// and idle slots would only cost).
     fn headroom_slots(&self, pid: PoolId, now: Timestamp) -> u32 {
         let pool = &self.pools[pid.0 as usize];
-        let HeadroomPolicy::Auto { coverage_milli } = pool.config.headroom else {
+        if pool.config.headroom == HeadroomPolicy::Off {
             return 0;
-        };
+        }
         match self.headroom_exposure(pid) {
-            Some(exposure) => pool.headroom.slots(now, exposure, coverage_milli),
+            Some(_) => pool.headroom.slots(now),
             None => 0,
         }
     }
 
     /// How exposed the pool's tightest target is to arrivals that find no
-    /// idle worker. Arrivals within `boot + reaction − target` of each
-    /// other compete for the same idle workers (a replacement launched for
-    /// one is not up in time for the next); of those left without one, the
-    /// share whose replacement's boot (from the pool's last boots, or its
-    /// estimate before any) exceeds `target − reaction` miss it. `None`
-    /// when every class's target leaves time for a launch at arrival.
+    /// idle worker: a replacement is up one boot estimate after it is
+    /// launched, a job must start within `target − reaction`, and of the
+    /// jobs left waiting for a boot the share whose boot (from the pool's
+    /// last boots, or its estimate before any) is longer than that miss
+    /// it. `None` when every class's target leaves time for a launch at
+    /// arrival.
     pub(super) fn headroom_exposure(&self, pid: PoolId) -> Option<Exposure> {
         let pool = &self.pools[pid.0 as usize];
         let lead = crate::planner::lead_time(pool.boot_estimate);
@@ -626,9 +627,8 @@ impl Engine {
             u32::try_from(late * 1000 / pool.recent_boots.len()).unwrap_or(1000)
         };
         Some(Exposure {
-            window: (pool.boot_estimate + HEADROOM_REACTION)
-                .saturating_sub(tightest)
-                .max(HEADROOM_REACTION),
+            boot: pool.boot_estimate,
+            in_time,
             late_milli,
         })
     }
