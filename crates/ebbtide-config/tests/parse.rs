@@ -283,3 +283,20 @@ fn a_minimum_charge_is_read_and_refused_beside_a_billed_period() {
     );
     assert!(issue.line.is_some(), "{issue}");
 }
+
+#[test]
+fn the_tight_travis_scenarios_differ_from_the_example_only_in_the_high_target() {
+    let base = support::parse(EXAMPLE).expect("example is valid");
+    for (text, secs) in [
+        (include_str!("../../../examples/travis-sim-10s.toml"), 10),
+        (include_str!("../../../examples/travis-sim-30s.toml"), 30),
+    ] {
+        let c = support::parse(text).expect("scenario is valid");
+        assert_eq!(c.engine.classes[0].sla_target, Duration::from_secs(secs));
+        assert_eq!(c.engine.classes[1], base.engine.classes[1]);
+        assert_eq!(
+            c.engine.pools, base.engine.pools,
+            "the same pool, headroom stated"
+        );
+    }
+}
