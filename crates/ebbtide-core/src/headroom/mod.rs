@@ -553,6 +553,29 @@ mod tests {
     }
 
     #[test]
+    fn an_hour_far_busier_than_it_was_learned_is_sized_from_what_it_sees() {
+        let mut h = Headroom::default();
+        // Week 0: a quiet trickle in hour 0.
+        for i in 0..60 {
+            h.observe(at(i * 60), BOOT, 990);
+        }
+        h.advance(at(HOUR + 5), BOOT, 990);
+        let planned = h.slots(at(WEEK + 600));
+        // Week 1, the same hour: bursts of 15 every minute.
+        for i in 0..20 {
+            for _ in 0..15 {
+                h.observe(at(WEEK + i * 60), BOOT, 990);
+            }
+        }
+        h.advance(at(WEEK + 1205), BOOT, 990);
+        let now = h.slots(at(WEEK + 1205));
+        assert!(
+            now >= 14 && now > planned,
+            "the plan said {planned}, the bursts need about 15: {now}"
+        );
+    }
+
+    #[test]
     fn boots_that_fit_in_the_target_shrink_the_headroom() {
         let mut h = Headroom::default();
         for i in 0..50 {
