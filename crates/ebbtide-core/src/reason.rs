@@ -76,6 +76,13 @@ pub enum ScaleReason {
         /// Share of arrivals they should start at once, in thousandths.
         coverage_milli: u32,
     },
+    /// Idle slots kept in the pool a chain prefers while later pools of
+    /// the chain still run its spill-over, so that new jobs land here and
+    /// the later pools' workers retire as they free up.
+    TakeBack {
+        /// Idle job slots kept on top of the busy ones.
+        idle_slots: u32,
+    },
     /// Pre-warming for the arrival rate learned for this hour of the week.
     Prewarm {
         /// Expected concurrent jobs (Little's law), in thousandths.
@@ -109,6 +116,7 @@ impl ScaleReason {
             ScaleReason::WarmSize { .. } => "warm_size",
             ScaleReason::Floor { .. } => "floor",
             ScaleReason::Headroom { .. } => "headroom",
+            ScaleReason::TakeBack { .. } => "take_back",
             ScaleReason::Prewarm { .. } => "prewarm",
             ScaleReason::DemandFell { .. } => "demand_fell",
             ScaleReason::AtMax { .. } => "at_max",
@@ -148,6 +156,10 @@ impl fmt::Display for ScaleReason {
                 "{idle_slots} idle slots kept for jobs that cannot wait for a boot ({}.{}% of arrivals within one boot start at once)",
                 coverage_milli / 10,
                 coverage_milli % 10
+            ),
+            ScaleReason::TakeBack { idle_slots } => write!(
+                f,
+                "{idle_slots} idle slots kept to take back the jobs spilled to later, dearer pools of the chain"
             ),
             ScaleReason::Prewarm {
                 expected_concurrent_milli,

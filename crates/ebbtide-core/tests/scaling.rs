@@ -958,19 +958,20 @@ fn pool_of_job(h: &Harness, job: u64) -> PoolId {
         .pool
 }
 
-#[test]
-fn as_a_burst_ebbs_the_later_pool_of_the_chain_retires_before_the_preferred_one() {
+/// Five hour-long jobs on a chain whose first pool holds two: returns the
+/// harness with the burst running, and the jobs on each pool.
+fn spilled_burst(owned: PoolConfig, rented: PoolConfig) -> (Harness, Vec<u64>, Vec<u64>) {
     let mut cfg = testkit::config();
     cfg.default_job_duration = Duration::from_secs(3600);
     cfg.pools = vec![
         PoolConfig {
             max: 2,
             preference: 0,
-            ..testkit::dynamic_pool("owned")
+            ..owned
         },
         PoolConfig {
             preference: 1,
-            ..testkit::dynamic_pool("rented")
+            ..rented
         },
     ];
     let mut h = Harness::new(cfg);
@@ -983,9 +984,18 @@ fn as_a_burst_ebbs_the_later_pool_of_the_chain_retires_before_the_preferred_one(
         (2, 3),
         "the burst spilled"
     );
-    let (owned, rented): (Vec<u64>, Vec<u64>) =
+    let (on_owned, on_rented): (Vec<u64>, Vec<u64>) =
         (1..=5).partition(|id| pool_of_job(&h, *id) == PoolId(0));
-    assert_eq!(owned.len(), 2);
+    assert_eq!(on_owned.len(), 2);
+    (h, on_owned, on_rented)
+}
+
+#[test]
+fn as_a_burst_ebbs_the_later_pool_of_the_chain_retires_before_the_preferred_one() {
+    let (mut h, owned, rented) = spilled_burst(
+        testkit::dynamic_pool("owned"),
+        testkit::dynamic_pool("rented"),
+    );
 
     // The owned workers' jobs end first; the rented ones still run.
     finish_all(&mut h, owned);
@@ -1017,6 +1027,69 @@ fn as_a_burst_ebbs_the_later_pool_of_the_chain_retires_before_the_preferred_one(
             .all(|w| views.iter().all(|v| v.id != *w || v.pool != PoolId(0))),
         "no owned worker was drained while rented ones ran: {drained:?}"
     );
+}
+
+/// The regression the bare-metal end-to-end test found: jobs requeued from
+/// a lost host kept the rented workers busy after the owned ones had gone
+/// idle; the owned ones timed out, and the trickle that followed landed on
+/// the rented workers as they freed up and kept them (and only them) alive.
+#[test]
+fn a_trickle_after_a_burst_returns_to_the_preferred_pool_and_the_dearer_one_retires() {
+    let (mut h, on_owned, on_rented) = spilled_burst(
+        PoolConfig {
+            idle_timeout: 3 * SEC,
+            on_demand_price: PricePerHour(Micros(50_000)),
+            ..testkit::dynamic_pool("owned")
+        },
+        PoolConfig {
+            idle_timeout: 3 * SEC,
+            on_demand_price: PricePerHour(Micros(200_000)),
+            ..testkit::dynamic_pool("rented")
+        },
+    );
+
+    // The owned workers free up first and stay idle well past their idle
+    // timeout while the rented ones still run the burst's tail.
+    finish_all(&mut h, on_owned);
+    h.run_for(10 * SEC, SEC);
+    assert!(
+        physical(&h, 0) >= 1,
+        "an owned worker is kept for the jobs the rented ones would otherwise take"
+    );
+    assert!(
+        decisions(&h)
+            .iter()
+            .any(|d| matches!(d.reason, ScaleReason::TakeBack { .. })),
+        "and the decision says why: {:?}",
+        decisions(&h)
+    );
+
+    // The tail ends as a trickle starts: a one-second job every other second.
+    finish_all(&mut h, on_rented);
+    let mut running: Vec<u64> = Vec::new();
+    for (step, id) in (100..130).enumerate() {
+        for done in running.drain(..) {
+            h.finish(JobId(done), JobOutcome::Succeeded);
+        }
+        if step % 2 == 0 {
+            h.submit(testkit::job(id, 0, 1));
+            h.run_for(SEC, SEC);
+            assert_eq!(
+                pool_of_job(&h, id),
+                PoolId(0),
+                "trickle job {id} starts on the owned pool"
+            );
+            running.push(id);
+        } else {
+            h.run_for(SEC, SEC);
+        }
+    }
+    assert_eq!(
+        physical(&h, 1),
+        0,
+        "the rented workers retired while the trickle ran"
+    );
+    assert!(physical(&h, 0) >= 1, "the owned pool carries the trickle");
 }
 
 #[test]

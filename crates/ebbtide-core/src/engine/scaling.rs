@@ -266,7 +266,9 @@ impl Engine {
                 let removable = (plan.surplus_idle / cap).min(snap.fully_idle);
                 let for_demand = active + new - removable;
                 let headroom = self.headroom_slots(pid, now);
-                let floor = min.max(snap.busy_instances + idle_count + headroom.div_ceil(cap));
+                let take_back = self.spill_to_take_back(pid, now);
+                let idle_slots = headroom.max(take_back);
+                let floor = min.max(snap.busy_instances + idle_count + idle_slots.div_ceil(cap));
                 let (prewarm, expected) = match pool.config.prewarm {
                     Some(p) => {
                         let expected = pool
@@ -293,6 +295,10 @@ impl Engine {
                 } else if wanted == prewarm && prewarm > floor {
                     ScaleReason::Prewarm {
                         expected_concurrent_milli: expected,
+                    }
+                } else if wanted == floor && floor > for_demand && take_back > headroom {
+                    ScaleReason::TakeBack {
+                        idle_slots: take_back,
                     }
                 } else if wanted == floor && floor > for_demand && headroom > 0 {
                     ScaleReason::Headroom {
@@ -633,8 +639,6 @@ impl Engine {
         })
     }
 
-    /// Idle workers the pool keeps ready: the jobs expected to arrive during
-    /// one boot, from the last ten minutes of arrivals, plus `idle_count`.
     /// Whether a pool after `pid` in some signature's chain has workers
     /// (requested, booting, idle or busy): demand spilled past `pid`.
     fn later_pool_in_use(&self, pid: PoolId) -> bool {
@@ -653,6 +657,39 @@ impl Engine {
         })
     }
 
+    /// Job slots busy, in pools later in a chain `pid` comes first in, with
+    /// jobs `pid` could run at a lower price per slot: spill-over a burst
+    /// left behind. As many idle slots as the jobs expected within `pid`'s
+    /// idle timeout (at most that many) are kept in `pid`, so that the
+    /// next arrivals land on the preferred, cheaper capacity instead of on
+    /// the later pool's workers as they free up. Without this, a trickle
+    /// after a burst keeps the rented workers busy for good while the owned
+    /// ones time out idle: the burst would ebb from the wrong end.
+    fn spill_to_take_back(&self, pid: PoolId, now: Timestamp) -> u32 {
+        let pool = &self.pools[pid.0 as usize];
+        let own_price = price_per_slot(pool);
+        let carried = self
+            .workers
+            .values()
+            .filter(|w| w.pool != pid && w.state.is_active())
+            .filter(|w| price_per_slot(&self.pools[w.pool.0 as usize]) > own_price)
+            .flat_map(|w| w.jobs.iter().map(move |j| (w.pool, j)))
+            .filter(|(later, j)| {
+                self.jobs.get(j).is_some_and(|job| {
+                    let chain = &self.sigs.get(job.sig).chain;
+                    let at = |p: PoolId| chain.iter().position(|c| *c == p);
+                    matches!((at(pid), at(*later)), (Some(a), Some(b)) if a < b)
+                })
+            })
+            .count();
+        let expected = pool
+            .recent_arrivals
+            .expected_within(now, pool.config.idle_timeout);
+        u32::try_from(carried).unwrap_or(u32::MAX).min(expected)
+    }
+
+    /// Idle workers the pool keeps ready: the jobs expected to arrive during
+    /// one boot, from the last ten minutes of arrivals, plus `idle_count`.
     fn idle_worth_keeping(&self, pid: PoolId, now: Timestamp) -> u32 {
         let pool = &self.pools[pid.0 as usize];
         let idle_count = match pool.config.kind {
@@ -736,6 +773,12 @@ fn add_routed(routed: &mut Routed, sig: SignatureId, d: &Demand) {
         Some((_, acc)) => acc.add(d),
         None => routed.push((sig, *d)),
     }
+}
+
+/// What one job slot of the pool costs an hour, in micro-dollars per
+/// thousand slots (so pools of different capacities compare exactly).
+fn price_per_slot(pool: &super::pools::PoolState) -> i64 {
+    pool.config.on_demand_price.0.0 * 1000 / i64::from(pool.capacity().max(1))
 }
 
 /// Whether billing lets a worker retire now without wasting paid time.
