@@ -118,6 +118,8 @@ pub struct ServerHandle {
     stopping: Arc<std::sync::atomic::AtomicBool>,
     stop_grace: Duration,
     on_stop: ebbtide_config::OnStop,
+    /// Launch calls out with a provider (see `Control::launches_in_flight`).
+    launches_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ServerHandle {
@@ -177,6 +179,7 @@ impl ServerHandle {
                 "stopping: workers left running for the next scheduler to adopt (server.on_stop = \"leave\"); their jobs continue"
             ),
             ebbtide_config::OnStop::Terminate => {
+                self.settle_launches().await;
                 let (reply, done) = tokio::sync::oneshot::channel();
                 if self.tx.send(LoopMsg::TerminateAll { reply }).await.is_ok() {
                     let terminated = done.await.unwrap_or(0);
@@ -189,6 +192,30 @@ impl ServerHandle {
             }
         }
         self.shutdown().await;
+    }
+
+    /// Waits (at most `LAUNCH_SETTLE`) for launch calls still out with a
+    /// provider, so the terminate pass sees the instances they create.
+    /// The engine launches nothing once stopping, so none starts after.
+    async fn settle_launches(&self) {
+        let deadline = tokio::time::Instant::now() + LAUNCH_SETTLE;
+        loop {
+            let out = self
+                .launches_in_flight
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if out == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::error!(
+                    launches = out,
+                    waited_s = LAUNCH_SETTLE.as_secs(),
+                    "stopping: launch calls still out with their providers; the instances they create are left for the next scheduler's orphan sweep"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Jobs assigned to or running on a worker now.
@@ -208,6 +235,9 @@ impl ServerHandle {
         }
     }
 }
+
+/// How long a terminating stop waits for launch calls still out.
+const LAUNCH_SETTLE: Duration = Duration::from_secs(30);
 
 /// Now, as the engine's timestamp: the service is the one place that
 /// reads the clock (see [`clock::Clock`]).
@@ -286,6 +316,7 @@ pub async fn start(
                 source,
             }
         })?;
+    let launches_in_flight = control.launches_in_flight();
     let mut tasks = vec![tokio::spawn(control.run(rx, shutdown_rx.clone()))];
     let publisher = costs::publisher(&config, store.clone(), None, report_sink);
     tracing::info!(to = %publisher.location(), spool = %config.cost_reports.spool_dir.display(), "daily cost reports");
@@ -344,6 +375,7 @@ pub async fn start(
         stopping,
         stop_grace: config.server.stop_grace,
         on_stop: config.server.on_stop,
+        launches_in_flight,
     })
 }
 

@@ -105,7 +105,11 @@ impl Control {
         let issued = self.now.as_millis();
         let expires = issued + self.server.bootstrap_token_ttl.as_millis() as u64;
         let (store, tx) = (self.store.clone(), self.tx.clone());
+        let in_flight = InFlight::start(&self.launches_in_flight);
         tokio::spawn(async move {
+            // Dropped last, once every outcome of the call is on its way to
+            // the loop.
+            let _in_flight = in_flight;
             for w in &request.workers {
                 if let Err(e) = store
                     .issue_token(
@@ -161,5 +165,21 @@ impl Control {
                 }
             }
         });
+    }
+}
+
+/// One launch call out with a provider, counted while it lasts.
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn start(count: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -108,9 +108,18 @@ pub(crate) struct Control {
     decisions: views::RecentDecisions,
     /// Each provider's owned machines as its last reconcile pass saw them.
     hosts: BTreeMap<String, Vec<ebbtide_provider::HostReport>>,
+    /// Launch calls still out with a provider. A stop that terminates
+    /// every worker waits for them: an instance whose launch returns after
+    /// the terminate pass would be left running, owned by no one.
+    launches_in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Control {
+    /// The count of launch calls out with a provider, for the stop path.
+    pub(crate) fn launches_in_flight(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.launches_in_flight.clone()
+    }
+
     pub(crate) async fn run(
         mut self,
         mut rx: mpsc::Receiver<LoopMsg>,

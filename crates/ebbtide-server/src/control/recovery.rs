@@ -99,6 +99,7 @@ impl Control {
             ledger: crate::costs::LedgerWriter::start(store.clone(), config),
             ledger_flush: config.cost_reports.ledger_flush,
             launch_requested: HashMap::new(),
+            launches_in_flight: Arc::default(),
             queue_series: Vec::new(),
             last_refresh: Timestamp::from_millis(0),
             decisions: Default::default(),
