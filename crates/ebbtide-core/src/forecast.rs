@@ -76,6 +76,9 @@ impl ArrivalForecast {
 
 /// Arrivals over the last ten minutes, in 30-second buckets: the
 /// short-term rate that decides how many idle workers are worth keeping.
+/// The rate is the busier of the last minute and the last ten, so a
+/// trickle that has just begun counts at once and a lull after a busy
+/// spell is forgotten only gradually.
 #[derive(Debug, Clone, Default)]
 pub struct RecentArrivals {
     buckets: [u32; RECENT_BUCKETS],
@@ -105,26 +108,42 @@ impl RecentArrivals {
         *slot = slot.saturating_add(1);
     }
 
-    /// Arrivals expected within `window` at the recent rate, rounded up.
+    /// Arrivals expected within `window` at the recent rate (the busier of
+    /// the last minute and the last ten), rounded up.
     pub fn expected_within(&self, now: Timestamp, window: Duration) -> u32 {
-        let idx = now.as_millis() / RECENT_BUCKET_MS;
+        u32::try_from(self.expected_milli_within(now, window).div_ceil(1000)).unwrap_or(u32::MAX)
+    }
+
+    /// Arrivals expected within `window` at the recent rate, in
+    /// thousandths.
+    pub fn expected_milli_within(&self, now: Timestamp, window: Duration) -> u64 {
+        let now_ms = now.as_millis();
+        let idx = now_ms / RECENT_BUCKET_MS;
         let age = idx.saturating_sub(self.newest);
         if age >= RECENT_BUCKETS as u64 {
             return 0;
         }
-        // Buckets older than the window of ten minutes as seen from `now`
-        // no longer count.
-        let count: u64 = (0..RECENT_BUCKETS as u64 - age)
-            .map(|k| {
-                u64::from(
-                    self.buckets[((self.newest + RECENT_BUCKETS as u64 - k) % RECENT_BUCKETS as u64)
-                        as usize],
-                )
-            })
-            .sum();
-        let span = RECENT_BUCKETS as u64 * RECENT_BUCKET_MS;
-        u32::try_from((count * crate::time::duration_millis(window)).div_ceil(span))
-            .unwrap_or(u32::MAX)
+        // The arrivals of the buckets `back` and fewer behind the newest,
+        // counted only while they are within ten minutes of `now`.
+        let count_back = |back: u64| -> u64 {
+            (0..=back.min(RECENT_BUCKETS as u64 - 1 - age))
+                .map(|k| {
+                    u64::from(
+                        self.buckets[((self.newest + RECENT_BUCKETS as u64 - k)
+                            % RECENT_BUCKETS as u64) as usize],
+                    )
+                })
+                .sum()
+        };
+        let window_ms = crate::time::duration_millis(window);
+        let long = count_back(RECENT_BUCKETS as u64 - 1) * window_ms * 1000
+            / (RECENT_BUCKETS as u64 * RECENT_BUCKET_MS);
+        // The last minute: this bucket so far and the one before it (older
+        // buckets than that have left the minute).
+        let last_minute = if age <= 1 { count_back(1 - age) } else { 0 };
+        let short_span = RECENT_BUCKET_MS + now_ms % RECENT_BUCKET_MS;
+        let short = last_minute * window_ms * 1000 / short_span;
+        long.max(short)
     }
 }
 
@@ -161,6 +180,15 @@ mod tests {
         }
         let now = Timestamp::from_secs(1_000_000 + 600);
         assert_eq!(r.expected_within(now, Duration::from_secs(30)), 3);
+        let mut trickle = RecentArrivals::default();
+        for i in 0..10u64 {
+            trickle.observe(Timestamp::from_secs(1_000_020 + i * 2)); // one every 2 s
+        }
+        assert_eq!(
+            trickle.expected_within(Timestamp::from_secs(1_000_040), Duration::from_secs(30)),
+            6,
+            "a trickle that began 20 s ago counts over the last minute's buckets (10 in 50 s), not diluted over ten minutes (which would give 1)"
+        );
         assert_eq!(
             r.expected_within(t0 + Duration::from_secs(3600), Duration::from_secs(30)),
             0,

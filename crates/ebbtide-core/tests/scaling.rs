@@ -44,7 +44,7 @@ fn finish_all(h: &mut Harness, ids: impl IntoIterator<Item = u64>) {
 }
 
 #[test]
-fn a_burst_scales_up_for_its_sla_and_back_to_zero_after_the_idle_timeout() {
+fn a_burst_scales_up_for_its_sla_and_back_to_zero_once_idle_workers_are_not_worth_keeping() {
     let mut h = Harness::new(testkit::config());
     for id in 1..=5 {
         h.submit(testkit::job(id, 0, 1));
@@ -69,19 +69,71 @@ fn a_burst_scales_up_for_its_sla_and_back_to_zero_after_the_idle_timeout() {
     assert_eq!(h.engine.queued_jobs(), 0, "all five run once booted");
     finish_all(&mut h, 1..=5);
     h.run_for(SEC, SEC);
-    // Five arrivals in ten minutes make one arrival likely within a 30 s
-    // boot: one idle worker is worth keeping, four are not.
-    assert_eq!(physical(&h, 0), 1, "surplus idle workers retire at once");
-    h.run_for(58 * SEC, SEC);
+    // Five arrivals in the last minute's buckets (42 s of them here) make
+    // 5 × 30 ÷ 42 ≈ 3.6 arrivals expected within a 30 s boot, with nothing
+    // busy to free up: the first three idle workers would wait less than a
+    // boot for their next job, the other two would not.
+    assert_eq!(physical(&h, 0), 3, "surplus idle workers retire at once");
+    h.run_for(20 * SEC, SEC);
     assert_eq!(
         physical(&h, 0),
-        1,
-        "the kept worker stays until the idle timeout"
+        0,
+        "once the burst is more than a minute old, ten minutes' rate expects no job within a boot: the kept ones go, before their 60 s idle timeout"
     );
-    h.run_for(2 * SEC, SEC);
-    assert_eq!(physical(&h, 0), 0, "then the pool returns to zero");
     let last = decisions(&h).pop().expect("a scale-down decision");
     assert_eq!((last.to, last.reason.kind()), (0, "demand_fell"));
+}
+
+/// An idle worker is kept for the next job only where that job could not
+/// as well wait for a busy slot to free: with a target shorter than a
+/// boot it could not; with a fifteen-minute target on a pool of nine busy
+/// workers it almost surely could.
+#[test]
+fn an_idle_worker_is_kept_only_where_the_next_job_could_not_wait_for_a_busy_slot() {
+    let kept_after_one_finish = |target: Duration| {
+        let mut cfg = testkit::config();
+        for c in &mut cfg.classes {
+            c.sla_target = target;
+        }
+        let mut h = Harness::new(cfg);
+        for id in 1..=10 {
+            h.submit(testkit::job(id, 0, 1));
+        }
+        h.run_for(31 * SEC, SEC);
+        assert_eq!(h.engine.queued_jobs(), 0, "all ten run");
+        h.finish(JobId(1), JobOutcome::Succeeded);
+        h.run_for(2 * SEC, SEC);
+        physical(&h, 0)
+    };
+    assert_eq!(
+        kept_after_one_finish(10 * SEC),
+        10,
+        "no slack: the next job needs the idle worker or a whole boot"
+    );
+    assert_eq!(
+        kept_after_one_finish(900 * SEC),
+        9,
+        "ample slack and nine busy slots: the next job takes the next to free, and the idle worker goes at once"
+    );
+}
+
+#[test]
+fn a_stopping_scheduler_launches_nothing_for_jobs_it_will_not_start() {
+    let mut h = Harness::new(testkit::config());
+    h.send(Event::StopDispatch);
+    for id in 1..=3 {
+        h.submit(testkit::job(id, 0, 1));
+    }
+    h.run_for(10 * SEC, SEC);
+    assert_eq!(physical(&h, 0), 0, "no worker asked for while stopping");
+    assert!(
+        !h.logged(|c| match c {
+            Command::Launch { .. } => Some(()),
+            _ => None,
+        })
+        .any(|_| true),
+        "no launch command"
+    );
 }
 
 #[test]

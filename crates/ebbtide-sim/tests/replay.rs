@@ -191,18 +191,42 @@ fn a_regional_spot_shortage_sends_urgent_launches_on_demand_and_prices_the_premi
 
 #[test]
 fn a_job_arriving_while_arrivals_are_recent_reuses_the_idle_worker() {
-    // A boots (30 s), runs 30→230 s; B arrives at 240 s. One arrival in the
-    // last ten minutes makes one arrival likely within a 30 s boot, so the
-    // idle worker is kept for the 30 s idle timeout and takes B at once.
+    // Thirty jobs boot (30 s) and run 30→230 s; thirty more arrive at
+    // 240 s. Thirty arrivals in the last ten minutes put the next one
+    // 20 s away, less than a 30 s boot, and nothing is left busy to free
+    // up: the first idle worker is worth keeping (the second would wait
+    // 40 s), the other 29 go at once. The kept one takes a job of the
+    // second burst, and only 29 more boot for it.
+    let mut jobs: Vec<_> = (0..30).map(|_| job(0, 200, "high")).collect();
+    jobs.extend((0..30).map(|_| job(240, 600, "high")));
+    let t = trace(jobs);
+    let r = run(
+        &t,
+        &SimParams::deterministic(Duration::from_secs(30)),
+        &Policy::Ebbtide,
+    );
+    assert_eq!(r.launches, 59, "one idle worker takes a second-burst job");
+    assert_eq!(r.classes[0].wait_p50_s, 30.0, "the others waited a boot");
+    assert!(
+        r.classes[0].wait_p99_s < 60.0,
+        "no job waited more than its boot: {}",
+        r.classes[0].wait_p99_s
+    );
+}
+
+#[test]
+fn a_lone_job_is_not_worth_an_idle_worker_waiting_for_the_next() {
+    // A boots (30 s), runs 30→230 s; B arrives at 240 s. One arrival in ten
+    // minutes puts the next ten minutes away, twenty boots' worth of idle
+    // time: the worker goes at once and B boots its own.
     let t = trace(vec![job(0, 200, "high"), job(240, 600, "high")]);
     let r = run(
         &t,
         &SimParams::deterministic(Duration::from_secs(30)),
         &Policy::Ebbtide,
     );
-    assert_eq!(r.launches, 1, "the idle worker takes the second job");
-    assert_eq!(r.cost_micros, 96_000 * 840 / 3600);
-    assert_eq!(r.classes[0].wait_p99_s, 30.0, "only the first job waited");
+    assert_eq!(r.launches, 2);
+    assert_eq!(r.cost_micros, 96_000 * 230 / 3600 + 96_000 * 630 / 3600);
 }
 
 #[test]

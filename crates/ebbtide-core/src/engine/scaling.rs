@@ -688,18 +688,53 @@ impl Engine {
         u32::try_from(carried).unwrap_or(u32::MAX).min(expected)
     }
 
-    /// Idle workers the pool keeps ready: the jobs expected to arrive during
-    /// one boot, from the last ten minutes of arrivals, plus `idle_count`.
+    /// Idle workers the pool keeps ready: the jobs expected to arrive
+    /// within the reuse horizon, from the last ten minutes of arrivals,
+    /// plus `idle_count`. The k-th idle worker waits about k ÷ rate for
+    /// its next job, so it is worth keeping while that is shorter than the
+    /// horizon (the ski-rental break-even under Poisson arrivals).
     fn idle_worth_keeping(&self, pid: PoolId, now: Timestamp) -> u32 {
         let pool = &self.pools[pid.0 as usize];
         let idle_count = match pool.config.kind {
             PoolKind::Dynamic { idle_count, .. } => idle_count,
             PoolKind::Static { .. } => 0,
         };
-        let expected = pool
+        let expected_milli = pool
             .recent_arrivals
-            .expected_within(now, pool.boot_estimate);
-        expected.div_ceil(pool.capacity()) + idle_count
+            .expected_milli_within(now, self.reuse_horizon(pid));
+        let worth = u32::try_from(expected_milli / 1000).unwrap_or(u32::MAX);
+        worth / pool.capacity() + idle_count
+    }
+
+    /// How long an idle worker is worth keeping for the next job: what
+    /// reusing it saves (a boot), times the chance that the job could not
+    /// simply wait for a busy slot to free up instead. A job of the pool's
+    /// tightest class may wait `target − lead time` before a launch for it
+    /// must start; busy slots free at about `busy ÷ mean job duration`, so
+    /// none frees in that slack with probability `exp(−busy × slack ÷
+    /// mean)`. With no slack (targets shorter than a boot) that is a whole
+    /// boot; at a 60 s target on a busy pool, a few seconds: keeping idle
+    /// workers there costs more than the boots it saves, since the next
+    /// job takes the next slot to free at no cost.
+    pub(super) fn reuse_horizon(&self, pid: PoolId) -> Duration {
+        let pool = &self.pools[pid.0 as usize];
+        let boot = pool.boot_estimate;
+        let Some(tightest) = self.config.classes.iter().map(|c| c.sla_target).min() else {
+            return boot;
+        };
+        let slack = tightest.saturating_sub(crate::planner::lead_time(boot));
+        let mean = pool.mean_job_duration.as_secs_f64();
+        if slack.is_zero() || mean <= 0.0 {
+            return boot;
+        }
+        let busy: usize = pool
+            .workers
+            .iter()
+            .filter_map(|w| self.workers.get(w))
+            .map(|w| w.jobs.len())
+            .sum();
+        let frees_in_slack = busy as f64 * slack.as_secs_f64() / mean;
+        boot.mul_f64((-frees_in_slack).exp())
     }
 
     fn snapshot(&self, pid: PoolId, now: Timestamp) -> Snapshot {
