@@ -175,7 +175,7 @@ async fn containers_scale_with_a_burst_survive_a_scheduler_crash_and_none_is_lef
     }
     assert!(
         jobs.iter().any(|j| j["attempts"] == 1),
-        "a job running at the crash finished in its adopted container: {jobs:?}"
+        "a job running at the crash finished in its adopted container: {jobs:?}\n{log}"
     );
     assert!(log.contains("adopted"), "survivors were adopted:\n{log}");
 
