@@ -225,3 +225,34 @@ fn an_adopted_worker_is_charged_from_where_the_earlier_run_stopped_booking() {
     );
     assert_eq!(h.engine.costs().fleet, idle + busy);
 }
+
+/// Found by the Docker crash test on a loaded machine: the agents that ran
+/// the jobs had backed off while the scheduler was down and reconnected
+/// after the heartbeat timeout, so their finished jobs ran a second time.
+#[test]
+fn an_adopted_worker_gets_the_agents_reconnect_back_off_before_it_is_lost() {
+    let mut cfg = testkit::config();
+    cfg.pools = vec![testkit::dynamic_pool("burst")];
+    cfg.heartbeat_timeout = Duration::from_secs(5);
+    let mut h = Harness::new(cfg);
+    // The agent has not reconnected: no heartbeats.
+    h.obedient = false;
+    h.send(adoption(40, vec![testkit::job(7, 0, 1)]));
+    h.run_for(Duration::from_secs(14), Duration::from_secs(1));
+    assert_eq!(
+        h.engine.worker_state(WorkerId(40)),
+        Some(WorkerState::Busy),
+        "silent for 14 s, within the 5 s timeout plus the 10 s reconnect grace"
+    );
+    h.run_for(Duration::from_secs(2), Duration::from_secs(1));
+    assert_ne!(
+        h.engine.worker_state(WorkerId(40)),
+        Some(WorkerState::Busy),
+        "silent past the grace and the timeout: lost"
+    );
+    assert!(
+        matches!(h.engine.job_state(JobId(7)), Some(JobState::Queued)),
+        "and its job requeued: {:?}",
+        h.engine.job_state(JobId(7))
+    );
+}

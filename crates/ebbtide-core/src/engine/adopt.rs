@@ -8,6 +8,14 @@ use crate::job::{JobSpec, JobState};
 use crate::time::Timestamp;
 use crate::worker::{Worker, WorkerTransition};
 
+/// How long an adopted worker's agent may take to reconnect, on top of the
+/// heartbeat timeout, before it is declared lost. While the scheduler was
+/// down the agent backed off to its ceiling (5 s, with jitter of up to as
+/// much again), so its next attempt can come up to 10 s after the restart.
+/// Declaring it lost sooner would run its jobs a second time, though they
+/// ran on, or had already finished, in the container that outlived us.
+const ADOPTED_RECONNECT_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Engine {
     pub(super) fn on_adopted(
         &mut self,
@@ -49,7 +57,7 @@ impl Engine {
         self.transition(worker, WorkerTransition::Registered)?;
         if let Some(w) = self.workers.get_mut(&worker) {
             w.idle_since = now;
-            w.last_heartbeat = now;
+            w.last_heartbeat = now + ADOPTED_RECONNECT_GRACE;
             if let Some(from) = accrue_from.filter(|t| *t < now) {
                 w.launched_at = Some(from);
                 w.last_accrual = from;
