@@ -667,12 +667,18 @@ impl Engine {
     /// ones time out idle: the burst would ebb from the wrong end.
     fn spill_to_take_back(&self, pid: PoolId, now: Timestamp) -> u32 {
         let pool = &self.pools[pid.0 as usize];
-        let own_price = price_per_slot(pool);
+        let expected = pool
+            .recent_arrivals
+            .expected_within(now, pool.config.idle_timeout);
+        if expected == 0 {
+            return 0;
+        }
+        let own_price = self.price_per_slot(pid);
         let carried = self
             .workers
             .values()
             .filter(|w| w.pool != pid && w.state.is_active())
-            .filter(|w| price_per_slot(&self.pools[w.pool.0 as usize]) > own_price)
+            .filter(|w| self.price_per_slot(w.pool) > own_price)
             .flat_map(|w| w.jobs.iter().map(move |j| (w.pool, j)))
             .filter(|(later, j)| {
                 self.jobs.get(j).is_some_and(|job| {
@@ -682,9 +688,6 @@ impl Engine {
                 })
             })
             .count();
-        let expected = pool
-            .recent_arrivals
-            .expected_within(now, pool.config.idle_timeout);
         u32::try_from(carried).unwrap_or(u32::MAX).min(expected)
     }
 
@@ -716,7 +719,7 @@ impl Engine {
     /// boot; at a 60 s target on a busy pool, a few seconds: keeping idle
     /// workers there costs more than the boots it saves, since the next
     /// job takes the next slot to free at no cost.
-    pub(super) fn reuse_horizon(&self, pid: PoolId) -> Duration {
+    fn reuse_horizon(&self, pid: PoolId) -> Duration {
         let pool = &self.pools[pid.0 as usize];
         let boot = pool.boot_estimate;
         let Some(tightest) = self.config.classes.iter().map(|c| c.sla_target).min() else {
@@ -791,6 +794,14 @@ impl Engine {
         self.pools[pid.0 as usize].config.on_demand_price
     }
 
+    /// What one job slot of the pool costs an hour at its launch price, in
+    /// micro-dollars per thousand slots (so pools of different capacities
+    /// compare exactly).
+    fn price_per_slot(&self, pid: PoolId) -> i64 {
+        let cap = self.pools[pid.0 as usize].capacity().max(1);
+        self.launch_price(pid).0.0 * 1000 / i64::from(cap)
+    }
+
     /// A pool's state for status pages and metrics.
     pub fn pool_status(&self, pid: PoolId) -> Option<PoolStatus> {
         let pool = self.pools.get(pid.0 as usize)?;
@@ -808,12 +819,6 @@ fn add_routed(routed: &mut Routed, sig: SignatureId, d: &Demand) {
         Some((_, acc)) => acc.add(d),
         None => routed.push((sig, *d)),
     }
-}
-
-/// What one job slot of the pool costs an hour, in micro-dollars per
-/// thousand slots (so pools of different capacities compare exactly).
-fn price_per_slot(pool: &super::pools::PoolState) -> i64 {
-    pool.config.on_demand_price.0.0 * 1000 / i64::from(pool.capacity().max(1))
 }
 
 /// Whether billing lets a worker retire now without wasting paid time.
